@@ -1,0 +1,1 @@
+"""The paper's analyses as pure functions from xarray objects to xarray objects; no model is loaded."""

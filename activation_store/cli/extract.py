@@ -1,0 +1,37 @@
+"""``actstore extract``."""
+from __future__ import annotations
+
+import click
+
+from ..extract.datasets import DEFAULT_DATASET
+from ..extract.models import DEFAULT_MODEL
+from .options import parse_pairs, split_list, storage, store_options
+
+
+@click.command()
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name, alias (llama3, …), model directory or .gguf file.")
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Built-in name (django-ui, arithmetic) or a .jsonl/.csv/.tsv file.")
+@click.option("--store", default="./acts.zarr", show_default=True, help="Local directory or fsspec URL (s3://bucket/acts.zarr).")
+@click.option("--variants", default=None, help="Comma-separated variants to extract (default: all).")
+@click.option("--limit", type=int, default=None, help="Only the first N items.")
+@click.option("--bos/--no-bos", default=True, show_default=True, help="Prepend the tokenizer's BOS token.")
+@click.option("--suffix", "suffixes", multiple=True, metavar="VARIANT=TEXT", help='Text appended per variant, e.g. zh=这代表了 (repeatable).')
+@click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default="bfloat16", show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--chunk-tokens", type=int, default=None, help="Tokens per chunk (default: ~16 MB per layer chunk).")
+@click.option("--overwrite", is_flag=True, help="Replace a run made with another configuration, or redo a finished one.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow a checkpoint's own Python code (off by default).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@store_options
+def extract(model, dataset, store, variants, limit, bos, suffixes, dtype, batch_size, chunk_tokens, overwrite,
+            trust_remote_code, quiet, endpoint_url, anon):
+    """Run MODEL over DATASET once and store every layer's hidden states."""
+    from ..extract import extract as run_extract
+
+    result = run_extract(
+        model=model, dataset=dataset, store=store, variants=split_list(variants), limit=limit, bos=bos,
+        suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
+        overwrite=overwrite, trust_remote_code=trust_remote_code, storage_options=storage(store, endpoint_url, anon),
+        progress=not quiet,
+    )
+    click.echo(result.summary())

@@ -1,0 +1,49 @@
+"""``actstore ls`` and ``actstore info``: what a store holds, from metadata only."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..store.inventory import list_runs, run_info
+from .options import storage, store_options
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+@click.command()
+@click.argument("store")
+@store_options
+def ls(store, endpoint_url, anon):
+    """List the runs in STORE: model, dataset, examples, layers, tokens, size, dtype, when, from what."""
+    runs = list_runs(store, storage(store, endpoint_url, anon))
+    if not runs:
+        click.echo(f"{store}: no runs")
+        return
+    header = ("model", "dataset", "examples", "layers", "tokens", "d_model", "size", "dtype", "state", "created", "source")
+    rows = [header] + [
+        (r.model, r.dataset, str(r.examples), str(r.layers), f"{r.tokens:,}", str(r.d_model), _size(r.bytes), r.dtype,
+         "complete" if r.complete else f"partial {r.tokens_done:,}", r.created, r.source)
+        for r in runs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@click.command()
+@click.argument("store")
+@click.option("--model", required=True)
+@click.option("--dataset", required=True)
+@store_options
+def info(store, model, dataset, endpoint_url, anon):
+    """Provenance and configuration of one run, as JSON."""
+    run = run_info(store, model, dataset, storage(store, endpoint_url, anon))
+    click.echo(json.dumps({"model": run.model, "dataset": run.dataset, "bytes": run.bytes, **run.attrs},
+                          indent=2, ensure_ascii=False, default=str))

@@ -1,0 +1,38 @@
+"""Options shared by several commands, and their parsing."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from ..store.location import storage_options_for
+
+
+def store_options(func: Callable) -> Callable:
+    """``--endpoint-url`` and ``--anon`` for stores behind fsspec URLs."""
+    func = click.option("--anon", is_flag=True, help="Read a public bucket without credentials.")(func)
+    func = click.option("--endpoint-url", default=None, metavar="URL", help="S3-compatible endpoint (e.g. http://127.0.0.1:9000).")(func)
+    return func
+
+
+def storage(url: str, endpoint_url: str | None, anon: bool) -> dict[str, Any]:
+    return storage_options_for(url, endpoint_url=endpoint_url, anon=anon)
+
+
+def split_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise click.BadParameter("expected a comma-separated list")
+    return items
+
+
+def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        if "=" not in value:
+            raise click.BadParameter(f"expected VARIANT=TEXT, got {value!r}", param_hint=option)
+        key, text = value.split("=", 1)
+        pairs[key.strip()] = text
+    return pairs

@@ -1,0 +1,73 @@
+"""What the logit lens needs from a model, read off it once.
+
+The final norm's kind and weight convention are measured by running the module
+on a probe vector and matching the result against the candidate formulas —
+Gemma's RMSNorm multiplies by (1 + weight), Llama's by weight — rather than
+guessed from class names."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ActstoreError
+from ..store import layout
+from .capture import final_norm
+
+
+def _norm_eps(norm: torch.nn.Module) -> float:
+    for name in ("eps", "variance_epsilon", "epsilon"):
+        value = getattr(norm, name, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    raise ActstoreError(f"cannot find the epsilon of the final norm {type(norm).__name__}")
+
+
+@torch.inference_mode()
+def describe_norm(norm: torch.nn.Module) -> dict[str, Any]:
+    """``{"kind", "convention", "eps"}`` that reproduce ``norm`` on a probe vector."""
+    weight = norm.weight.detach().float()
+    bias = getattr(norm, "bias", None)
+    bias = bias.detach().float() if isinstance(bias, torch.Tensor) else torch.zeros_like(weight)
+    eps = _norm_eps(norm)
+    probe = torch.randn(4, weight.shape[0], generator=torch.Generator().manual_seed(0)) * 3
+    expected = norm(probe.to(norm.weight.dtype)).float()
+    centred = probe - probe.mean(-1, keepdim=True)
+    forms = {
+        ("rmsnorm", "weight"): probe * torch.rsqrt(probe.pow(2).mean(-1, keepdim=True) + eps) * weight,
+        ("rmsnorm", "1+weight"): probe * torch.rsqrt(probe.pow(2).mean(-1, keepdim=True) + eps) * (1 + weight),
+        ("layernorm", "weight"): centred * torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps) * weight + bias,
+    }
+    for (kind, convention), value in forms.items():
+        if torch.allclose(value, expected, rtol=1e-4, atol=1e-4):
+            return {"kind": kind, "convention": convention, "eps": eps}
+    raise ActstoreError(f"final norm {type(norm).__name__} matches no known formula; the logit lens cannot be stored")
+
+
+def lens_head(model, tokenizer) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays (unembedding, norm weight/bias, logit bias, vocabulary strings) and lens attributes."""
+    output = model.get_output_embeddings()
+    unembedding = output.weight.detach().float().cpu().numpy()
+    arrays: dict[str, np.ndarray] = {layout.UNEMBEDDING: unembedding}
+    if getattr(output, "bias", None) is not None:
+        arrays[layout.LOGIT_BIAS] = output.bias.detach().float().cpu().numpy()
+    norm = final_norm(model)
+    norm_attrs = None
+    if norm is not None:
+        norm_attrs = describe_norm(norm)
+        arrays[layout.NORM_WEIGHT] = norm.weight.detach().float().cpu().numpy()
+        if isinstance(getattr(norm, "bias", None), torch.Tensor):
+            arrays[layout.NORM_BIAS] = norm.bias.detach().float().cpu().numpy()
+    vocab_size = unembedding.shape[0]
+    known = min(vocab_size, len(tokenizer))
+    strings = tokenizer.batch_decode([[i] for i in range(known)], clean_up_tokenization_spaces=False)
+    arrays[layout.VOCAB_TOKEN] = np.array(strings + [""] * (vocab_size - known), dtype=object)
+    config = model.config.get_text_config()
+    attrs = {
+        "final_norm": norm_attrs,
+        "final_logit_softcapping": getattr(config, "final_logit_softcapping", None),
+        "vocab_size": vocab_size,
+        "d_model": int(unembedding.shape[1]),
+    }
+    return arrays, attrs

@@ -1,0 +1,74 @@
+"""What a store holds: one row per run, with sizes and provenance, read from metadata only."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import zarr
+
+from ..errors import ActstoreError
+from . import layout
+from .location import is_remote, zarr_store
+
+
+@dataclass
+class RunInfo:
+    model: str
+    dataset: str
+    examples: int
+    layers: int
+    tokens: int
+    d_model: int
+    dtype: str
+    bytes: int
+    complete: bool
+    tokens_done: int
+    created: str
+    source: str
+    attrs: dict[str, Any]
+
+
+def _root(url: str, storage_options: dict[str, Any] | None) -> zarr.Group:
+    try:
+        root = zarr.open_group(zarr_store(url, storage_options, read_only=True), mode="r")
+    except FileNotFoundError:
+        raise ActstoreError(f"no actstore store at {url}") from None
+    layout.check_format(dict(root.attrs), url)
+    return root
+
+
+def _bytes(url: str, path: str, storage_options: dict[str, Any] | None) -> int:
+    target = f"{url.rstrip('/')}/{path}"
+    fs, root = fsspec.core.url_to_fs(target if is_remote(url) else target.removeprefix("file://"), **(storage_options or {}))
+    return int(fs.du(root, total=True))
+
+
+def list_runs(url: str, storage_options: dict[str, Any] | None = None) -> list[RunInfo]:
+    """Every run in the store, in name order."""
+    root = _root(url, storage_options)
+    runs = []
+    for model_key, model_group in sorted(root.groups()):
+        for dataset_key, group in sorted(model_group.groups()):
+            if layout.HIDDEN not in group:
+                continue
+            hidden = group[layout.HIDDEN]
+            attrs = dict(group.attrs)
+            provenance = attrs.get("provenance", {})
+            progress = attrs.get("progress", {})
+            runs.append(RunInfo(
+                model=layout.decode_name(model_key), dataset=layout.decode_name(dataset_key),
+                examples=int(group["item"].shape[0]), layers=int(hidden.shape[0]), tokens=int(hidden.shape[1]),
+                d_model=int(hidden.shape[2]), dtype=str(hidden.attrs.get("dtype", hidden.dtype)),
+                bytes=_bytes(url, f"{model_key}/{dataset_key}", storage_options),
+                complete=bool(progress.get("complete")), tokens_done=int(progress.get("tokens_done", 0)),
+                created=provenance.get("created", ""), source=provenance.get("model_source", ""), attrs=attrs,
+            ))
+    return runs
+
+
+def run_info(url: str, model: str, dataset: str, storage_options: dict[str, Any] | None = None) -> RunInfo:
+    for run in list_runs(url, storage_options):
+        if run.model == model and run.dataset == dataset:
+            return run
+    raise ActstoreError(f"model {model!r} / dataset {dataset!r} is not in {url}; `actstore ls {url}` lists what is")

@@ -1,0 +1,64 @@
+"""The store contract: group paths, names, array names and the format version.
+
+A store is one Zarr v3 hierarchy::
+
+    /                        attrs: actstore_format
+    /<model>                 the logit-lens head of one model (``unembedding``, ``final_norm_weight``, ``vocab_token``)
+    /<model>/<dataset>       one extraction run (``hidden`` over layer × token × hidden, per-token and per-example coords)
+
+Names given by users (Hugging Face ids contain ``/``) are percent-encoded into one
+safe path segment, so they map back exactly and can never climb out of the root.
+"""
+from __future__ import annotations
+
+from urllib.parse import quote, unquote
+
+from ..errors import ActstoreError, StoreFormatError
+
+FORMAT_VERSION = 1
+FORMAT_ATTR = "actstore_format"
+
+# array names in a run group
+HIDDEN = "hidden"
+TOKEN_COORDS = ("token_id", "token_example", "position", "modality")
+EXAMPLE_COORDS = ("item", "variant", "text", "token_offset", "token_count")
+LAYER_COORDS = ("final_norm_applied",)
+# array names in a model group
+UNEMBEDDING = "unembedding"
+NORM_WEIGHT = "final_norm_weight"
+NORM_BIAS = "final_norm_bias"
+LOGIT_BIAS = "logit_bias"
+VOCAB_TOKEN = "vocab_token"
+
+BF16_ENCODING = "bfloat16-bits-in-uint16"
+ENCODING_ATTR = "actstore_encoding"
+
+
+def encode_name(name: str) -> str:
+    """A user-facing name as one path segment: reversible, no ``/``, never ``.``/``..``."""
+    if not name or not name.strip():
+        raise ActstoreError("empty model or dataset name")
+    segment = quote(name, safe="-_+=@,")
+    segment = segment.replace(".", "%2E") if segment.strip(".") == "" or segment.startswith(".") else segment
+    return segment
+
+
+def decode_name(segment: str) -> str:
+    return unquote(segment)
+
+
+def run_path(model: str, dataset: str) -> str:
+    return f"{encode_name(model)}/{encode_name(dataset)}"
+
+
+def check_format(attrs: dict, where: str) -> None:
+    """Refuse a store written by another format version, older or newer."""
+    found = attrs.get(FORMAT_ATTR)
+    if found is None:
+        raise StoreFormatError(f"{where} is not an actstore store (no '{FORMAT_ATTR}' attribute)")
+    if found != FORMAT_VERSION:
+        newer = "newer" if isinstance(found, int) and found > FORMAT_VERSION else "older"
+        raise StoreFormatError(
+            f"{where} has store format {found}, {newer} than the format {FORMAT_VERSION} this actstore reads; "
+            f"use a matching actstore version"
+        )

@@ -1,0 +1,174 @@
+"""Writing runs and lens heads into a store, chunk by chunk, resumably.
+
+A run's small arrays (token ids, per-token and per-example coordinates) are
+written whole when the run is created. ``hidden`` is then filled in blocks of
+``chunk_tokens`` tokens — each block is exactly one chunk per layer, written by
+one writer — and only after a block's chunks are all written does the group's
+``progress`` attribute move forward. A killed run therefore never has a
+committed half-written chunk: resuming rewrites from the last committed block.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.codecs
+
+from ..errors import ActstoreError, ConfigConflictError
+from . import layout
+from .location import zarr_store
+from .precision import storage_dtype
+
+warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarning)
+
+PROGRESS_ATTR = "progress"
+CHECKSUM = zarr.codecs.Crc32cCodec()
+
+
+def open_root(url: str, storage_options: dict[str, Any] | None = None, create: bool = True) -> zarr.Group:
+    """The store's root group, created with the format attribute if new; refuses other formats."""
+    store = zarr_store(url, storage_options)
+    try:
+        root = zarr.open_group(store, mode="r+", use_consolidated=False)
+    except FileNotFoundError:
+        if not create:
+            raise ActstoreError(f"no actstore store at {url}") from None
+        root = zarr.open_group(store, mode="w-", attributes={layout.FORMAT_ATTR: layout.FORMAT_VERSION})
+    except (PermissionError, OSError) as exc:
+        raise ActstoreError(f"cannot write the store at {url}: {exc.strerror or exc}") from None
+    layout.check_format(dict(root.attrs), url)
+    return root
+
+
+def _array(group: zarr.Group, name: str, values: np.ndarray, dims: tuple[str, ...], **attrs: Any) -> zarr.Array:
+    values = np.asarray(values)
+    if values.dtype.kind in "UTO":
+        dtype, fill = str, ""
+    else:
+        dtype, fill = values.dtype, 0
+    array = group.create_array(
+        name, shape=values.shape, dtype=dtype, fill_value=fill, dimension_names=dims,
+        compressors=[CHECKSUM], attributes=attrs, overwrite=True,
+    )
+    if values.size:
+        array[...] = values
+    return array
+
+
+@dataclass
+class RunWriter:
+    """Fills one run group's ``hidden`` array block by block."""
+
+    group: zarr.Group
+    hidden: zarr.Array
+    chunk_tokens: int
+    n_tokens: int
+
+    @property
+    def tokens_done(self) -> int:
+        return int(self.group.attrs.get(PROGRESS_ATTR, {}).get("tokens_done", 0))
+
+    @property
+    def complete(self) -> bool:
+        return self.tokens_done >= self.n_tokens
+
+    def write_block(self, start: int, block: np.ndarray) -> None:
+        """Write tokens [start, start + len) for all layers, then commit them."""
+        stop = start + block.shape[1]
+        if start % self.chunk_tokens or (stop % self.chunk_tokens and stop != self.n_tokens):
+            raise ValueError(f"block {start}:{stop} is not aligned to chunks of {self.chunk_tokens} tokens")
+        self.hidden[:, start:stop, :] = block
+        self.group.attrs[PROGRESS_ATTR] = {"tokens_done": stop, "complete": stop >= self.n_tokens}
+
+
+def create_run(
+    root: zarr.Group,
+    path: str,
+    *,
+    n_layers: int,
+    d_model: int,
+    dtype: str,
+    chunk_tokens: int,
+    token_coords: dict[str, np.ndarray],
+    example_coords: dict[str, np.ndarray],
+    final_norm_applied: np.ndarray,
+    attrs: dict[str, Any],
+) -> RunWriter:
+    """Create (or replace) a run group with its coordinates and an empty ``hidden``."""
+    n_tokens = len(token_coords["token_id"])
+    group = root.create_group(path, overwrite=True)
+    for name, values in token_coords.items():
+        _array(group, name, values, ("token",))
+    for name, values in example_coords.items():
+        _array(group, name, values, ("example",))
+    _array(group, "example", np.arange(len(example_coords["item"]), dtype=np.int64), ("example",))
+    _array(group, "layer", np.arange(n_layers, dtype=np.int32), ("layer",))
+    _array(group, "final_norm_applied", np.asarray(final_norm_applied, dtype=bool), ("layer",))
+    encoding = {layout.ENCODING_ATTR: layout.BF16_ENCODING} if dtype == "bfloat16" else {}
+    hidden = group.create_array(
+        layout.HIDDEN,
+        shape=(n_layers, n_tokens, d_model),
+        chunks=(1, chunk_tokens, d_model),
+        dtype=storage_dtype(dtype),
+        fill_value=0,
+        dimension_names=("layer", "token", "d_model"),
+        compressors=[CHECKSUM],
+        attributes={**encoding, "dtype": dtype, "chunk_tokens": chunk_tokens},
+    )
+    group.attrs.update({**attrs, PROGRESS_ATTR: {"tokens_done": 0, "complete": n_tokens == 0}})
+    return RunWriter(group, hidden, chunk_tokens, n_tokens)
+
+
+def reopen_run(root: zarr.Group, path: str) -> RunWriter:
+    """The writer of an existing run group, positioned at its last committed block."""
+    group = root[path]
+    hidden = group[layout.HIDDEN]
+    return RunWriter(group, hidden, int(hidden.attrs["chunk_tokens"]), int(hidden.shape[1]))
+
+
+def run_attrs(root: zarr.Group, path: str) -> dict[str, Any] | None:
+    """Attributes of the run at ``path``, or None when there is none."""
+    try:
+        node = root[path]
+    except KeyError:
+        return None
+    if not isinstance(node, zarr.Group) or layout.HIDDEN not in node:
+        return None
+    return dict(node.attrs)
+
+
+def write_lens(root: zarr.Group, model_path: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    """Store what the logit lens needs for one model, once; refuse a different model under the same name."""
+    try:
+        existing = root[model_path]
+    except KeyError:
+        existing = None
+    if existing is not None and "model_checksum" in existing.attrs:  # set last: a complete head
+        if existing.attrs.get("model_checksum") != attrs.get("model_checksum"):
+            raise ConfigConflictError(
+                f"group '{model_path}' holds a different model (checksum {existing.attrs.get('model_checksum')}); "
+                f"use another --name or --overwrite"
+            )
+        return
+    group = root.require_group(model_path)
+    for name, values in arrays.items():
+        dims = {layout.UNEMBEDDING: ("vocab", "d_model"), layout.VOCAB_TOKEN: ("vocab",),
+                layout.LOGIT_BIAS: ("vocab",)}.get(name, ("d_model",))
+        values = np.asarray(values)
+        if values.ndim == 2:
+            array = group.create_array(
+                name, shape=values.shape, chunks=(max(1, (32 << 20) // (values.shape[1] * values.itemsize)), values.shape[1]),
+                dtype=values.dtype, fill_value=0, dimension_names=dims, compressors=[CHECKSUM], overwrite=True,
+            )
+            array[...] = values
+        else:
+            _array(group, name, values, dims)
+    group.attrs.update(attrs)
+
+
+def consolidate(url: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Refresh consolidated metadata so a reader opens the whole store in one request."""
+    zarr.consolidate_metadata(zarr_store(url, storage_options))
