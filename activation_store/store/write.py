@@ -171,4 +171,6 @@ def write_lens(root: zarr.Group, model_path: str, arrays: dict[str, np.ndarray],
 
 def consolidate(url: str, storage_options: dict[str, Any] | None = None) -> None:
     """Refresh consolidated metadata so a reader opens the whole store in one request."""
-    zarr.consolidate_metadata(zarr_store(url, storage_options))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "not part of the Zarr v3 spec": known, and wanted here
+        zarr.consolidate_metadata(zarr_store(url, storage_options))

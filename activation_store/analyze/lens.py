@@ -1,0 +1,48 @@
+"""The logit lens from a stored head: hidden states → the model's own vocabulary logits.
+
+Layers whose states are raw residual stream get the model's final norm first
+(with its stored convention: Gemma multiplies by 1 + weight, Llama by weight);
+layers already normed (``final_norm_applied``) go straight to the unembedding.
+Final logit soft-capping is applied when the model has it. Lazy throughout."""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from ..errors import ActstoreError
+from ..store import layout
+
+
+def final_norm(hidden: xr.DataArray, lens: xr.Dataset) -> xr.DataArray:
+    """The model's final norm applied to every vector along ``d_model``."""
+    spec = lens.attrs.get("final_norm")
+    if spec is None:
+        return hidden
+    weight = lens[layout.NORM_WEIGHT]
+    scale = (1 + weight) if spec["convention"] == "1+weight" else weight
+    if spec["kind"] == "rmsnorm":
+        return hidden * (1 / np.sqrt((hidden**2).mean("d_model") + spec["eps"])) * scale
+    if spec["kind"] == "layernorm":
+        centred = hidden - hidden.mean("d_model")
+        normed = centred * (1 / np.sqrt((centred**2).mean("d_model") + spec["eps"])) * scale
+        return normed + lens[layout.NORM_BIAS] if layout.NORM_BIAS in lens else normed
+    raise ActstoreError(f"unknown final norm kind {spec['kind']!r} in the stored lens")
+
+
+def lens_input(hidden: xr.DataArray, lens: xr.Dataset) -> xr.DataArray:
+    """Hidden states as the unembedding sees them: final-normed where the layer is not already."""
+    if "final_norm_applied" not in hidden.coords:
+        raise ActstoreError("hidden states carry no 'final_norm_applied' coordinate; open them with actstore.open_run")
+    return xr.where(hidden.final_norm_applied, hidden, final_norm(hidden, lens))
+
+
+def logits(hidden: xr.DataArray, lens: xr.Dataset) -> xr.DataArray:
+    """Logit-lens logits over ``vocab`` for each hidden state (chunked like the stored unembedding)."""
+    normed = lens_input(hidden, lens).astype(np.float32)
+    out = xr.dot(normed, lens[layout.UNEMBEDDING], dim="d_model")
+    if layout.LOGIT_BIAS in lens:
+        out = out + lens[layout.LOGIT_BIAS]
+    cap = lens.attrs.get("final_logit_softcapping")
+    if cap:
+        out = cap * np.tanh(out / cap)
+    return out.rename("logits")
