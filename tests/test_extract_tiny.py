@@ -87,7 +87,7 @@ def test_layout_slices(tiny_model_dir, parallel_jsonl, tmp_path):
     ds = actstore.open_run(store, tiny_model_dir("llama").name, "pairs")
     # variant-major order: one variant is one contiguous slice, pairs share `item`
     assert list(ds.variant.values) == ["zh"] * 5 + ["en"] * 5
-    assert list(ds.item.values[:5]) == list(ds.item.values[5:])
+    assert list(ds["item"].values[:5]) == list(ds["item"].values[5:])
     assert ds.hidden.sizes["layer"] == 4 and ds.hidden.sel(layer=2).dims == ("token", "d_model")
     assert (np.diff(ds.token_example.values) >= 0).all()
     last = (ds.token_offset + ds.token_count - 1).values

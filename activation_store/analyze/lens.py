@@ -46,3 +46,4 @@ def logits(hidden: xr.DataArray, lens: xr.Dataset) -> xr.DataArray:
     if cap:
         out = cap * np.tanh(out / cap)
     return out.rename("logits")
+

@@ -13,6 +13,7 @@ from ..errors import ActstoreError
 from .analyze import analyze
 from .extract import extract
 from .inspect import info, ls
+from .verify import verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,6 +26,7 @@ cli.add_command(extract)
 cli.add_command(ls)
 cli.add_command(info)
 cli.add_command(analyze)
+cli.add_command(verify)
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ from ..checksums import config_hash
 from ..errors import ActstoreError, ConfigConflictError
 from ..store import layout, location
 from ..store.precision import DTYPES, encode, storage_dtype
-from ..store.write import consolidate, create_run, open_root, reopen_run, run_attrs, write_lens
+from ..store.lock import run_lock
+from ..store.write import consolidate, consolidate_if_stale, create_run, open_root, reopen_run, run_attrs, write_lens
 from .capture import capture, final_norm_applied
 from .datasets import DEFAULT_DATASET, load_dataset
 from .lens_head import lens_head
@@ -74,9 +75,16 @@ def _versions() -> dict[str, str]:
 
 
 def _check_writable(store: str) -> None:
+    """Refuse before any work: an empty path, an unwritable place, a directory that is something else."""
     if location.is_remote(store):
         return
-    path = os.path.abspath(store[len("file://"):] if store.startswith("file://") else store)
+    if not store.strip():
+        raise ActstoreError("empty --store; name a directory such as ./acts.zarr or a URL")
+    path = location.local_path(store)
+    if os.path.exists(path) and not os.path.exists(os.path.join(path, "zarr.json")):
+        debris = [name for _, _, files in os.walk(path) for name in files if not name.startswith(".") or ".lock" not in name]
+        if not os.path.isdir(path) or debris:  # only a killed run's lock may be there before the store is
+            raise ActstoreError(f"{store} exists and is not an actstore store; choose a new or empty directory")
     parent = path
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
@@ -116,7 +124,15 @@ def extract(
     _check_writable(store)
     name, _, checksum = resolve(model)
     path = layout.run_path(name, data.name)
+    with run_lock(store, path, storage_options):  # one writer per run: a second is refused, naming the first
+        return _extract_locked(model, data, store, name, path, started, limit=limit, bos=bos, suffixes=suffixes,
+                               dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens, overwrite=overwrite,
+                               trust_remote_code=trust_remote_code, storage_options=storage_options, progress=progress)
 
+
+def _extract_locked(model, data, store, name, path, started, *, limit, bos, suffixes, dtype, batch_size, chunk_tokens,
+                    overwrite, trust_remote_code, storage_options, progress) -> ExtractResult:
+    """The part of ``extract`` that reads and writes the run, under its lock."""
     existing = None
     if location.exists(store, storage_options):
         existing = run_attrs(open_root(store, storage_options, create=False), path)
@@ -146,6 +162,7 @@ def extract(
                 f"({', '.join(differs) or 'unknown'} differ); pass --overwrite to replace it"
             )
         if existing.get("progress", {}).get("complete"):
+            consolidate_if_stale(store, path, storage_options)  # a kill after the last block may have missed it
             return ExtractResult(store, name, data.name, "already complete", len(tokens.examples), tokens.n_tokens,
                                  n_layers, 0, time.perf_counter() - started)
         resuming = True
@@ -158,6 +175,7 @@ def extract(
                 "architecture": type(net).__name__, "n_layers": n_layers})
     if resuming:
         writer = reopen_run(root, path)
+        consolidate_if_stale(store, path, storage_options)  # killed before its first consolidation: readers see it
     else:
         applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], pad_id)
         attrs = {

@@ -4,12 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import zarr
 
 from ..errors import ActstoreError
 from . import layout
-from .location import is_remote, zarr_store
+from .location import filesystem, missing_store, raise_remote, zarr_store
 
 
 @dataclass
@@ -31,17 +30,19 @@ class RunInfo:
 
 def _root(url: str, storage_options: dict[str, Any] | None) -> zarr.Group:
     try:
-        root = zarr.open_group(zarr_store(url, storage_options, read_only=True), mode="r")
+        root = zarr.open_group(zarr_store(url, storage_options, read_only=True), mode="r", zarr_format=3)
     except FileNotFoundError:
-        raise ActstoreError(f"no actstore store at {url}") from None
+        raise missing_store(url, storage_options) from None
     layout.check_format(dict(root.attrs), url)
     return root
 
 
 def _bytes(url: str, path: str, storage_options: dict[str, Any] | None) -> int:
-    target = f"{url.rstrip('/')}/{path}"
-    fs, root = fsspec.core.url_to_fs(target if is_remote(url) else target.removeprefix("file://"), **(storage_options or {}))
-    return int(fs.du(root, total=True))
+    fs, root = filesystem(url, storage_options)
+    try:
+        return int(fs.du(f"{root}/{path}", total=True))
+    except Exception as exc:  # noqa: BLE001
+        raise_remote(exc, url)
 
 
 def list_runs(url: str, storage_options: dict[str, Any] | None = None) -> list[RunInfo]:

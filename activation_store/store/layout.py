@@ -30,6 +30,8 @@ NORM_BIAS = "final_norm_bias"
 LOGIT_BIAS = "logit_bias"
 VOCAB_TOKEN = "vocab_token"
 
+MAX_SEGMENT = 200  # characters of one encoded name
+
 BF16_ENCODING = "bfloat16-bits-in-uint16"
 ENCODING_ATTR = "actstore_encoding"
 
@@ -40,6 +42,9 @@ def encode_name(name: str) -> str:
         raise ActstoreError("empty model or dataset name")
     segment = quote(name, safe="-_+=@,")
     segment = segment.replace(".", "%2E") if segment.strip(".") == "" or segment.startswith(".") else segment
+    if len(segment) > MAX_SEGMENT:  # file systems refuse names over 255 bytes; the lock file adds its suffix
+        raise ActstoreError(f"name {name[:40]!r}… is too long for a store path ({len(segment)} characters encoded, "
+                            f"at most {MAX_SEGMENT}); rename the file or model")
     return segment
 
 

@@ -6,16 +6,25 @@ written whole when the run is created. ``hidden`` is then filled in blocks of
 one writer — and only after a block's chunks are all written does the group's
 ``progress`` attribute move forward. A killed run therefore never has a
 committed half-written chunk: resuming rewrites from the last committed block.
+A run group counts as a run only once its ``config_hash`` is set, which is
+written last; a group killed while being created or replaced is made afresh.
+Every chunk is written even when it equals the fill value, and ``hidden``'s fill
+is NaN, so a chunk lost later reads as NaN (and ``actstore verify`` names it),
+never as plausible zeros.
 """
 from __future__ import annotations
 
+import os
+import signal
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 import zarr.codecs
+import zarr.storage
 
 from ..errors import ActstoreError, ConfigConflictError
 from . import layout
@@ -26,6 +35,11 @@ warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarn
 
 PROGRESS_ATTR = "progress"
 CHECKSUM = zarr.codecs.Crc32cCodec()
+WRITE_ALL = {"write_empty_chunks": True}  # a missing chunk is always an error, never "all fill value"
+HIDDEN_FILL = {"bfloat16": 0x7FC0, "float32": float("nan")}  # NaN: what a never-written chunk reads as
+# Test hook: with ACTSTORE_FAULT_AFTER_BLOCKS=N the process SIGKILLs itself after writing the chunks of its
+# N-th block and before committing them, the worst moment to crash (tests/test_crash_resume.py).
+FAULT_ENV = "ACTSTORE_FAULT_AFTER_BLOCKS"
 
 
 def open_root(url: str, storage_options: dict[str, Any] | None = None, create: bool = True) -> zarr.Group:
@@ -36,7 +50,8 @@ def open_root(url: str, storage_options: dict[str, Any] | None = None, create: b
     except FileNotFoundError:
         if not create:
             raise ActstoreError(f"no actstore store at {url}") from None
-        root = zarr.open_group(store, mode="w-", attributes={layout.FORMAT_ATTR: layout.FORMAT_VERSION})
+        # "a", not "w-": the directory may already hold a run's lock (store/lock.py)
+        root = zarr.open_group(store, mode="a", attributes={layout.FORMAT_ATTR: layout.FORMAT_VERSION})
     except (PermissionError, OSError) as exc:
         raise ActstoreError(f"cannot write the store at {url}: {exc.strerror or exc}") from None
     layout.check_format(dict(root.attrs), url)
@@ -51,7 +66,7 @@ def _array(group: zarr.Group, name: str, values: np.ndarray, dims: tuple[str, ..
         dtype, fill = values.dtype, 0
     array = group.create_array(
         name, shape=values.shape, dtype=dtype, fill_value=fill, dimension_names=dims,
-        compressors=[CHECKSUM], attributes=attrs, overwrite=True,
+        compressors=[CHECKSUM], attributes=attrs, overwrite=True, config=WRITE_ALL,
     )
     if values.size:
         array[...] = values
@@ -66,6 +81,7 @@ class RunWriter:
     hidden: zarr.Array
     chunk_tokens: int
     n_tokens: int
+    blocks_written: int = 0
 
     @property
     def tokens_done(self) -> int:
@@ -81,6 +97,9 @@ class RunWriter:
         if start % self.chunk_tokens or (stop % self.chunk_tokens and stop != self.n_tokens):
             raise ValueError(f"block {start}:{stop} is not aligned to chunks of {self.chunk_tokens} tokens")
         self.hidden[:, start:stop, :] = block
+        self.blocks_written += 1
+        if os.environ.get(FAULT_ENV) and self.blocks_written >= int(os.environ[FAULT_ENV]):
+            os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
         self.group.attrs[PROGRESS_ATTR] = {"tokens_done": stop, "complete": stop >= self.n_tokens}
 
 
@@ -97,8 +116,10 @@ def create_run(
     final_norm_applied: np.ndarray,
     attrs: dict[str, Any],
 ) -> RunWriter:
-    """Create (or replace) a run group with its coordinates and an empty ``hidden``."""
+    """Create (or replace) a run group with its coordinates and an empty ``hidden``; its attrs come last."""
     n_tokens = len(token_coords["token_id"])
+    if run_attrs(root, path) is not None:  # unmark the old run first: a kill while deleting it leaves no "run"
+        root[path].attrs.put({})
     group = root.create_group(path, overwrite=True)
     for name, values in token_coords.items():
         _array(group, name, values, ("token",))
@@ -113,9 +134,10 @@ def create_run(
         shape=(n_layers, n_tokens, d_model),
         chunks=(1, chunk_tokens, d_model),
         dtype=storage_dtype(dtype),
-        fill_value=0,
+        fill_value=HIDDEN_FILL[dtype],
         dimension_names=("layer", "token", "d_model"),
         compressors=[CHECKSUM],
+        config=WRITE_ALL,
         attributes={**encoding, "dtype": dtype, "chunk_tokens": chunk_tokens},
     )
     group.attrs.update({**attrs, PROGRESS_ATTR: {"tokens_done": 0, "complete": n_tokens == 0}})
@@ -125,17 +147,26 @@ def create_run(
 def reopen_run(root: zarr.Group, path: str) -> RunWriter:
     """The writer of an existing run group, positioned at its last committed block."""
     group = root[path]
+    _remove_partials(group)
     hidden = group[layout.HIDDEN]
     return RunWriter(group, hidden, int(hidden.attrs["chunk_tokens"]), int(hidden.shape[1]))
 
 
+def _remove_partials(group: zarr.Group) -> None:
+    """Delete the temporary files a killed local write leaves (``*.partial``); the caller holds the run's lock."""
+    store = group.store
+    if isinstance(store, zarr.storage.LocalStore):
+        for leftover in (Path(store.root) / group.path).rglob("*.partial"):
+            leftover.unlink(missing_ok=True)
+
+
 def run_attrs(root: zarr.Group, path: str) -> dict[str, Any] | None:
-    """Attributes of the run at ``path``, or None when there is none."""
+    """Attributes of the run at ``path``, or None when there is none (or it was never finished being created)."""
     try:
         node = root[path]
     except KeyError:
         return None
-    if not isinstance(node, zarr.Group) or layout.HIDDEN not in node:
+    if not isinstance(node, zarr.Group) or layout.HIDDEN not in node or "config_hash" not in node.attrs:
         return None
     return dict(node.attrs)
 
@@ -162,11 +193,28 @@ def write_lens(root: zarr.Group, model_path: str, arrays: dict[str, np.ndarray],
             array = group.create_array(
                 name, shape=values.shape, chunks=(max(1, (32 << 20) // (values.shape[1] * values.itemsize)), values.shape[1]),
                 dtype=values.dtype, fill_value=0, dimension_names=dims, compressors=[CHECKSUM], overwrite=True,
+                config=WRITE_ALL,
             )
             array[...] = values
         else:
             _array(group, name, values, dims)
     group.attrs.update(attrs)
+
+
+def consolidate_if_stale(url: str, path: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Consolidate unless the consolidated metadata already shows the run at ``path`` as it is on disk.
+
+    A run killed before a consolidation is missing, or unfinished, in the metadata readers open; the
+    next run of it repairs that (readers take an unfinished run's progress from its own zarr.json)."""
+    store = zarr_store(url, storage_options, read_only=True)
+    try:
+        seen = dict(zarr.open_group(store, mode="r", use_consolidated=True)[path].attrs)
+        disk = dict(zarr.open_group(store, path=path, mode="r", use_consolidated=False).attrs)
+    except (KeyError, ValueError, FileNotFoundError):  # no consolidated metadata, or the run is not in it
+        seen, disk = {}, {"config_hash": None}
+    finished = disk.get(PROGRESS_ATTR, {}).get("complete")
+    if seen.get("config_hash") != disk.get("config_hash") or (finished and not seen.get(PROGRESS_ATTR, {}).get("complete")):
+        consolidate(url, storage_options)
 
 
 def consolidate(url: str, storage_options: dict[str, Any] | None = None) -> None:

@@ -42,8 +42,12 @@ def from_file(path: Path) -> Dataset:
 
 
 def _jsonl_rows(path: Path):
-    with open(path, encoding="utf-8") as handle:
+    with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            try:
+                raw = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise ActstoreError(f"{path}:{number}: not UTF-8 text ({exc.reason})") from None
             if not raw.strip():
                 continue
             try:
@@ -56,11 +60,26 @@ def _jsonl_rows(path: Path):
 
 
 def _table_rows(path: Path, delimiter: str):
-    with open(path, encoding="utf-8", newline="") as handle:
+    try:
+        yield from _checked_table_rows(path, delimiter)
+    except UnicodeDecodeError as exc:
+        raise ActstoreError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise ActstoreError(f"{path}: not a valid {'TSV' if delimiter == chr(9) else 'CSV'} file ({exc})") from None
+
+
+def _checked_table_rows(path: Path, delimiter: str):
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         if not reader.fieldnames:
             raise ActstoreError(f"{path}: no header row")
+        names = [name.strip() for name in reader.fieldnames]
+        if "" in names:
+            raise ActstoreError(f"{path}:1: header has an empty column name (column {names.index('') + 1})")
+        duplicate = next((name for name in names if names.count(name) > 1), None)
+        if duplicate is not None:
+            raise ActstoreError(f"{path}:1: header names column {duplicate!r} twice")
         for number, row in enumerate(reader, start=2):
             if None in row:
                 raise ActstoreError(f"{path}:{number}: more fields than the header has")
-            yield number, {k: (v if v is not None else "") for k, v in row.items()}
+            yield number, {k.strip(): (v if v is not None else "") for k, v in row.items()}

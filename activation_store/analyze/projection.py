@@ -1,0 +1,122 @@
+"""The vocabulary projection in one pass: logits are made and reduced block by block.
+
+Every (layer chunk × token chunk) of normed states meets every vocab chunk of
+the unembedding in one task, which reduces its logits block at once to a few
+numbers per state: the block's max and Σexp (an online log-sum-exp), its top-k,
+the count of logits above each target's logit (for ranks) and Σexp·p(language).
+A second, tiny step merges the vocab chunks. So logits for the whole vocabulary
+(262,144 for Gemma) never exist for more than one block per worker thread, and
+memory is bounded by chunk size whatever the store's size."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ..store import layout
+from .lens import lens_input
+
+TOKEN_CHUNK = 512
+
+
+@dataclass
+class Projection:
+    """Per hidden state (dims ``dims``): log-normaliser, top-k, target ranks, language mass."""
+
+    dims: tuple[str, ...]
+    log_normaliser: np.ndarray
+    top_logit: np.ndarray
+    top_id: np.ndarray
+    target_rank: np.ndarray | None
+    language_mass: np.ndarray | None
+
+
+def _block(h, w, vocab_ids, target_logit, target_id, table, *, k, cap, bias):
+    """Partial reductions of one (states × vocab chunk) logits block, packed along a last axis."""
+    scores = h @ w.T                                                    # (..., vocab chunk)
+    if bias is not None:
+        scores = scores + bias[vocab_ids]
+    if cap:
+        scores = cap * np.tanh(scores / cap)
+    peak = scores.max(axis=-1, keepdims=True)
+    weights = np.exp(scores - peak)
+    kk = min(k, scores.shape[-1])
+    top = np.argpartition(-scores, kk - 1, axis=-1)[..., :kk]
+    parts = [peak, weights.sum(axis=-1, keepdims=True),
+             _above(scores, vocab_ids, target_logit, target_id) if target_logit is not None else np.zeros_like(peak),
+             np.take_along_axis(scores, top, axis=-1), vocab_ids[top].astype(np.float64)]
+    if kk < k:  # a vocab chunk smaller than k: pad with -inf so merging ignores the gap
+        parts[3] = np.concatenate([parts[3], np.full((*peak.shape[:-1], k - kk), -np.inf)], axis=-1)
+        parts[4] = np.concatenate([parts[4], np.zeros((*peak.shape[:-1], k - kk))], axis=-1)
+    if table is not None:
+        parts.append(weights @ table)
+    return np.concatenate([p.astype(np.float64) for p in parts], axis=-1)[..., None, :]
+
+
+def _above(scores, vocab_ids, target_logit, target_id):
+    """How many other tokens score above the target (the target itself never counts)."""
+    above = (scores > target_logit[..., None]) & (vocab_ids != target_id[..., None])
+    return above.sum(axis=-1, keepdims=True)
+
+
+def _merge(partials, *, k, n_lang):
+    """Merge the vocab-chunk axis (-2) of packed partials into final per-state values."""
+    peak = partials[..., 0].max(axis=-1, keepdims=True)
+    scale = np.exp(partials[..., 0] - peak)                            # (..., chunks)
+    total = (partials[..., 1] * scale).sum(axis=-1)
+    normaliser = peak[..., 0] + np.log(total)
+    rank = partials[..., 2].sum(axis=-1)
+    values = partials[..., 3:3 + k].reshape(*partials.shape[:-2], -1)
+    ids = partials[..., 3 + k:3 + 2 * k].reshape(*partials.shape[:-2], -1)
+    order = np.argsort(-values, axis=-1, kind="stable")[..., :k]
+    out = [normaliser[..., None], rank[..., None], np.take_along_axis(values, order, -1), np.take_along_axis(ids, order, -1)]
+    if n_lang:
+        mass = (partials[..., 3 + 2 * k:] * scale[..., None]).sum(axis=-2) / total[..., None]
+        out.append(mass)
+    return np.concatenate(out, axis=-1)
+
+
+def project(hidden: xr.DataArray, lens: xr.Dataset, k: int = 5, target_logit: xr.DataArray | None = None,
+            target_id: xr.DataArray | None = None, table: xr.DataArray | None = None) -> Projection:
+    """Run the one-pass projection of ``hidden`` (…, d_model) through ``lens``; computes."""
+    normed = lens_input(hidden, lens).astype(np.float32)
+    if "token" in normed.dims:
+        normed = normed.chunk({"token": TOKEN_CHUNK})
+    normed = normed.transpose(..., "d_model")
+    h = normed.data if isinstance(normed.data, da.Array) else da.from_array(normed.data)
+    w = lens[layout.UNEMBEDDING].data
+    w = w if isinstance(w, da.Array) else da.from_array(w, chunks=(16384, -1))
+    vocab_ids = da.arange(w.shape[0], chunks=(w.chunks[0],))
+    bias = lens[layout.LOGIT_BIAS].values if layout.LOGIT_BIAS in lens else None
+    cap = lens.attrs.get("final_logit_softcapping")
+    n_lang = 0 if table is None else table.sizes["language"]
+    state = "".join(chr(ord("a") + i) for i in range(h.ndim - 1))      # one index letter per state dim
+    args = [h, state + "z", w, "vz", vocab_ids, "v"]
+    for per_state in (target_logit, target_id):
+        if target_logit is None:
+            args += [None, None]
+            continue
+        values = per_state.broadcast_like(normed.isel(d_model=0)).transpose(*normed.dims[:-1]).values
+        args += [da.from_array(values, chunks=h.chunks[:-1]), state]
+    if table is not None:
+        args += [da.from_array(table.values.astype(np.float32), chunks=(w.chunks[0], -1)), "vg"]
+    else:
+        args += [None, None]
+    width = 3 + 2 * k + n_lang
+    partial = da.blockwise(_block, state + "vf", *args, new_axes={"f": width}, adjust_chunks={"v": 1},
+                           concatenate=True, dtype=np.float64, k=k, cap=cap, bias=bias,
+                           meta=np.empty((0,) * (h.ndim + 1)))
+    merged = partial.rechunk({h.ndim - 1: -1}).map_blocks(
+        _merge, k=k, n_lang=n_lang, drop_axis=h.ndim - 1, chunks=(*h.chunks[:-1], (2 + 2 * k + n_lang,)), dtype=np.float64)
+    (result,) = dask.compute(merged)
+    return Projection(
+        dims=tuple(normed.dims[:-1]),
+        log_normaliser=result[..., 0],
+        top_logit=result[..., 2:2 + k],
+        top_id=result[..., 2 + k:2 + 2 * k].astype(np.int64),
+        target_rank=result[..., 1].astype(np.int64) if target_logit is not None else None,
+        language_mass=result[..., 2 + 2 * k:] if n_lang else None,
+    )

@@ -1,0 +1,236 @@
+"""One writer per run: a lock object next to the run group.
+
+Two extractions aimed at the same run would interleave their blocks and their
+``progress`` commits, so the second is refused with the holder named. The lock
+is a small JSON object ``<model>/.<dataset>.lock`` — a name no group can take,
+since encoded names never start with ``.``, and outside the run group, which a
+replacing run deletes — holding the holder's host, pid, process start, time and
+a random token. It is created atomically: a hard link of a finished file on
+local disks (``O_EXCL`` where links are not supported), an exclusive create
+(``xb``; S3's If-None-Match) behind fsspec. A lock left by a dead process on
+this host is taken over; one from another host is never guessed dead, and the
+message names the object to delete.
+
+Limits, behind fsspec: a backend that ignores exclusive create makes the lock
+best-effort (it is read back after writing, which catches most but not all
+simultaneous starts), and taking over a stale remote lock is not atomic."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import ActstoreError
+from .layout import decode_name
+from .location import filesystem, is_remote, local_path
+
+
+def lock_key(run_path: str) -> str:
+    """The lock's key relative to the store root, for a run at ``<model>/<dataset>``."""
+    model, dataset = run_path.rsplit("/", 1)
+    return f"{model}/.{dataset}.lock"
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """``(state, start time)`` of ``pid`` from /proc (Linux), so a reused pid is not taken for the holder."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return fields[0], fields[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _holder() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "process_start": (_proc_stat(os.getpid()) or ("", None))[1],
+            "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "token": uuid.uuid4().hex}
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the holder may still run: True unless it is provably gone from this host."""
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        pass
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True
+    state, started = stat
+    recorded = holder.get("process_start")
+    return state != "Z" and (recorded is None or started == recorded)  # a zombie has exited; a new start is a reused pid
+
+
+def _busy(url: str, run_path: str, holder: dict[str, Any], where: str) -> ActstoreError:
+    who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
+    run = "/".join(decode_name(part) for part in run_path.split("/"))
+    return ActstoreError(f"{url}: run {run} is being written by {who}; wait for it to finish, "
+                         f"or delete {where} if that process is gone")
+
+
+class RunLock:
+    """Held while one process writes one run; ``release`` removes only its own lock."""
+
+    def __init__(self, url: str, run_path: str, storage_options: dict[str, Any] | None = None):
+        self.url, self.run_path, self.options = url, run_path, storage_options or {}
+        self.holder = _holder()
+        self._made: list[Path] = []  # directories created for the lock, removed again if left empty
+
+    # -- local disks -------------------------------------------------------------------------------
+    def _local_file(self) -> Path:
+        return Path(local_path(self.url)) / lock_key(self.run_path)
+
+    def _local_read(self, path: Path) -> dict[str, Any]:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError):
+            return {}
+
+    def _local_create(self, path: Path) -> bool:
+        data = json.dumps(self.holder).encode()
+        staging = path.with_name(f"{path.name}.{self.holder['token']}.tmp")
+        staging.write_bytes(data)
+        try:
+            os.link(staging, path)  # atomic, and the lock is never seen half-written
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here: exclusive create instead
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            return True
+        finally:
+            staging.unlink(missing_ok=True)
+
+    def _local_take_over(self, path: Path, stale: dict[str, Any]) -> None:
+        """Move a dead holder's lock aside; put it back if a live process took the lock meanwhile."""
+        aside = path.with_name(f"{path.name}.{self.holder['token']}.stale")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return
+        if self._local_read(aside).get("token") != stale.get("token"):
+            try:
+                os.link(aside, path)
+            except OSError:
+                pass
+        aside.unlink(missing_ok=True)
+
+    def _local_acquire(self) -> None:
+        path = self._local_file()
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ActstoreError(f"cannot write the store at {self.url}: {exc.strerror or exc}") from None
+        self._made = sorted(missing, key=lambda p: len(p.parts), reverse=True)
+        for _ in range(3):
+            if self._local_create(path):
+                return
+            try:
+                holder = self._local_read(path)
+            except FileNotFoundError:
+                continue
+            if _alive(holder) or not holder:
+                raise _busy(self.url, self.run_path, holder, str(path))
+            self._local_take_over(path, holder)
+        raise _busy(self.url, self.run_path, {}, str(path))
+
+    def _local_release(self) -> None:
+        path = self._local_file()
+        try:
+            if self._local_read(path).get("token") == self.holder["token"]:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        for directory in self._made:
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+
+    # -- fsspec URLs ---------------------------------------------------------------------------
+    def _remote(self) -> tuple[Any, str]:
+        fs, root = filesystem(self.url, self.options)
+        return fs, f"{root}/{lock_key(self.run_path)}"
+
+    def _remote_read(self, fs, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(fs.cat_file(key))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {}
+
+    def _remote_create(self, fs, key: str, data: bytes) -> bool:
+        try:
+            with fs.open(key, "xb") as handle:
+                handle.write(data)
+            return True
+        except (ValueError, NotImplementedError):  # no exclusive create here: best-effort, checked by reading back
+            if fs.exists(key):
+                return False
+            fs.pipe_file(key, data)
+            return True
+        except OSError as exc:  # FileExistsError, or a failed If-None-Match some servers report otherwise
+            if isinstance(exc, FileExistsError) or fs.exists(key):
+                return False
+            raise ActstoreError(f"cannot create the lock {self.url.rstrip('/')}/{lock_key(self.run_path)}: {exc}") from None
+
+    def _remote_acquire(self) -> None:
+        fs, key = self._remote()
+        where = f"{self.url.rstrip('/')}/{lock_key(self.run_path)}"
+        for _ in range(3):
+            if self._remote_create(fs, key, json.dumps(self.holder).encode()):
+                fs.invalidate_cache()
+                holder = self._remote_read(fs, key) or {}
+                if holder.get("token") != self.holder["token"]:  # lost a race the backend could not refuse
+                    raise _busy(self.url, self.run_path, holder, where)
+                return
+            holder = self._remote_read(fs, key)
+            if holder is None:
+                continue
+            if _alive(holder) or not holder:
+                raise _busy(self.url, self.run_path, holder, where)
+            fs.rm_file(key)  # a dead holder on this host; not atomic against a simultaneous taker
+        raise _busy(self.url, self.run_path, self._remote_read(fs, key) or {}, where)
+
+    def _remote_release(self) -> None:
+        fs, key = self._remote()
+        fs.invalidate_cache()
+        if (self._remote_read(fs, key) or {}).get("token") == self.holder["token"]:
+            fs.rm_file(key)
+
+    def acquire(self) -> RunLock:
+        """Take the lock or raise a one-line ``ActstoreError`` naming its holder."""
+        (self._remote_acquire if is_remote(self.url) else self._local_acquire)()
+        return self
+
+    def release(self) -> None:
+        (self._remote_release if is_remote(self.url) else self._local_release)()
+
+
+@contextmanager
+def run_lock(url: str, run_path: str, storage_options: dict[str, Any] | None = None) -> Iterator[RunLock]:
+    """Hold the write lock of the run at ``run_path`` (``<model>/<dataset>`` as encoded) in ``url``."""
+    lock = RunLock(url, run_path, storage_options).acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()

@@ -1,0 +1,465 @@
+"""Copying a store, or one model or run of it, between any two fsspec URLs (``actstore push`` / ``pull``).
+
+Safe to interrupt and to repeat. An object already at the destination with the
+same size and MD5 is skipped, so running the command again resumes it. MD5
+because S3 reports it as the ETag of a single-part upload: checking the remote
+side costs one listing per 1000 objects, not a download. Objects are uploaded in
+one PUT with Content-MD5, so S3 also checks them on arrival. Where no MD5 comes
+cheaply (multipart or KMS ETags, other filesystems, local files) the object is
+read back and hashed.
+
+Order makes a half-copied store invisible: chunk data first, then array and
+group metadata, then, once every object is verified, the root ``zarr.json``
+with the consolidated metadata that readers open. A store copied for the first
+time has no root until the end. An existing one keeps presenting its old,
+consistent content until then.
+
+Units of a store (layout: ``/<model>`` holds the lens head, ``/<model>/<dataset>``
+one run) are what a copy replaces. Each copied unit ends identical to the source,
+and stale objects are removed from it. Other runs already at the destination are
+kept and stay listed in the merged consolidated metadata. A unit at the
+destination that belongs to a different store (another ``model_checksum`` or
+``config_hash``, or more of the same run) is refused unless ``overwrite``.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from ..errors import ActstoreError, ConfigConflictError
+from . import layout, location
+from .write import consolidate
+
+ROOT = "zarr.json"
+TMP_MARK = ".actstore-tmp-"
+SINGLE_PUT_LIMIT = 5 * 2**30  # the largest object S3 takes in one PUT
+
+
+@dataclass(frozen=True)
+class _Object:
+    size: int
+    md5: str | None  # from the listing when it costs nothing (S3 ETag of a single-part upload)
+
+
+def _listed_md5(info: dict[str, Any]) -> str | None:
+    etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+    if re.fullmatch(r"[0-9a-fA-F]{32}", etag):
+        return etag.lower()
+    md5_hash = info.get("md5Hash")  # Google Cloud Storage: base64
+    if md5_hash:
+        try:
+            return base64.b64decode(md5_hash).hex()
+        except ValueError:
+            return None
+    return None
+
+
+class _Side:
+    """One end of a copy: listing, reading, writing and removing objects by key relative to the store root."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None):
+        self.url = str(url)
+        self.fs, self.root = location.filesystem(self.url, storage_options)
+        self.local = not location.is_remote(self.url)
+        self.s3 = self.url.startswith(("s3://", "s3a://"))
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def same_place(self, other: _Side) -> bool:
+        if type(self.fs) is not type(other.fs):
+            return False
+        a, b = self.root.rstrip("/") + "/", other.root.rstrip("/") + "/"
+        return a.startswith(b) or b.startswith(a)
+
+    def _fail(self, exc: Exception) -> None:
+        error = location.remote_error(exc, self.url)
+        if error is not None:
+            raise error from None
+        if isinstance(exc, OSError) and self.local:
+            raise ActstoreError(f"cannot use {self.url}: {exc.strerror or exc}") from None
+        raise exc
+
+    def list(self) -> dict[str, _Object]:
+        self.fs.invalidate_cache()
+        try:
+            found = self.fs.find(self.root, detail=True)
+        except FileNotFoundError as exc:
+            if location.remote_error(exc, self.url) is not None:
+                self._fail(exc)
+            return {}
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+        prefix = self.root + "/"
+        return {
+            name[len(prefix):]: _Object(int(info.get("size") or 0), _listed_md5(info))
+            for name, info in found.items() if name.startswith(prefix) and info.get("type", "file") == "file"
+        }
+
+    def read(self, key: str) -> bytes | None:
+        """The object's bytes, or None when it is not there."""
+        try:
+            return self.fs.cat_file(self.path(key))
+        except FileNotFoundError as exc:
+            if location.remote_error(exc, self.url) is not None:
+                self._fail(exc)
+            return None
+        except IsADirectoryError:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+
+    def read_many(self, keys: list[str]) -> dict[str, bytes | None]:
+        return {key: self.read(key) for key in keys}
+
+    def write(self, key: str, data: bytes) -> None:
+        """Write one whole object; locally through a temporary file, so a killed copy leaves no torn file."""
+        path = self.path(key)
+        try:
+            if self.local:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                temporary = f"{path}{TMP_MARK}{os.getpid()}"
+                with open(temporary, "wb") as handle:
+                    handle.write(data)
+                os.replace(temporary, path)
+            elif self.s3 and len(data) < SINGLE_PUT_LIMIT:
+                digest = base64.b64encode(hashlib.md5(data).digest()).decode()
+                self.fs.pipe_file(path, data, chunksize=max(len(data), 5 * 2**20), ContentMD5=digest)
+            else:
+                self.fs.pipe_file(path, data)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+
+    def remove(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        try:
+            if self.local:
+                for key in keys:
+                    try:
+                        os.remove(self.path(key))
+                    except FileNotFoundError:
+                        pass
+            else:
+                self.fs.rm([self.path(key) for key in keys])
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+
+    def md5(self, key: str, obj: _Object) -> tuple[str | None, bytes | None]:
+        """The object's MD5: from the listing when it is there, else by reading it (the bytes come back too)."""
+        if obj.md5 is not None:
+            return obj.md5, None
+        data = self.read(key)
+        return (hashlib.md5(data).hexdigest(), data) if data is not None else (None, None)
+
+
+# --- units of a store -------------------------------------------------------------------------------------------
+
+def _model_arrays(keys: Iterable[str]) -> set[tuple[str, str]]:
+    """(model, child) pairs that are arrays of a model group: a ``zarr.json`` with no node below it."""
+    with_meta, nested = set(), set()
+    for key in keys:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == ROOT:
+            with_meta.add((parts[0], parts[1]))
+        elif len(parts) >= 4 and parts[-1] == ROOT:
+            nested.add((parts[0], parts[1]))
+    return with_meta - nested
+
+
+def _unit(key: str, arrays: set[tuple[str, str]]) -> str | None:
+    """The unit an object key belongs to: ``<model>`` (lens head), ``<model>/<dataset>`` (a run), ``""`` (other
+    top-level objects) or None (the root ``zarr.json``)."""
+    parts = key.split("/")
+    if len(parts) == 1:
+        return None if key == ROOT else ""
+    if parts[1] == ROOT or (parts[0], parts[1]) in arrays:
+        return parts[0]
+    return f"{parts[0]}/{parts[1]}"
+
+
+def _node_unit(path: str, node: dict[str, Any]) -> str:
+    """The unit of a consolidated-metadata entry (a node path such as ``model/unembedding``)."""
+    parts = path.split("/")
+    if len(parts) == 1 or (len(parts) == 2 and node.get("node_type") == "array"):
+        return parts[0]
+    return f"{parts[0]}/{parts[1]}"
+
+
+def _doc(data: bytes | None, where: str) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise ActstoreError(f"{where} is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ActstoreError(f"{where} is not Zarr metadata")
+    return doc
+
+
+def _consolidated(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    meta = (doc or {}).get("consolidated_metadata")
+    return meta.get("metadata") if isinstance(meta, dict) and isinstance(meta.get("metadata"), dict) else None
+
+
+# --- the copy ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class TransferResult:
+    source: str
+    destination: str
+    scope: str
+    objects: int = 0
+    sent: int = 0
+    skipped: int = 0
+    removed: int = 0
+    replaced: list[str] = field(default_factory=list)
+    bytes_sent: int = 0
+    seconds: float = 0.0
+
+    def summary(self, verb: str = "copied") -> str:
+        replaced = f"; replaced {', '.join(self.replaced)}" if self.replaced else ""
+        return (f"{verb} {self.scope} from {self.source} to {self.destination}: {self.objects} objects verified — "
+                f"{self.sent} sent ({self.bytes_sent / 1e6:,.1f} MB), {self.skipped} already there, "
+                f"{self.removed} stale removed{replaced}; {self.seconds:.1f}s")
+
+
+def _parallel(fn: Callable[[str], Any], keys: list[str], jobs: int) -> list[Any]:
+    """``fn`` over ``keys`` on ``jobs`` threads; the first failure cancels what has not started and is raised."""
+    if not keys:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(keys))), thread_name_prefix="actstore-copy") as pool:
+        futures = [pool.submit(fn, key) for key in keys]
+        try:
+            return [future.result() for future in as_completed(futures)]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _scope(model: str | None, dataset: str | None) -> tuple[str | None, str | None, str]:
+    if dataset is not None and model is None:
+        raise ActstoreError("--dataset needs --model: a run is named by both")
+    if model is None:
+        return None, None, "the whole store"
+    model_key = layout.encode_name(model)
+    if dataset is None:
+        return model_key, None, f"model {model}"
+    return model_key, layout.run_path(model, dataset), f"{model}/{dataset}"
+
+
+def _conflicts(src_docs: dict[str, dict | None], dst_docs: dict[str, dict | None], model_units: set[str]) -> list[str]:
+    """Units present at both ends that are not the same thing (another model, configuration or more of the run)."""
+    found = []
+    for unit, src in sorted(src_docs.items()):
+        dst = dst_docs.get(unit)
+        if not src or not dst:
+            continue
+        a, b = src.get("attributes", {}), dst.get("attributes", {})
+        if unit in model_units:
+            if a.get("model_checksum") and b.get("model_checksum") and a["model_checksum"] != b["model_checksum"]:
+                found.append(f"{layout.decode_name(unit)} is another model (model_checksum differs)")
+        elif a.get("config_hash") and b.get("config_hash"):
+            name = "/".join(layout.decode_name(p) for p in unit.split("/"))
+            if a["config_hash"] != b["config_hash"]:
+                found.append(f"{name} was made with another configuration (config_hash differs)")
+            elif int(b.get("progress", {}).get("tokens_done", 0)) > int(a.get("progress", {}).get("tokens_done", 0)):
+                found.append(f"{name} holds more of the run than the source")
+    return found
+
+
+def copy_store(
+    source: str,
+    destination: str,
+    model: str | None = None,
+    dataset: str | None = None,
+    *,
+    overwrite: bool = False,
+    source_options: dict[str, Any] | None = None,
+    destination_options: dict[str, Any] | None = None,
+    jobs: int = 8,
+    progress: bool = True,
+    verb: str = "copy",
+    after_object: Callable[[str], None] | None = None,
+) -> TransferResult:
+    """Copy a store, one model (its lens head and runs) or one run to ``destination``; resumable and verified.
+
+    ``after_object(key)`` is called after each object sent (progress hooks; raising stops the copy there)."""
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    if jobs < 1:
+        raise ActstoreError(f"--jobs must be at least 1, got {jobs}")
+    model_key, run_key, scope_name = _scope(model, dataset)
+    src, dst = _Side(source, source_options), _Side(destination, destination_options)
+    if src.same_place(dst):
+        raise ActstoreError(f"{source} and {destination} overlap; copy to a different place")
+
+    # 1. the source: an actstore store, and the objects in scope
+    src_root_bytes = src.read(ROOT)
+    if src_root_bytes is None:
+        raise location.missing_store(source, source_options)
+    src_root = _doc(src_root_bytes, f"{source}/{ROOT}")
+    layout.check_format(src_root.get("attributes", {}), source)
+    src_objects = {k: v for k, v in src.list().items() if TMP_MARK not in k}
+    dst_objects = {k: v for k, v in dst.list().items()}
+    arrays = _model_arrays([*src_objects, *dst_objects])
+    for meta in (_consolidated(src_root) or {}).items():
+        if meta[0].count("/") == 1 and meta[1].get("node_type") == "array":
+            arrays.add(tuple(meta[0].split("/")))  # type: ignore[arg-type]
+    src_units = {_unit(k, arrays) for k in src_objects} - {None}
+    if model_key is None:
+        units = set(src_units)
+    elif run_key is None:
+        units = {u for u in src_units if u == model_key or u.startswith(model_key + "/")}
+    else:
+        units = {model_key, run_key}
+    if model_key is not None and f"{model_key}/{ROOT}" not in src_objects:
+        raise ActstoreError(f"model {model!r} is not in {source}; `actstore ls {source}` lists what is")
+    if run_key is not None and f"{run_key}/{ROOT}" not in src_objects:
+        raise ActstoreError(f"model {model!r} / dataset {dataset!r} is not in {source}; "
+                            f"`actstore ls {source}` lists what is")
+    keys = sorted(k for k in src_objects if _unit(k, arrays) in units)
+    model_units = {u for u in units if u and "/" not in u}
+
+    # 2. the destination: refuse another store there unless told to replace it
+    group_units = sorted(u for u in units if u)
+    src_docs = {u: _doc(src.read(f"{u}/{ROOT}"), f"{source}/{u}/{ROOT}") for u in group_units}
+    dst_root = _doc(dst.read(ROOT), f"{destination}/{ROOT}")
+    dst_docs = {u: _doc(dst.read(f"{u}/{ROOT}"), f"{destination}/{u}/{ROOT}") for u in group_units}
+    problems = _conflicts(src_docs, dst_docs, model_units)
+    if dst_root is not None:
+        found = dst_root.get("attributes", {}).get(layout.FORMAT_ATTR)
+        if found != layout.FORMAT_VERSION:
+            problems.insert(0, "it is not an actstore store" if found is None else f"it has store format {found}")
+    if problems and not overwrite:
+        raise ConfigConflictError(f"{destination} holds a different store: {problems[0]}"
+                                  f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+                                  f"pass --overwrite to replace it")
+    result = TransferResult(source, destination, scope_name, objects=len(keys))
+    replaced: set[str] = set()
+    if problems:  # --overwrite: hide the units being replaced from readers, then delete them
+        dst_units = {_unit(k, arrays) for k in dst_objects} - {None, ""}
+        for unit, doc in dst_docs.items():
+            if doc is None or not _conflicts({unit: src_docs[unit]}, {unit: doc}, model_units):
+                continue
+            replaced |= {u for u in dst_units if u == unit.split("/")[0] or u.startswith(unit.split("/")[0] + "/")} \
+                if unit in model_units else {unit}
+        if dst_root is not None and dst_root.get("attributes", {}).get(layout.FORMAT_ATTR) != layout.FORMAT_VERSION:
+            replaced |= dst_units
+        if replaced:
+            if _consolidated(dst_root) is not None:
+                dst_root = _without(dst_root, replaced)
+                dst.write(ROOT, _dumps(dst_root))
+            doomed = [k for k in dst_objects if _unit(k, arrays) in replaced]
+            dst.remove(doomed)
+            for key in doomed:
+                dst_objects.pop(key, None)
+            result.replaced = sorted("/".join(layout.decode_name(p) for p in u.split("/")) for u in replaced)
+
+    # 3. copy: data, then array metadata, then group metadata (deepest first); the root comes last
+    sums: dict[str, str] = {}
+    sent: set[str] = set()
+    bar = tqdm(total=sum(src_objects[k].size for k in keys), unit="B", unit_scale=True, unit_divisor=1024,
+               desc=verb, disable=not progress, dynamic_ncols=True)
+
+    def copy_one(key: str) -> None:
+        obj, there = src_objects[key], dst_objects.get(key)
+        data = None
+        if there is not None and there.size == obj.size:
+            src_sum, data = src.md5(key, obj)
+            dst_sum, _ = dst.md5(key, there)
+            if src_sum is not None and src_sum == dst_sum:
+                sums[key] = src_sum
+                bar.update(obj.size)
+                return
+        if data is None:
+            data = src.read(key)
+        if data is None or len(data) != obj.size:
+            raise ActstoreError(f"{source} changed during the copy ({key}); run the command again")
+        dst.write(key, data)
+        sums[key] = hashlib.md5(data).hexdigest()
+        sent.add(key)
+        bar.update(obj.size)
+        if after_object is not None:
+            after_object(key)
+
+    try:
+        data_keys = [k for k in keys if not k.endswith(ROOT)]
+        meta_keys = [k for k in keys if k.endswith(ROOT)]
+        _parallel(copy_one, data_keys, jobs)
+        for depth in sorted({k.count("/") for k in meta_keys}, reverse=True):
+            _parallel(copy_one, [k for k in meta_keys if k.count("/") == depth], jobs)
+    finally:
+        bar.close()
+    result.sent, result.skipped = len(sent), len(keys) - len(sent)
+    result.bytes_sent = sum(src_objects[k].size for k in sent)
+
+    # 4. verify every object in scope (sizes, and checksums of what was sent), then drop stale objects
+    landed = dst.list()
+
+    def verify(key: str) -> str | None:
+        there = landed.get(key)
+        if there is None or there.size != src_objects[key].size:
+            return key
+        if key in sent and there.md5 != sums[key]:
+            data = dst.read(key)  # no MD5 in the listing (local, multipart, KMS): read it back
+            if data is None or hashlib.md5(data).hexdigest() != sums[key]:
+                return key
+        return None
+
+    bad = sorted(k for k in _parallel(verify, keys, jobs) if k)
+    if bad:
+        raise ActstoreError(f"verification failed for {len(bad)} objects at {destination} (e.g. {bad[0]}); "
+                            f"run the command again")
+    stale = [k for k in landed if k not in src_objects and _unit(k, arrays) in units and _unit(k, arrays)]
+    dst.remove(stale)
+    result.removed = len(stale)
+
+    # 5. the root, last: the source's own when the destination holds nothing else, else merged metadata
+    _write_root(src_root, src_root_bytes, dst, destination_options, dst_root, units | replaced, units,
+                {_unit(k, arrays) for k in landed if k not in stale} - {None, ""} - units)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=2, allow_nan=True).encode()
+
+
+def _without(doc: dict[str, Any], units: set[str]) -> dict[str, Any]:
+    """A root document whose consolidated metadata no longer lists ``units``."""
+    meta = _consolidated(doc) or {}
+    kept = {p: n for p, n in meta.items() if _node_unit(p, n) not in units}
+    return {**doc, "consolidated_metadata": {**doc["consolidated_metadata"], "metadata": kept}}
+
+
+def _write_root(src_root: dict[str, Any], src_bytes: bytes, dst: _Side, dst_options: dict[str, Any] | None,
+                dst_root: dict[str, Any] | None, changed: set[str], copied: set[str], others: set[str]) -> None:
+    """Write the destination's root ``zarr.json``: the source's, with the consolidated entries of the copied
+    units plus the destination's own entries for the units it keeps; zarr consolidates when entries are missing."""
+    src_meta, dst_meta = _consolidated(src_root), _consolidated(dst_root)
+    if src_meta is None or (others and dst_meta is None):
+        plain = {k: v for k, v in src_root.items() if k != "consolidated_metadata"}
+        dst.write(ROOT, _dumps(plain))
+        consolidate(dst.url, dst_options)
+        return
+    entries = {p: n for p, n in src_meta.items() if _node_unit(p, n) in copied}
+    entries.update({p: n for p, n in (dst_meta or {}).items()
+                    if _node_unit(p, n) not in changed and _node_unit(p, n) in others and p not in entries})
+    doc = {**src_root, "consolidated_metadata": {**src_root["consolidated_metadata"], "metadata": entries}}
+    data = src_bytes if doc == src_root else _dumps(doc)
+    dst.write(ROOT, data)
+    if dst.read(ROOT) != data:
+        raise ActstoreError(f"verification failed for {dst.url}/{ROOT}; run the command again")
