@@ -200,7 +200,7 @@ def test_fault_injection_many_kills_then_identical(reference, model_dir, tmp_pat
             env["ACTSTORE_FAULT_AFTER_BLOCKS"] = str(rng.randint(1, max(1, min(25, remaining_blocks - 1))))
         proc = start(model_dir, store, **env)
         if mode == "delay":
-            time.sleep(rng.uniform(0.05, 3.0))
+            time.sleep(rng.uniform(0.05, 5.0))
         elif mode == "progress":
             target = before + rng.randint(1, max(1, (total - before) // 4))
             wait_for(lambda: tokens_done(store, model_dir) >= target or proc.poll() is not None)
@@ -243,3 +243,30 @@ def test_fault_injection_many_kills_then_identical(reference, model_dir, tmp_pat
           f"(readers saw only whole, correct examples after {visible_ok}); final store identical: yes")
     assert tried >= 10
     assert resumed == identical == visible_ok == tried
+
+
+def test_group_killed_while_being_created_is_made_afresh(model_dir, parallel_jsonl, tmp_path):
+    """A kill between creating a run group and setting its attrs leaves a group with no config: not a run."""
+    store = str(tmp_path / "acts.zarr")
+    first = actstore.extract(model=str(model_dir), dataset=str(parallel_jsonl), store=store, chunk_tokens=16,
+                             progress=False)
+    group = zarr.open_group(store, mode="r+", path=f"{model_dir.name}/pairs", use_consolidated=False)
+    group.attrs.put({})  # what create_run leaves when killed before its last step
+    again = actstore.extract(model=str(model_dir), dataset=str(parallel_jsonl), store=store, chunk_tokens=16,
+                             progress=False)
+    assert (first.status, again.status) == ("written", "written")
+    assert actstore.open_run(store, model_dir.name, "pairs").sizes["example"] == 15
+
+
+def test_complete_run_missing_from_consolidated_metadata_is_repaired(model_dir, parallel_jsonl, tmp_path):
+    """Killed after its last block but before the final consolidation: the next run only re-consolidates."""
+    store = tmp_path / "acts.zarr"
+    actstore.extract(model=str(model_dir), dataset=str(parallel_jsonl), store=str(store), progress=False)
+    root_meta = json.loads((store / "zarr.json").read_text())
+    root_meta.pop("consolidated_metadata", None)
+    (store / "zarr.json").write_text(json.dumps(root_meta))
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file() and p.name != "zarr.json"}
+    result = actstore.extract(model=str(model_dir), dataset=str(parallel_jsonl), store=str(store), progress=False)
+    assert result.status == "already complete" and result.tokens_written == 0
+    assert "consolidated_metadata" in json.loads((store / "zarr.json").read_text())
+    assert before == {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file() and p.name != "zarr.json"}

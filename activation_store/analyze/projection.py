@@ -9,6 +9,7 @@ A second, tiny step merges the vocab chunks. So logits for the whole vocabulary
 memory is bounded by chunk size whatever the store's size."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import dask
@@ -106,9 +107,11 @@ def project(hidden: xr.DataArray, lens: xr.Dataset, k: int = 5, target_logit: xr
     else:
         args += [None, None]
     width = 3 + 2 * k + n_lang
-    partial = da.blockwise(_block, state + "vf", *args, new_axes={"f": width}, adjust_chunks={"v": 1},
-                           concatenate=True, dtype=np.float64, k=k, cap=cap, bias=bias,
-                           meta=np.empty((0,) * (h.ndim + 1)))
+    with warnings.catch_warnings():  # more chunks is the point: one task per (states × vocab chunk) block
+        warnings.simplefilter("ignore", da.PerformanceWarning)
+        partial = da.blockwise(_block, state + "vf", *args, new_axes={"f": width}, adjust_chunks={"v": 1},
+                               concatenate=True, dtype=np.float64, k=k, cap=cap, bias=bias,
+                               meta=np.empty((0,) * (h.ndim + 1)))
     merged = partial.rechunk({h.ndim - 1: -1}).map_blocks(
         _merge, k=k, n_lang=n_lang, drop_axis=h.ndim - 1, chunks=(*h.chunks[:-1], (2 + 2 * k + n_lang,)), dtype=np.float64)
     (result,) = dask.compute(merged)

@@ -13,6 +13,7 @@ from ..errors import ActstoreError
 from .analyze import analyze
 from .extract import extract
 from .inspect import info, ls
+from .transfer import pull, push
 from .verify import verify
 
 
@@ -26,6 +27,8 @@ cli.add_command(extract)
 cli.add_command(ls)
 cli.add_command(info)
 cli.add_command(analyze)
+cli.add_command(push)
+cli.add_command(pull)
 cli.add_command(verify)
 
 

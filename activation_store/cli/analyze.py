@@ -1,9 +1,98 @@
 """``actstore analyze``: the paper's analyses from a store, without the model."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from ..analyze.cluster import scheduler
+from .options import split_list, storage, store_options
+from .tables import print_language_table, print_lens_table, print_similarity_table
+
+
+def _run_options(func):
+    func = click.option("--memory-limit", default=None, help="Per-worker memory limit for --workers (e.g. 2GB).")(func)
+    func = click.option("--workers", type=int, default=None, help="Run on a local dask cluster of N worker processes.")(func)
+    func = click.option("--scheduler", "scheduler_address", default=None, metavar="ADDRESS", help="Run on the dask cluster at ADDRESS.")(func)
+    func = click.option("--layers", default=None, help="Comma-separated layers (default: all).")(func)
+    func = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True)(func)
+    func = click.option("--dataset", required=True)(func)
+    func = click.option("--model", required=True)(func)
+    func = click.option("--store", required=True, help="Local directory or fsspec URL.")(func)
+    return store_options(func)
+
+
+def _layers(value):
+    items = split_list(value)
+    if items is None:
+        return None
+    try:
+        return [int(v) for v in items]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint="--layers") from None
+
+
+def _done(report):
+    for path in report.files:
+        click.echo(f"wrote {path}")
+    click.echo(f"saved under the store at {report.store_path}")
 
 
 @click.group()
 def analyze() -> None:
     """Analyses computed from a store with Dask; the model is never loaded."""
+
+
+@analyze.command()
+@_run_options
+@click.option("--variants", default=None, help="Comma-separated variants to pair by item (default: all; every pair).")
+@click.option("--pool", type=click.Choice(["last", "mean"]), default="last", show_default=True)
+@click.option("--center/--no-center", default=True, show_default=True, help="Subtract the per-layer mean of the compared states first.")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% interval.")
+def similarity(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
+               variants, pool, center, bootstrap):
+    """Paired-minus-unpaired cosine similarity between variants, per layer (Eq. 1)."""
+    from ..analyze.reports import similarity_report
+
+    with scheduler(scheduler_address, workers, memory_limit):
+        report = similarity_report(store, model, dataset, split_list(variants), out, pool=pool, center=center,
+                                   n_boot=bootstrap, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
+    print_similarity_table(report.result)
+    _done(report)
+
+
+@analyze.command("logit-lens")
+@_run_options
+@click.option("--example", type=int, default=None, help="One example (default: example 0).")
+@click.option("--variant", default=None, help="All examples of a variant.")
+@click.option("--targets", default=None, help="A targets file (.jsonl/.csv) or a rule: result-digits, result-words, en-next-word.")
+@click.option("--top-k", type=int, default=5, show_default=True)
+def logit_lens(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
+               example, variant, targets, top_k):
+    """Top tokens per layer and position through the stored logit lens; log-prob and rank of targets."""
+    from ..analyze.reports import logit_lens_report
+
+    if example is not None and variant is not None:
+        raise click.UsageError("give --example or --variant, not both")
+    with scheduler(scheduler_address, workers, memory_limit):
+        report = logit_lens_report(store, model, dataset, out, example=example, variant=variant, targets=targets,
+                                   k=top_k, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
+    print_lens_table(report.result)
+    _done(report)
+
+
+@analyze.command()
+@_run_options
+@click.option("--variant", default=None, help="Input variant to read (default: all examples).")
+@click.option("--languages", default=None, help="Comma-separated language codes (default: en,zh,ja,ko,ru,ar,hi,fr,de,es).")
+@click.option("--table", "table_path", default=None, help="Your own p(language|token) CSV: token_id,<lang>,<lang>,…")
+def languages(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
+              variant, languages, table_path):
+    """Probability mass per language through the logit lens, per layer."""
+    from ..analyze.reports import languages_report
+
+    with scheduler(scheduler_address, workers, memory_limit):
+        report = languages_report(store, model, dataset, out, variant=variant, languages=split_list(languages),
+                                  table_path=table_path, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
+    print_language_table(report.result.mass)
+    _done(report)

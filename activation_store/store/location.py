@@ -27,6 +27,9 @@ _ACCESS_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", 
                  "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem", "403", "Forbidden", "401"}
 
 
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
 def is_remote(url: str) -> bool:
     return "://" in str(url) and not str(url).startswith("file://")
 
@@ -103,7 +106,9 @@ def remote_error(exc: BaseException, url: str) -> ActstoreError | None:
         boto = None
     for cause in _chain(exc):
         code = _error_code(cause)
-        if code in ("NoSuchBucket",):
+        if code in _MISSING_CODES:
+            return None  # an object that is not there: the caller decides what that means
+        if code == "NoSuchBucket":
             return ActstoreError(f"bucket '{_bucket(url)}' does not exist ({url})")
         if code in _ACCESS_CODES:
             return ActstoreError(f"access to {url} denied ({code}); check the AWS credentials (AWS_PROFILE, "

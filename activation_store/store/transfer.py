@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable
 
 from ..errors import ActstoreError, ConfigConflictError
 from . import layout, location
+from .lock import lock_key
 from .write import consolidate
 
 ROOT = "zarr.json"
@@ -74,7 +75,7 @@ class _Side:
         return f"{self.root}/{key}"
 
     def same_place(self, other: _Side) -> bool:
-        if type(self.fs) is not type(other.fs):
+        if self.fs != other.fs:  # another filesystem, or the same kind with another endpoint
             return False
         a, b = self.root.rstrip("/") + "/", other.root.rstrip("/") + "/"
         return a.startswith(b) or b.startswith(a)
@@ -116,8 +117,10 @@ class _Side:
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
 
-    def read_many(self, keys: list[str]) -> dict[str, bytes | None]:
-        return {key: self.read(key) for key in keys}
+    def docs(self, units: list[str], jobs: int) -> dict[str, dict[str, Any] | None]:
+        """The group metadata (``<unit>/zarr.json``) of each unit, None where absent; read concurrently."""
+        found = dict(_parallel(lambda unit: (unit, self.read(f"{unit}/{ROOT}")), units, jobs))
+        return {unit: _doc(found[unit], f"{self.url}/{unit}/{ROOT}") for unit in units}
 
     def write(self, key: str, data: bytes) -> None:
         """Write one whole object; locally through a temporary file, so a killed copy leaves no torn file."""
@@ -163,6 +166,11 @@ class _Side:
 
 
 # --- units of a store -------------------------------------------------------------------------------------------
+
+def _hidden(key: str) -> bool:
+    """Objects that are no part of a store's content: run locks and other dot-files, interrupted writes."""
+    return key.endswith(".partial") or any(part.startswith(".") for part in key.split("/"))
+
 
 def _model_arrays(keys: Iterable[str]) -> set[tuple[str, str]]:
     """(model, child) pairs that are arrays of a model group: a ``zarr.json`` with no node below it."""
@@ -312,8 +320,9 @@ def copy_store(
         raise location.missing_store(source, source_options)
     src_root = _doc(src_root_bytes, f"{source}/{ROOT}")
     layout.check_format(src_root.get("attributes", {}), source)
-    src_objects = {k: v for k, v in src.list().items() if TMP_MARK not in k}
-    dst_objects = {k: v for k, v in dst.list().items()}
+    src_listed, dst_listed = src.list(), dst.list()
+    src_objects = {k: v for k, v in src_listed.items() if not _hidden(k) and TMP_MARK not in k}
+    dst_objects = {k: v for k, v in dst_listed.items() if not _hidden(k)}
     arrays = _model_arrays([*src_objects, *dst_objects])
     for meta in (_consolidated(src_root) or {}).items():
         if meta[0].count("/") == 1 and meta[1].get("node_type") == "array":
@@ -331,13 +340,19 @@ def copy_store(
         raise ActstoreError(f"model {model!r} / dataset {dataset!r} is not in {source}; "
                             f"`actstore ls {source}` lists what is")
     keys = sorted(k for k in src_objects if _unit(k, arrays) in units)
+    for unit in sorted(u for u in units if "/" in u):  # a run being extracted is a moving target
+        for side, listed in ((source, src_listed), (destination, dst_listed)):
+            if lock_key(unit) in listed:
+                name = "/".join(layout.decode_name(p) for p in unit.split("/"))
+                raise ActstoreError(f"{side}: run {name} is being written (lock {lock_key(unit)}); wait for the "
+                                    f"extraction to finish, or delete that object if none is running")
     model_units = {u for u in units if u and "/" not in u}
 
     # 2. the destination: refuse another store there unless told to replace it
     group_units = sorted(u for u in units if u)
-    src_docs = {u: _doc(src.read(f"{u}/{ROOT}"), f"{source}/{u}/{ROOT}") for u in group_units}
+    src_docs = src.docs(group_units, jobs)
     dst_root = _doc(dst.read(ROOT), f"{destination}/{ROOT}")
-    dst_docs = {u: _doc(dst.read(f"{u}/{ROOT}"), f"{destination}/{u}/{ROOT}") for u in group_units}
+    dst_docs = dst.docs(group_units, jobs)
     problems = _conflicts(src_docs, dst_docs, model_units)
     if dst_root is not None:
         found = dst_root.get("attributes", {}).get(layout.FORMAT_ATTR)
@@ -386,7 +401,8 @@ def copy_store(
                 return
         if data is None:
             data = src.read(key)
-        if data is None or len(data) != obj.size:
+        unit = key[: -len(ROOT) - 1]
+        if data is None or len(data) != obj.size or (unit in src_docs and _doc(data, key) != src_docs[unit]):
             raise ActstoreError(f"{source} changed during the copy ({key}); run the command again")
         dst.write(key, data)
         sums[key] = hashlib.md5(data).hexdigest()
@@ -407,7 +423,7 @@ def copy_store(
     result.bytes_sent = sum(src_objects[k].size for k in sent)
 
     # 4. verify every object in scope (sizes, and checksums of what was sent), then drop stale objects
-    landed = dst.list()
+    landed = {k: v for k, v in dst.list().items() if not _hidden(k)}
 
     def verify(key: str) -> str | None:
         there = landed.get(key)
@@ -428,8 +444,8 @@ def copy_store(
     result.removed = len(stale)
 
     # 5. the root, last: the source's own when the destination holds nothing else, else merged metadata
-    _write_root(src_root, src_root_bytes, dst, destination_options, dst_root, units | replaced, units,
-                {_unit(k, arrays) for k in landed if k not in stale} - {None, ""} - units)
+    kept = {_unit(k, arrays) for k in landed if k.endswith(f"/{ROOT}") and k.count("/") <= 2} - {None, ""} - units
+    _write_root(src_root, src_root_bytes, dst, destination_options, dst_root, units | replaced, units, kept)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -450,7 +466,8 @@ def _write_root(src_root: dict[str, Any], src_bytes: bytes, dst: _Side, dst_opti
     """Write the destination's root ``zarr.json``: the source's, with the consolidated entries of the copied
     units plus the destination's own entries for the units it keeps; zarr consolidates when entries are missing."""
     src_meta, dst_meta = _consolidated(src_root), _consolidated(dst_root)
-    if src_meta is None or (others and dst_meta is None):
+    listed = {_node_unit(p, n) for p, n in (dst_meta or {}).items()}
+    if src_meta is None or not others <= listed:
         plain = {k: v for k, v in src_root.items() if k != "consolidated_metadata"}
         dst.write(ROOT, _dumps(plain))
         consolidate(dst.url, dst_options)

@@ -207,11 +207,11 @@ def consolidate_if_stale(url: str, path: str, storage_options: dict[str, Any] | 
     A run killed before a consolidation is missing, or unfinished, in the metadata readers open; the
     next run of it repairs that (readers take an unfinished run's progress from its own zarr.json)."""
     store = zarr_store(url, storage_options, read_only=True)
+    disk = dict(zarr.open_group(store, path=path, mode="r", use_consolidated=False).attrs)
     try:
         seen = dict(zarr.open_group(store, mode="r", use_consolidated=True)[path].attrs)
-        disk = dict(zarr.open_group(store, path=path, mode="r", use_consolidated=False).attrs)
-    except (KeyError, ValueError, FileNotFoundError):  # no consolidated metadata, or the run is not in it
-        seen, disk = {}, {"config_hash": None}
+    except (KeyError, ValueError):  # no consolidated metadata, or the run is not in it
+        seen = {}
     finished = disk.get(PROGRESS_ATTR, {}).get("complete")
     if seen.get("config_hash") != disk.get("config_hash") or (finished and not seen.get(PROGRESS_ATTR, {}).get("complete")):
         consolidate(url, storage_options)

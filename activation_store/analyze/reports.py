@@ -1,0 +1,121 @@
+"""Each analysis end to end: open the store, compute, save under the store, write CSV and PNG.
+
+These are what the CLI's ``analyze`` commands and the quickstart call; notebooks
+can call them too, or use the pure functions they are built from."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..errors import ActstoreError
+from ..store import open_lens, open_run
+from . import plots
+from .languages import DEFAULT_LANGUAGES, language_mass, language_table
+from .logit_lens import readout
+from .results import save_csv, save_to_store
+from .selection import examples_of, tokens_of
+from .similarity import variant_similarity
+from .targets import RULES, from_file, from_rule
+
+
+@dataclass
+class Report:
+    result: xr.Dataset
+    files: list[Path] = field(default_factory=list)
+    store_path: str = ""
+
+
+def _check_layers(ds: xr.Dataset, layers: list[int] | None) -> xr.Dataset:
+    if not layers:
+        return ds
+    bad = [layer for layer in layers if layer not in set(ds.layer.values.tolist())]
+    if bad:
+        raise ActstoreError(f"layer {bad[0]} is out of range; the run has layers 0..{int(ds.layer.max())}")
+    return ds.sel(layer=layers)
+
+
+def similarity_report(store: str, model: str, dataset: str, variants: list[str] | None, out: Path, *,
+                      pool: str = "last", center: bool = True, n_boot: int = 1000, layers: list[int] | None = None,
+                      storage_options: dict[str, Any] | None = None) -> Report:
+    ds = _check_layers(open_run(store, model, dataset, storage_options), layers)
+    variants = variants or sorted(set(ds.variant.values))
+    result = variant_similarity(ds, variants, pool=pool, center=center, n_boot=n_boot)
+    name = f"similarity-{pool}-{'centered' if center else 'raw'}"
+    table = result.drop_vars(["per_item"]).to_dataframe().reset_index()
+    columns = [c for c in ("pair", "layer", "score", "ci_low", "ci_high", "paired", "unpaired", "n_items") if c in table]
+    per_item = result.per_item.to_dataframe().dropna().reset_index()[["pair", "layer", "item", "per_item"]]
+    files = [save_csv(table[columns], out, name), save_csv(per_item, out, f"{name}-per-item"),
+             plots.similarity_plot(result, out / f"{name}.png")]
+    return Report(result, files, save_to_store(result, store, model, dataset, name, storage_options))
+
+
+def _targets(spec: str | None, ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArray | None:
+    if spec is None:
+        return None
+    return from_rule(spec, ds, lens) if spec in RULES else from_file(spec, ds, lens)
+
+
+def logit_lens_report(store: str, model: str, dataset: str, out: Path, *, example: int | None = None,
+                      variant: str | None = None, targets: str | None = None, k: int = 5,
+                      layers: list[int] | None = None, storage_options: dict[str, Any] | None = None) -> Report:
+    ds = _check_layers(open_run(store, model, dataset, storage_options), layers)
+    lens = open_lens(store, model, storage_options)
+    if example is None and variant is None:
+        example = 0
+    examples = examples_of(ds, variant=variant, example=example)
+    tokens = tokens_of(ds, examples)
+    target_ids = _targets(targets, ds, lens)
+    hidden = ds.hidden.isel(token=tokens)
+    selected_targets = target_ids.isel(token=tokens) if target_ids is not None else None
+    result = readout(hidden, lens, k=k, targets=selected_targets)
+    vocab = lens.vocab_token.values
+    result.attrs.update(input_tokens=[str(vocab[i]) for i in ds.token_id.values[tokens]] if example is not None else [],
+                        selection=f"example {example}" if example is not None else f"variant {variant}", k=k)
+    name = f"logit-lens-{'example-' + str(example) if example is not None else 'variant-' + str(variant)}"
+    frame = result.drop_vars([v for v in ("target_id", "target_logprob", "target_rank") if v in result]).to_dataframe().reset_index()
+    files = [save_csv(frame[["layer", "token", "position", "rank", "top_id", "top_token", "top_prob"]], out, name)]
+    if example is not None:
+        files.append(plots.logit_lens_plot(result, out / f"{name}.png"))
+    if target_ids is not None:
+        summary = target_summary(result)
+        result["mean_logprob"], result["ci_low"], result["ci_high"] = summary.mean_logprob, summary.ci_low, summary.ci_high
+        files.append(save_csv(summary.to_dataframe().reset_index(), out, f"{name}-targets"))
+        files.append(plots.target_plot(summary, out / f"{name}-targets.png"))
+    return Report(result, files, save_to_store(result.drop_vars(["top_token"]), store, model, dataset, name, storage_options))
+
+
+def target_summary(result: xr.Dataset, n_boot: int = 1000, seed: int = 0) -> xr.Dataset:
+    """Mean target log-prob per layer over the positions that have a target, with a bootstrap 95% interval."""
+    have = result.target_rank.isel(layer=0).values >= 0
+    if not have.any():
+        raise ActstoreError("no selected position has a target token in the vocabulary")
+    logprob = result.target_logprob.isel(token=np.flatnonzero(have)).transpose("layer", "token").values
+    draws = np.random.default_rng(seed).integers(0, logprob.shape[1], size=(n_boot, logprob.shape[1]))
+    boot = logprob[:, draws].mean(axis=-1)
+    low, high = np.percentile(boot, [2.5, 97.5], axis=-1)
+    ranks = result.target_rank.isel(token=np.flatnonzero(have)).transpose("layer", "token").values
+    return xr.Dataset({"mean_logprob": ("layer", logprob.mean(axis=1)), "ci_low": ("layer", low), "ci_high": ("layer", high),
+                       "median_rank": ("layer", np.median(ranks, axis=1)), "n_targets": int(have.sum())},
+                      coords={"layer": result.layer.values})
+
+
+def languages_report(store: str, model: str, dataset: str, out: Path, *, variant: str | None = None,
+                     languages: list[str] | None = None, table_path: str | None = None, layers: list[int] | None = None,
+                     storage_options: dict[str, Any] | None = None) -> Report:
+    ds = _check_layers(open_run(store, model, dataset, storage_options), layers)
+    lens = open_lens(store, model, storage_options)
+    table = language_table(lens, tuple(languages or DEFAULT_LANGUAGES), table_path)
+    tokens = tokens_of(ds, examples_of(ds, variant=variant))
+    if ds.attrs.get("config", {}).get("bos"):  # the BOS state says nothing about the input's language
+        tokens = tokens[ds.position.values[tokens] > 0]
+    mass = language_mass(ds.hidden.isel(token=tokens), lens, table)
+    name = f"languages-{variant or 'all'}"
+    result = mass.to_dataset()
+    result.attrs.update(variant=variant or "all", table=table.attrs.get("source", ""))
+    files = [save_csv(mass.to_pandas().reset_index(), out, name), plots.language_plot(mass, out / f"{name}.png",
+             title=f"Logit lens on {variant or 'all'} input: probability mass per language")]
+    return Report(result, files, save_to_store(result, store, model, dataset, name, storage_options))

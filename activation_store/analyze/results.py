@@ -1,0 +1,50 @@
+"""Saving analysis results: back under the store (next to the activations, for collaborators)
+and as CSV in an output folder."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from ..store import layout
+from ..store.location import zarr_store
+from ..store.write import consolidate
+
+
+def _storable(result: xr.Dataset) -> xr.Dataset:
+    """Object-dtype strings as fixed-width unicode, nested attributes as text: what Zarr v3 takes."""
+    out = result.copy()
+    for name, var in out.variables.items():
+        if var.dtype == object:
+            out[name] = var.astype(str)
+    out.attrs = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in out.attrs.items()}
+    return out
+
+
+def save_to_store(result: xr.Dataset, url: str, model: str, dataset: str, name: str,
+                  storage_options: dict[str, Any] | None = None) -> str:
+    """Write ``result`` as group ``<model>/<dataset>/results/<name>`` (replacing an older one); returns the path."""
+    path = f"{layout.run_path(model, dataset)}/results/{layout.encode_name(name)}"
+    store = zarr_store(url, storage_options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        _storable(result).to_zarr(store, group=path, mode="w", consolidated=False, zarr_format=3)
+    consolidate(url, storage_options)
+    return path
+
+
+def load_from_store(url: str, model: str, dataset: str, name: str,
+                    storage_options: dict[str, Any] | None = None) -> xr.Dataset:
+    path = f"{layout.run_path(model, dataset)}/results/{layout.encode_name(name)}"
+    return xr.open_zarr(zarr_store(url, storage_options, read_only=True), group=path, consolidated=False).load()
+
+
+def save_csv(frame, out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{name}.csv"
+    frame.to_csv(target, index=False)
+    return target
