@@ -90,7 +90,7 @@ class MotoServer:
     def _set_auth(self, unchecked_requests: float) -> float:
         """Check signatures after this many requests (0: from now on; inf: never); returns the previous setting."""
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=str(unchecked_requests).encode(),
-                                         method="POST")
+                                         method="POST", headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(request, timeout=10) as response:
             return float(json.load(response)["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"])
 

@@ -70,11 +70,11 @@ def model_dir(tiny_model_dir) -> Path:
 
 def test_second_writer_is_refused_while_the_first_runs(model_dir, tmp_path, cli):
     store = tmp_path / "acts.zarr"
-    group = store / model_dir.name / "arithmetic"
-    first = start(extract_args(model_dir, store))
-    wait_for(lambda: tokens_done(group) > 0 or first.poll() is not None)
-    assert first.poll() is None, "the first writer finished before the second could start"
-    second = cli(*extract_args(model_dir, store), env={"OMP_NUM_THREADS": "1"})
+    args = [*extract_args(model_dir, store), "--chunk-tokens", "32"]  # ~700 blocks: the first runs a good while
+    first = start(args)
+    wait_for(lambda: (store / model_dir.name / ".arithmetic.lock").exists() or first.poll() is not None)
+    second = cli(*args, env={"OMP_NUM_THREADS": "1"})
+    assert first.poll() is None, "the first writer finished before the second got going: inconclusive"
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 2
@@ -87,7 +87,7 @@ def test_second_writer_is_refused_while_the_first_runs(model_dir, tmp_path, cli)
     assert verified.returncode == 0 and "0 bad or missing" in verified.stdout, verified.stdout + verified.stderr
     ds = actstore.open_run(str(store), model_dir.name, "arithmetic")
     assert ds.sizes["example"] == 2246 and not np.isnan(ds.hidden.values).any()
-    again = cli(*extract_args(model_dir, store), env={"OMP_NUM_THREADS": "1"})
+    again = cli(*args, env={"OMP_NUM_THREADS": "1"})
     assert again.returncode == 0 and again.stdout.startswith("already complete"), again.stdout + again.stderr
 
 

@@ -9,12 +9,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 # CJK and other scripts render where such a font is installed (e.g. Debian's fonts-noto-cjk); else as boxes
-FONTS = ["DejaVu Sans", "Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "Noto Sans Devanagari", "Noto Sans Arabic"]
+_WANTED = ["DejaVu Sans", "Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "Noto Sans Devanagari", "Noto Sans Arabic"]
+FONTS = [name for name in _WANTED if name in {f.name for f in font_manager.fontManager.ttflist}] or ["DejaVu Sans"]
 
 
 def _save(fig, path: Path) -> Path:

@@ -16,7 +16,7 @@ from ..store import open_lens, open_run
 from . import plots
 from .languages import DEFAULT_LANGUAGES, language_mass, language_table
 from .logit_lens import readout
-from .results import save_csv, save_to_store
+from .results import file_name, save_csv, save_to_store
 from .selection import examples_of, tokens_of
 from .similarity import variant_similarity
 from .targets import RULES, from_file, from_rule
@@ -45,11 +45,11 @@ def similarity_report(store: str, model: str, dataset: str, variants: list[str] 
     variants = variants or sorted(set(ds.variant.values))
     result = variant_similarity(ds, variants, pool=pool, center=center, n_boot=n_boot)
     name = f"similarity-{pool}-{'centered' if center else 'raw'}"
-    table = result.drop_vars(["per_item"]).to_dataframe().reset_index()
+    table = result.drop_vars(["per_item", "item"]).to_dataframe().reset_index()
     columns = [c for c in ("pair", "layer", "score", "ci_low", "ci_high", "paired", "unpaired", "n_items") if c in table]
     per_item = result.per_item.to_dataframe().dropna().reset_index()[["pair", "layer", "item", "per_item"]]
     files = [save_csv(table[columns], out, name), save_csv(per_item, out, f"{name}-per-item"),
-             plots.similarity_plot(result, out / f"{name}.png")]
+             plots.similarity_plot(result, out / f"{file_name(name)}.png")]
     return Report(result, files, save_to_store(result, store, model, dataset, name, storage_options))
 
 
@@ -60,31 +60,36 @@ def _targets(spec: str | None, ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArray
 
 
 def logit_lens_report(store: str, model: str, dataset: str, out: Path, *, example: int | None = None,
-                      variant: str | None = None, targets: str | None = None, k: int = 5,
+                      variant: str | None = None, item: str | None = None, targets: str | None = None, k: int = 5,
                       layers: list[int] | None = None, storage_options: dict[str, Any] | None = None) -> Report:
+    """Logit lens over one example (a Figure-1 table and heatmap) or over all examples of a variant/item."""
     ds = _check_layers(open_run(store, model, dataset, storage_options), layers)
     lens = open_lens(store, model, storage_options)
-    if example is None and variant is None:
+    if example is None and variant is None and item is None:
         example = 0
-    examples = examples_of(ds, variant=variant, example=example)
+    examples = examples_of(ds, variant=variant, item=item, example=example)
+    if not len(examples):
+        raise ActstoreError(f"no example has variant {variant!r} and item {item!r}")
     tokens = tokens_of(ds, examples)
     target_ids = _targets(targets, ds, lens)
     hidden = ds.hidden.isel(token=tokens)
-    selected_targets = target_ids.isel(token=tokens) if target_ids is not None else None
-    result = readout(hidden, lens, k=k, targets=selected_targets)
+    result = readout(hidden, lens, k=k, targets=target_ids.isel(token=tokens) if target_ids is not None else None)
+    single = len(examples) == 1
     vocab = lens.vocab_token.values
-    result.attrs.update(input_tokens=[str(vocab[i]) for i in ds.token_id.values[tokens]] if example is not None else [],
-                        selection=f"example {example}" if example is not None else f"variant {variant}", k=k)
-    name = f"logit-lens-{'example-' + str(example) if example is not None else 'variant-' + str(variant)}"
+    selection = "-".join(str(part) for part in (f"example-{example}" if example is not None else None,
+                                                   variant, item) if part is not None)
+    result.attrs.update(input_tokens=[str(vocab[i]) for i in ds.token_id.values[tokens]] if single else [],
+                        selection=selection, k=k, text=str(ds.text.values[examples[0]]) if single else "")
+    name = f"logit-lens-{selection}"
     frame = result.drop_vars([v for v in ("target_id", "target_logprob", "target_rank") if v in result]).to_dataframe().reset_index()
     files = [save_csv(frame[["layer", "token", "position", "rank", "top_id", "top_token", "top_prob"]], out, name)]
-    if example is not None:
-        files.append(plots.logit_lens_plot(result, out / f"{name}.png"))
+    if single:
+        files.append(plots.logit_lens_plot(result, out / f"{file_name(name)}.png", title=f"Logit lens: {result.attrs['text']!r}"))
     if target_ids is not None:
         summary = target_summary(result)
         result["mean_logprob"], result["ci_low"], result["ci_high"] = summary.mean_logprob, summary.ci_low, summary.ci_high
         files.append(save_csv(summary.to_dataframe().reset_index(), out, f"{name}-targets"))
-        files.append(plots.target_plot(summary, out / f"{name}-targets.png"))
+        files.append(plots.target_plot(summary, out / f"{file_name(name)}-targets.png"))
     return Report(result, files, save_to_store(result.drop_vars(["top_token"]), store, model, dataset, name, storage_options))
 
 
@@ -116,6 +121,6 @@ def languages_report(store: str, model: str, dataset: str, out: Path, *, variant
     name = f"languages-{variant or 'all'}"
     result = mass.to_dataset()
     result.attrs.update(variant=variant or "all", table=table.attrs.get("source", ""))
-    files = [save_csv(mass.to_pandas().reset_index(), out, name), plots.language_plot(mass, out / f"{name}.png",
+    files = [save_csv(mass.to_pandas().reset_index(), out, name), plots.language_plot(mass, out / f"{file_name(name)}.png",
              title=f"Logit lens on {variant or 'all'} input: probability mass per language")]
     return Report(result, files, save_to_store(result, store, model, dataset, name, storage_options))

@@ -2,6 +2,7 @@
 and as CSV in an output folder."""
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,13 @@ def load_from_store(url: str, model: str, dataset: str, name: str,
     return xr.open_zarr(zarr_store(url, storage_options, read_only=True), group=path, consolidated=False).load()
 
 
+def file_name(name: str) -> str:
+    """A result name as a portable file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "result"
+
+
 def save_csv(frame, out: Path, name: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{name}.csv"
+    target = out / f"{file_name(name)}.csv"
     frame.to_csv(target, index=False)
     return target

@@ -73,7 +73,7 @@ def pooled(ds: xr.Dataset, pool: str, examples: np.ndarray | None = None) -> xr.
 
 
 def _with_example_coords(states: xr.DataArray, ds: xr.Dataset, examples: np.ndarray) -> xr.DataArray:
-    drop = [name for name in states.coords if "token" in states[name].dims or name in ("token", "example")]
+    drop = [name for name in states.coords if set(states[name].dims) - {"layer"}]  # per-token coords of the picked tokens
     states = states.drop_vars(drop)
     return states.assign_coords(
         example=("example", ds.example.values[examples]),

@@ -64,18 +64,19 @@ def similarity(store, model, dataset, out, layers, scheduler_address, workers, m
 @analyze.command("logit-lens")
 @_run_options
 @click.option("--example", type=int, default=None, help="One example (default: example 0).")
-@click.option("--variant", default=None, help="All examples of a variant.")
+@click.option("--variant", default=None, help="All examples of a variant (with --item: that one example).")
+@click.option("--item", default=None, help="The examples of one item (with --variant: one example).")
 @click.option("--targets", default=None, help="A targets file (.jsonl/.csv) or a rule: result-digits, result-words, en-next-word.")
 @click.option("--top-k", type=int, default=5, show_default=True)
 def logit_lens(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
-               example, variant, targets, top_k):
+               example, variant, item, targets, top_k):
     """Top tokens per layer and position through the stored logit lens; log-prob and rank of targets."""
     from ..analyze.reports import logit_lens_report
 
-    if example is not None and variant is not None:
-        raise click.UsageError("give --example or --variant, not both")
+    if example is not None and (variant is not None or item is not None):
+        raise click.UsageError("give --example, or --variant/--item, not both")
     with scheduler(scheduler_address, workers, memory_limit):
-        report = logit_lens_report(store, model, dataset, out, example=example, variant=variant, targets=targets,
+        report = logit_lens_report(store, model, dataset, out, example=example, variant=variant, item=item, targets=targets,
                                    k=top_k, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
     print_lens_table(report.result)
     _done(report)

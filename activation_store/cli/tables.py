@@ -39,7 +39,7 @@ def print_lens_table(result: xr.Dataset, width: int = 10) -> None:
         click.echo(f"logit lens over {top.shape[1]} positions ({result.attrs.get('selection')}); see the CSV for all of them")
         top = top[:, :8]
     else:
-        click.echo("logit lens, top-1 token per layer (rows) and input position (columns)")
+        click.echo(f"logit lens on {result.attrs.get('text')!r}: top-1 token per layer (rows) and input position (columns)")
         click.echo("input".rjust(7) + " " + " ".join(_cell(t, width) for t in inputs))
     for i, layer in enumerate(result.layer.values):
         click.echo(f"{int(layer):7d} " + " ".join(_cell(t, width) for t in top[i]))

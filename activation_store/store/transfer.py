@@ -401,7 +401,7 @@ def copy_store(
                 return
         if data is None:
             data = src.read(key)
-        unit = key[: -len(ROOT) - 1]
+        unit = key[: -len(ROOT) - 1] if key.endswith(f"/{ROOT}") else None
         if data is None or len(data) != obj.size or (unit in src_docs and _doc(data, key) != src_docs[unit]):
             raise ActstoreError(f"{source} changed during the copy ({key}); run the command again")
         dst.write(key, data)
