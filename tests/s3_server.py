@@ -46,19 +46,26 @@ class MotoServer:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "1"},
         )
+        try:
+            self._wait()
+            if auth:
+                self._create_user()
+                self._set_auth(0)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait(self) -> None:
         deadline = time.monotonic() + 60
         while True:
             try:
                 urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
-                break
+                return
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"moto_server did not start on port {self.port}") from None
                 time.sleep(0.1)
-        if auth:
-            self._create_user()
-            self._set_auth(0)
-        return self
 
     def stop(self) -> None:
         if self.process is not None:

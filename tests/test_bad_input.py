@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import struct
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ ROWS = [
     Row("suffix for unknown variant", (*E, "--suffix", "xx=!"), r"suffix given for unknown variant 'xx'"),
     Row("variants empty list", (*E, "--variants", ","), r"--variants.*expected a comma-separated list"),
     Row("variant unknown", (*E, "--variants", "en,tlh"), r"dataset 'pairs' has no variant 'tlh'; it has en, zh, fr"),
-    Row("unknown option", (*E, "--frobnicate"), r"No such option: --frobnicate"),
+    Row("unknown option", (*E, "--frobnicate"), r"No such option '--frobnicate'"),
     # --- extract: datasets and files ------------------------------------------------------------------
     Row("dataset unknown name", ("extract", "--dataset", "nosuchset", "--store", "{store}"),
         r"unknown dataset 'nosuchset'; built in: django-ui, arithmetic"),
@@ -123,6 +124,7 @@ ROWS = [
     Row("verify unknown model", ("verify", "{store}", "--model", "nope"), r"model 'nope' is not in"),
     Row("verify unknown dataset", ("verify", "{store}", "--dataset", "nope"), r"dataset 'nope' is not in"),
     Row("verify root metadata corrupt", ("verify", "{store}"), r"cannot read the store metadata", store="corrupt"),
+    Row("verify run metadata corrupt", ("verify", "{store}"), r"1 bad or missing", store="runcorrupt"),
     Row("unknown command", ("frobnicate",), r"No such command 'frobnicate'", store=None),
     # --- analyze / push / pull (commands written alongside; add rows as they grow) ----------------------
     Row("analyze unknown run", ("analyze", "similarity", "--store", "{store}", "--model", "nope", "--dataset", "pairs",
@@ -187,6 +189,9 @@ def make_stores(stores: Path, model_dir: Path, pairs: Path) -> dict[str, Path]:
     corrupt = stores / "corrupt" / "acts.zarr"
     shutil.copytree(good, corrupt)
     (corrupt / "zarr.json").write_text('{"zarr_format": 3, "node_type": "gro')
+    runcorrupt = stores / "runcorrupt" / "acts.zarr"
+    shutil.copytree(good, runcorrupt)
+    (runcorrupt / model_dir.name / "pairs" / "zarr.json").write_text("{")
     notstore = stores / "notstore" / "acts.zarr"
     notstore.mkdir(parents=True)
     (notstore / "notes.txt").write_text("my notes, not a store\n")
@@ -194,7 +199,7 @@ def make_stores(stores: Path, model_dir: Path, pairs: Path) -> dict[str, Path]:
     import zarr
 
     zarr.open_group(str(plainzarr), mode="w")
-    return {"good": good, "v999": v999, "corrupt": corrupt, "notstore": notstore, "plainzarr": plainzarr}
+    return {"good": good, "v999": v999, "corrupt": corrupt, "runcorrupt": runcorrupt, "notstore": notstore, "plainzarr": plainzarr}
 
 
 def check(row: Row, index: int, world: dict, cli) -> str | None:
@@ -208,7 +213,9 @@ def check(row: Row, index: int, world: dict, cli) -> str | None:
               "pairs": world["pairs"], "store": store}
     args = [arg.format(**values) for arg in row.args]
     before = tree_hash(store) if store else None
+    started = time.perf_counter()
     result = cli(*args, timeout=300, env=row.env)
+    world["seconds"][row.name] = time.perf_counter() - started
     lines = [line for line in result.stderr.splitlines() if line.strip() and not NOISE.search(line)]
     if "Traceback" in result.stderr:
         return f"traceback: {result.stderr[-300:]}"
@@ -234,7 +241,7 @@ def world(tiny_model_dir, tmp_path_factory) -> dict:
             {"id": "pw", "en": "Change my password", "zh": "修改我的密码", "fr": "Modifier mon mot de passe"}]
     pairs.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     make_files(tmp / "files", model_dir)
-    return {"tmp": tmp, "model": str(model_dir), "pairs": str(pairs), "files": str(tmp / "files"),
+    return {"tmp": tmp, "model": str(model_dir), "pairs": str(pairs), "files": str(tmp / "files"), "seconds": {},
             "stores": make_stores(tmp / "stores", model_dir, pairs)}
 
 
@@ -248,9 +255,11 @@ def test_every_bad_input_gets_one_line_and_leaves_stores_alone(world, cli, monke
     with ThreadPoolExecutor(max_workers=2) as pool:
         outcomes = list(pool.map(lambda item: check(item[1], item[0], world, cli), enumerate(ROWS)))
     failures = [f"{row.name}: {outcome}" for row, outcome in zip(ROWS, outcomes) if outcome is not None]
-    print(f"\nbad inputs tried {len(ROWS)} / handled {len(ROWS) - len(failures)}")
+    slowest = sorted(world["seconds"].items(), key=lambda item: -item[1])[:5]
+    print(f"\nbad inputs tried {len(ROWS)} / handled {len(ROWS) - len(failures)}; slowest: "
+          + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in slowest))
     for failure in failures:
         print("  NOT HANDLED", failure)
     assert not failures, "\n".join(failures)
-    cache = world["tmp"] / "cache"
-    assert not cache.exists() or not any((cache / "models").glob("*")) if cache.exists() else True
+    converted = world["tmp"] / "cache" / "models"
+    assert not converted.exists() or not list(converted.iterdir()), "a failed GGUF conversion left a cache entry"

@@ -4,6 +4,7 @@ Each returns a lazy DataArray with an ``example`` dimension carrying the
 ``item`` and ``variant`` coordinates, so analyses can pair variants by item."""
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -44,23 +45,47 @@ def last_tokens(ds: xr.Dataset, examples: np.ndarray | None = None) -> xr.DataAr
     return _with_example_coords(states, ds, examples)
 
 
+def _segment_sums(block: np.ndarray, owner: np.ndarray, n_out: int) -> np.ndarray:
+    """Sums of runs of tokens with the same owner in one (layer, token, d_model) block: (layer, 1, n_out, d_model)."""
+    out = np.zeros((block.shape[0], 1, n_out, block.shape[2]), dtype=np.float64)
+    if not len(owner):
+        return out
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    sums = np.add.reduceat(block.astype(np.float64), starts, axis=1)
+    keep = owner[starts] >= 0
+    out[:, 0, owner[starts][keep]] = sums[:, keep]
+    return out
+
+
 def mean_tokens(ds: xr.Dataset, examples: np.ndarray | None = None, skip_first: bool | None = None) -> xr.DataArray:
     """Each example's states averaged over its tokens: (layer, example, d_model).
 
+    A segment sum per token chunk, then a tree sum over chunks: memory stays at a
+    chunk plus one (examples × d_model) partial, whatever the run's size.
     ``skip_first`` leaves out position 0 (default: when the run prepended BOS,
     whose state is an outlier the mean would be dominated by)."""
     if skip_first is None:
         skip_first = bool(ds.attrs.get("config", {}).get("bos", False))
     examples = np.arange(ds.sizes["example"]) if examples is None else np.asarray(examples)
-    tokens = tokens_of(ds, examples)
+    slot = np.full(ds.sizes["example"], -1, dtype=np.int64)
+    slot[examples] = np.arange(len(examples))
+    owner = slot[ds.token_example.values]
     if skip_first:
-        tokens = tokens[ds.position.values[tokens] > 0]
-    owner = ds.token_example.values[tokens]
-    if len(np.unique(owner)) != len(examples):
+        owner[ds.position.values == 0] = -1
+    counts = np.bincount(owner[owner >= 0], minlength=len(examples))
+    if (counts == 0).any():
         raise ActstoreError("some examples have no tokens left to average (only BOS); use --pool last")
-    hidden = ds.hidden.isel(token=tokens).assign_coords(owner=("token", owner))
-    means = hidden.groupby("owner").mean("token").rename(owner="example")
-    means = means.sel(example=ds.example.values[examples]).drop_vars("example")
+    data = ds.hidden.data
+    token_chunks = data.chunks[1]
+    owners = da.from_array(owner, chunks=(token_chunks,))
+    partial = da.map_blocks(
+        lambda block, who: _segment_sums(block, who.reshape(-1), len(examples)), data, owners[None, :, None],
+        new_axis=[2], chunks=(data.chunks[0], (1,) * len(token_chunks), (len(examples),), data.chunks[2]),
+        dtype=np.float64, meta=np.empty((0, 0, 0, 0)),
+    )
+    sums = partial.sum(axis=1)
+    means = xr.DataArray(sums / counts[None, :, None], dims=("layer", "example", "d_model"),
+                         coords={"layer": ds.layer.values, "final_norm_applied": ("layer", ds.final_norm_applied.values)})
     return _with_example_coords(means, ds, examples)
 
 

@@ -29,7 +29,7 @@ def extract(model, dataset, store, variants, limit, bos, suffixes, dtype, batch_
     from ..extract import extract as run_extract
 
     result = run_extract(
-        model=model, dataset=dataset, store=store, variants=split_list(variants), limit=limit, bos=bos,
+        model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit, bos=bos,
         suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
         overwrite=overwrite, trust_remote_code=trust_remote_code, storage_options=storage(store, endpoint_url, anon),
         progress=not quiet,

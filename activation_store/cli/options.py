@@ -19,12 +19,13 @@ def storage(url: str, endpoint_url: str | None, anon: bool) -> dict[str, Any]:
     return storage_options_for(url, endpoint_url=endpoint_url, anon=anon)
 
 
-def split_list(value: str | None) -> list[str] | None:
+def split_list(value: str | None, option: str | None = None) -> list[str] | None:
+    """``"a, b"`` → ``["a", "b"]``; ``option`` names the flag in the error for an empty list."""
     if value is None:
         return None
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
-        raise click.BadParameter("expected a comma-separated list")
+        raise click.BadParameter("expected a comma-separated list", param_hint=option)
     return items
 
 

@@ -33,6 +33,8 @@ def _root(url: str, storage_options: dict[str, Any] | None) -> zarr.Group:
         root = zarr.open_group(zarr_store(url, storage_options, read_only=True), mode="r", zarr_format=3)
     except FileNotFoundError:
         raise missing_store(url, storage_options) from None
+    except ValueError as exc:  # a damaged root zarr.json
+        raise layout.unreadable(url, exc) from None
     layout.check_format(dict(root.attrs), url)
     return root
 
@@ -48,6 +50,13 @@ def _bytes(url: str, path: str, storage_options: dict[str, Any] | None) -> int:
 def list_runs(url: str, storage_options: dict[str, Any] | None = None) -> list[RunInfo]:
     """Every run in the store, in name order."""
     root = _root(url, storage_options)
+    try:
+        return _runs(url, root, storage_options)
+    except ValueError as exc:  # a damaged group or array zarr.json below the root
+        raise ActstoreError(f"{layout.unreadable(url, exc)}; `actstore verify {url}` names the damaged object") from None
+
+
+def _runs(url: str, root: zarr.Group, storage_options: dict[str, Any] | None) -> list[RunInfo]:
     runs = []
     for model_key, model_group in sorted(root.groups()):
         for dataset_key, group in sorted(model_group.groups()):

@@ -56,6 +56,12 @@ def run_path(model: str, dataset: str) -> str:
     return f"{encode_name(model)}/{encode_name(dataset)}"
 
 
+def unreadable(where: str, exc: Exception) -> StoreFormatError:
+    """The error for metadata that is not valid Zarr v3 JSON (damaged, or not a Zarr v3 store)."""
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return StoreFormatError(f"cannot read the store metadata at {where} ({type(exc).__name__}{': ' + detail if detail else ''})")
+
+
 def check_format(attrs: dict, where: str) -> None:
     """Refuse a store written by another format version, older or newer."""
     found = attrs.get(FORMAT_ATTR)

@@ -71,6 +71,8 @@ def _root(url: str, storage_options: dict[str, Any] | None):
         root = zarr.open_group(store, mode="r", zarr_format=3)
     except FileNotFoundError:
         raise missing_store(url, storage_options) from None
+    except ValueError as exc:  # a damaged root zarr.json
+        raise layout.unreadable(url, exc) from None
     layout.check_format(dict(root.attrs), url)
     return store, root
 

@@ -6,10 +6,14 @@ pattern in uint16 and decoded lazily on open: shift into the high half of a
 uint32 and view it as float32. Encoding rounds to nearest even, like torch."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ..errors import ActstoreError
+
+if TYPE_CHECKING:  # torch is imported only by the writer: readers and dask workers never pay for it
+    import torch
 
 DTYPES = ("bfloat16", "float32")
 
@@ -22,8 +26,10 @@ def storage_dtype(dtype: str) -> np.dtype:
     raise ActstoreError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
 
 
-def encode(hidden: torch.Tensor, dtype: str) -> np.ndarray:
+def encode(hidden: "torch.Tensor", dtype: str) -> np.ndarray:
     """A float tensor as the array written to the store."""
+    import torch
+
     if not torch.isfinite(hidden).all():
         raise ActstoreError("the model produced non-finite hidden states (inf/nan); refusing to store them")
     if dtype == "bfloat16":

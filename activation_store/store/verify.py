@@ -123,8 +123,8 @@ def verify(url: str, model: str | None = None, dataset: str | None = None,
         root = zarr.open_group(zarr_store(url, storage_options, read_only=True), mode="r", use_consolidated=False)
     except FileNotFoundError:
         raise ActstoreError(f"no actstore store at {url}") from None
-    except (ValueError, TypeError) as exc:
-        raise ActstoreError(f"cannot read the store metadata at {url}: {_one_line(exc)}") from None
+    except ValueError as exc:
+        raise layout.unreadable(url, exc) from None
     layout.check_format(dict(root.attrs), url)
     report = VerifyReport(url)
     models = [(name, node) for name, node in _children(root, report) if isinstance(node, zarr.Group)]

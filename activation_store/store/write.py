@@ -54,6 +54,8 @@ def open_root(url: str, storage_options: dict[str, Any] | None = None, create: b
         root = zarr.open_group(store, mode="a", attributes={layout.FORMAT_ATTR: layout.FORMAT_VERSION})
     except (PermissionError, OSError) as exc:
         raise ActstoreError(f"cannot write the store at {url}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a damaged root zarr.json
+        raise layout.unreadable(url, exc) from None
     layout.check_format(dict(root.attrs), url)
     return root
 
