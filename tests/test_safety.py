@@ -81,7 +81,7 @@ def test_remote_code_runs_only_with_trust_remote_code(tiny_model_dir, parallel_j
     refused = cli("extract", "--model", custom, "--dataset", parallel_jsonl, "--store", tmp_path / "b.zarr", "--quiet", env=env)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     line = refused.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"actstore: error: cannot load model from {custom}") and "trust_remote_code" in line, line
+    assert line.startswith(f"actstore: error: cannot load model from {custom}") and "--trust-remote-code" in line, line
     assert not marker.exists()
     allowed = cli("extract", "--model", custom, "--dataset", parallel_jsonl, "--store", tmp_path / "c.zarr", "--quiet",
                   "--trust-remote-code", env=env)

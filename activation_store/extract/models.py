@@ -173,6 +173,8 @@ def load_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, devi
         tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
     except Exception as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not trust_remote_code and "trust_remote_code" in str(exc):
+            message = "it needs its own Python code; pass --trust-remote-code only if you trust this checkpoint"
         raise ActstoreError(f"cannot load model from {directory}: {message}") from None
     loaded.eval().to(device)
     source = f"gguf:sha256:{gguf_checksum}" if gguf_checksum else str(directory)

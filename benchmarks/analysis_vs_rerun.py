@@ -1,0 +1,115 @@
+"""Analysis from the store vs rerunning the model (the paper's way), side by side in one run.
+
+1. Similarity (Eq. 1, last token, mean-centred) for N digit/word pairs of the
+   arithmetic set: from the store (open + compute) vs loading the model, running
+   it over the 2N inputs and computing the same score with numpy.
+2. Logit-lens throughput (one-pass vocabulary projection from the store) as a
+   share of this machine's own float32 matmul throughput on blocks of the same shape.
+
+    python benchmarks/analysis_vs_rerun.py [--pairs 250] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+import actstore
+from activation_store.analyze.logit_lens import readout
+from activation_store.analyze.selection import examples_of, tokens_of
+from activation_store.analyze.similarity import variant_similarity
+from activation_store.extract.capture import pad_batch
+from activation_store.extract.datasets import load_dataset
+from activation_store.extract.models import load_model
+from activation_store.extract.tokens import tokenize
+
+
+def rerun_similarity(model: str, pairs: int, batch_size: int = 16) -> tuple[np.ndarray, float]:
+    """The paper's way: load the model, run it over both variants, score with numpy; returns scores and forward seconds."""
+    loaded = load_model(model)
+    data = load_dataset("arithmetic", limit=pairs)
+    layout = tokenize(loaded.tokenizer, data.examples())
+    pad = loaded.tokenizer.pad_token_id or 0
+    last = []
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(layout.ids), batch_size):
+            ids, mask = pad_batch(layout.ids[i:i + batch_size], pad)
+            out = loaded.model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+            ends = mask.sum(1) - 1
+            last.append(torch.stack(out.hidden_states)[:, torch.arange(len(ends)), ends].double())
+    forward = time.perf_counter() - started
+    states = torch.cat(last, dim=1).numpy()                       # (layer, 2N, d): digits then words
+    x, y = states[:, :pairs], states[:, pairs:]
+    mean = (x.mean(1, keepdims=True) + y.mean(1, keepdims=True)) / 2
+    x, y = x - mean, y - mean
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    y /= np.linalg.norm(y, axis=-1, keepdims=True)
+    cos = np.einsum("lid,ljd->lij", x, y)
+    diag = np.trace(cos, axis1=1, axis2=2)
+    return diag / pairs - (cos.sum((1, 2)) - diag) / (pairs * (pairs - 1)), forward
+
+
+def matmul_gflops(d_model: int, vocab_chunk: int, rows: int = 512, repeats: int = 20) -> float:
+    a = np.random.default_rng(0).standard_normal((rows, d_model), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((vocab_chunk, d_model), dtype=np.float32)
+    a @ b.T
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b.T
+    return 2 * rows * d_model * vocab_chunk * repeats / (time.perf_counter() - started) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="gemma3-270m")
+    parser.add_argument("--pairs", type=int, default=250)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lens-tokens", type=int, default=64)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"{tmp}/acts.zarr"
+        actstore.extract(model=args.model, dataset="arithmetic", limit=args.pairs, store=store, progress=False)
+        rerun, rerun_forward, from_store = [], [], []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            expected, forward = rerun_similarity(args.model, args.pairs)
+            rerun.append(time.perf_counter() - started)
+            rerun_forward.append(forward)
+            started = time.perf_counter()
+            ds = actstore.open_run(store, args.model, "arithmetic")
+            result = variant_similarity(ds, ["digits", "words"], pool="last", center=True, n_boot=1000)
+            from_store.append(time.perf_counter() - started)
+        difference = float(np.abs(result.score.values[0] - expected).max())
+        print(f"similarity, {args.pairs} digit/word pairs × {ds.sizes['layer']} layers ({args.model}):")
+        print(f"  rerun the model (load + forward + numpy): median {statistics.median(rerun):.2f} s "
+              f"(forward alone {statistics.median(rerun_forward):.2f} s)")
+        print(f"  from the store (open + dask):             median {statistics.median(from_store):.3f} s")
+        print(f"  speed-up: {statistics.median(rerun) / statistics.median(from_store):.0f}× "
+              f"(vs forward alone {statistics.median(rerun_forward) / statistics.median(from_store):.0f}×); "
+              f"max |score difference| {difference:.1e} (bfloat16 store vs float32 rerun)")
+
+        lens = actstore.open_lens(store, args.model)
+        tokens = tokens_of(ds, examples_of(ds, variant="words"))[: args.lens_tokens]
+        hidden = ds.hidden.isel(token=tokens)
+        vectors = hidden.sizes["layer"] * hidden.sizes["token"]
+        d_model, vocab = lens.sizes["d_model"], lens.sizes["vocab"]
+        times = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            readout(hidden, lens, k=5)
+            times.append(time.perf_counter() - started)
+        lens_rate = 2 * vectors * d_model * vocab / statistics.median(times) / 1e9
+        peak = matmul_gflops(d_model, lens.unembedding.data.chunksize[0])
+        print(f"logit lens: {vectors} states × {vocab:,} vocab in median {statistics.median(times):.2f} s "
+              f"= {lens_rate:.1f} GFLOP/s (incl. reading the {lens.unembedding.nbytes / 1e6:.0f} MB unembedding)")
+        print(f"  this machine's float32 matmul on the same block shape: {peak:.1f} GFLOP/s; "
+              f"lens throughput = {100 * lens_rate / peak:.0f}% of it")
+
+
+if __name__ == "__main__":
+    main()
