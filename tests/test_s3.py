@@ -52,6 +52,17 @@ def s3(tmp_path_factory):
                 os.environ[key] = value
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """In-process extractions here too: one torch thread, as QUIET gives the subprocesses."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 _buckets = itertools.count()
 
 
@@ -81,9 +92,19 @@ def extract_local(model_dir: Path, dataset: Path, store: Path, **kwargs) -> Path
     return store
 
 
+@pytest.fixture(scope="session")
+def _built(tmp_path_factory) -> dict[str, Path]:
+    return {}
+
+
 @pytest.fixture
-def local_store(tmp_path, tiny_model_dir, parallel_jsonl) -> Path:
-    return extract_local(tiny_model_dir("llama"), parallel_jsonl, tmp_path / "acts.zarr")
+def local_store(_built, tmp_path_factory, tmp_path, tiny_model_dir, parallel_jsonl) -> Path:
+    """A fresh copy of one local store (tiny Llama over ``parallel_jsonl``): extracted once per session."""
+    if "store" not in _built:
+        _built["store"] = extract_local(tiny_model_dir("llama"), parallel_jsonl,
+                                        tmp_path_factory.mktemp("built") / "acts.zarr")
+    shutil.copytree(_built["store"], tmp_path / "acts.zarr")
+    return tmp_path / "acts.zarr"
 
 
 def s3_objects(s3, bucket: str, prefix: str) -> dict[str, bytes]:
@@ -150,9 +171,8 @@ def last_token_means(ds: xr.Dataset) -> np.ndarray:
 
 # --- extraction straight into S3 -------------------------------------------------------------------------------
 
-def test_extract_to_s3_opens_like_local(s3, bucket, tiny_model_dir, parallel_jsonl, tmp_path, cli):
-    model_dir = tiny_model_dir("llama")
-    local = extract_local(model_dir, parallel_jsonl, tmp_path / "acts.zarr")
+def test_extract_to_s3_opens_like_local(s3, bucket, tiny_model_dir, parallel_jsonl, local_store, tmp_path, cli):
+    model_dir, local = tiny_model_dir("llama"), local_store
     remote = f"s3://{bucket}/team/acts.zarr"
     done = cli("extract", "--model", model_dir, "--dataset", parallel_jsonl, "--store", remote, "--chunk-tokens", "16",
                "--batch-size", "4", "--endpoint-url", s3.endpoint, "--quiet", env=QUIET)
@@ -185,11 +205,10 @@ def test_extract_to_s3_opens_like_local(s3, bucket, tiny_model_dir, parallel_jso
     assert listing.returncode == 0 and "pairs" in listing.stdout and "more" in listing.stdout
 
 
-def test_extract_into_s3_resumes_after_a_kill(s3, bucket, tiny_model_dir, parallel_jsonl, tmp_path, cli):
+def test_extract_into_s3_resumes_after_a_kill(s3, bucket, tiny_model_dir, parallel_jsonl, local_store, cli):
     """SIGKILLed between writing a block's chunks and committing it (the writer's fault hook), then resumed:
     the S3 run ends byte-identical to an uninterrupted local one."""
-    model_dir = tiny_model_dir("llama")
-    local = extract_local(model_dir, parallel_jsonl, tmp_path / "acts.zarr")
+    model_dir, local = tiny_model_dir("llama"), local_store
     remote = f"s3://{bucket}/acts.zarr"
     args = ("extract", "--model", model_dir, "--dataset", parallel_jsonl, "--store", remote, "--chunk-tokens", "16",
             "--batch-size", "4", "--endpoint-url", s3.endpoint, "--quiet")
@@ -379,7 +398,7 @@ def test_bad_input_fails_in_one_line(case, s3, bucket, local_store, tiny_model_d
     else:
         target = "nosuchscheme://bucket/acts.zarr"
         expect = "unknown URL scheme"
-    if case != "unknown scheme":  # a store really is there for the reads to miss
+    if case == "wrong credentials":  # a store really is there, for the credentials to be refused
         copy_store(str(local_store), f"s3://{bucket}/acts.zarr", destination_options=opts(s3), progress=False)
     before = s3_objects(s3, bucket, "acts.zarr")
     pulled = tmp_path / "pulled.zarr"

@@ -43,18 +43,29 @@ def _block(h, w, vocab_ids, target_logit, target_id, table, *, k, cap, bias):
     if cap:
         scores = cap * np.tanh(scores / cap)
     peak = scores.max(axis=-1, keepdims=True)
-    weights = np.exp(scores - peak)
-    kk = min(k, scores.shape[-1])
-    top = np.argpartition(-scores, kk - 1, axis=-1)[..., :kk]
-    parts = [peak, weights.sum(axis=-1, keepdims=True),
-             _above(scores, vocab_ids, target_logit, target_id) if target_logit is not None else np.zeros_like(peak),
-             np.take_along_axis(scores, top, axis=-1), vocab_ids[top].astype(np.float64)]
-    if kk < k:  # a vocab chunk smaller than k: pad with -inf so merging ignores the gap
-        parts[3] = np.concatenate([parts[3], np.full((*peak.shape[:-1], k - kk), -np.inf)], axis=-1)
-        parts[4] = np.concatenate([parts[4], np.zeros((*peak.shape[:-1], k - kk))], axis=-1)
-    if table is not None:
-        parts.append(weights @ table)
+    weights = scores - peak
+    np.exp(weights, out=weights)
+    above = _above(scores, vocab_ids, target_logit, target_id) if target_logit is not None else np.zeros_like(peak)
+    mass = weights @ table if table is not None else None
+    top_logit, top_index = _top_k(scores, k)                         # last: it overwrites the block's maxima
+    parts = [peak, weights.sum(axis=-1, keepdims=True), above, top_logit, vocab_ids[top_index].astype(np.float64)]
+    if mass is not None:
+        parts.append(mass)
     return np.concatenate([p.astype(np.float64) for p in parts], axis=-1)[..., None, :]
+
+
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k along the last axis by k rounds of argmax (for small k far cheaper than argpartition);
+    overwrites the winners in ``scores``. A chunk with fewer than k entries pads with −inf."""
+    rows = scores.reshape(-1, scores.shape[-1])
+    values = np.full((rows.shape[0], k), -np.inf)
+    index = np.zeros((rows.shape[0], k), dtype=np.int64)
+    everyone = np.arange(rows.shape[0])
+    for i in range(min(k, rows.shape[1])):
+        index[:, i] = rows.argmax(axis=-1)
+        values[:, i] = rows[everyone, index[:, i]]
+        rows[everyone, index[:, i]] = -np.inf
+    return values.reshape(*scores.shape[:-1], k), index.reshape(*scores.shape[:-1], k)
 
 
 def _above(scores, vocab_ids, target_logit, target_id):

@@ -110,10 +110,13 @@ def _check_array(array: zarr.Array, report: VerifyReport, tokens_done: int | Non
 
 
 def _check_run(group: zarr.Group, report: VerifyReport) -> None:
+    """A run's arrays, and those of groups below it (analysis results written back)."""
     tokens_done = _committed_tokens(group)
     for _, node in _children(group, report):
         if isinstance(node, zarr.Array):
             _check_array(node, report, tokens_done)
+        else:
+            _check_run(node, report)
 
 
 def verify(url: str, model: str | None = None, dataset: str | None = None,
