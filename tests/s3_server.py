@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -33,7 +32,8 @@ def closed_port() -> int:
 class MotoServer:
     """``moto_server`` on a free port; ``start()`` returns once it answers, ``stop()`` ends it."""
 
-    def __init__(self) -> None:
+    def __init__(self, request_log: str | None = None) -> None:
+        self.request_log = request_log  # the server's access log (one line per HTTP request), if wanted
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -41,11 +41,13 @@ class MotoServer:
         self.secret = ""
 
     def start(self, auth: bool = True) -> MotoServer:
+        log = open(self.request_log, "ab") if self.request_log else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "1"},
+            [sys.executable, "-u", "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=log,
         )
+        if self.request_log:
+            log.close()
         try:
             self._wait()
             if auth:
@@ -75,6 +77,11 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
             self.process = None
+
+    def requests_logged(self) -> list[str]:
+        """The access-log lines so far (``"GET /bucket/key HTTP/1.1" 200``), when started with ``request_log``."""
+        with open(self.request_log, encoding="utf-8", errors="replace") as handle:
+            return [line for line in handle if '"' in line and " HTTP/1.1" in line]
 
     def client(self, **kwargs):
         import boto3

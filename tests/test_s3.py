@@ -23,7 +23,7 @@ import xarray as xr
 import actstore
 from activation_store.errors import ActstoreError
 from activation_store.store.transfer import copy_store
-from s3_server import REGION, MotoServer, closed_port
+from s3_server import MotoServer, closed_port
 
 ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
             "AWS_DEFAULT_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_CONFIG_FILE",
@@ -247,7 +247,19 @@ def test_push_pull_round_trip_is_byte_identical(s3, bucket, local_store, tmp_pat
 
     again = copy_store(str(local_store), remote, destination_options=opts(s3), progress=False)
     assert (again.sent, again.skipped, again.removed) == (0, len(original) - 1, 0)
+
+    # identical means size and MD5: a same-size object with other bytes is sent again; a stray object is removed
     model = next(p.name for p in local_store.iterdir() if p.is_dir())
+    chunk = f"{model}/pairs/hidden/c/0/0/0"
+    client = s3.client()
+    client.put_object(Bucket=bucket, Key=f"shared/acts.zarr/{chunk}", Body=bytes(len(original[chunk])))
+    client.put_object(Bucket=bucket, Key=f"shared/acts.zarr/{model}/pairs/hidden/c/9/9/9", Body=b"stray")
+    repaired = copy_store(str(local_store), remote, destination_options=opts(s3), progress=False)
+    assert (repaired.sent, repaired.removed) == (1, 1)
+    assert s3_objects(s3, bucket, "shared/acts.zarr") == original
+    (pulled_path / chunk).write_bytes(bytes(len(original[chunk])))
+    assert copy_store(remote, str(pulled_path), source_options=opts(s3), progress=False).sent == 1
+    assert local_files(pulled_path) == original
     same_run(actstore.open_run(str(pulled_path), model, "pairs"), actstore.open_run(str(local_store), model, "pairs"))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Iterator
 
 from ..errors import ActstoreError
@@ -12,7 +13,10 @@ def scheduler(address: str | None = None, workers: int | None = None,
               memory_limit: str | None = None) -> Iterator[object | None]:
     """Use the cluster at ``address``, or start ``workers`` local worker processes, for the block's computations."""
     if address is None and not workers:
-        yield None
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(minimum=2.0, out=sys.stderr):  # shown only for computations longer than 2 s
+            yield None
         return
     from distributed import Client, LocalCluster
 

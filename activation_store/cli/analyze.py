@@ -97,3 +97,25 @@ def languages(store, model, dataset, out, layers, scheduler_address, workers, me
                                   table_path=table_path, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
     print_language_table(report.result.mass)
     _done(report)
+
+
+@analyze.command()
+@click.option("--store", required=True, help="Local directory or fsspec URL.")
+@click.option("--model", required=True)
+@click.option("--dataset", required=True)
+@click.option("--vector", required=True, help="The steering vector whose recorded run (extract --intervene) to analyse.")
+@click.option("--targets", default=None, help="Target sets: one vocabulary string a line, or a .json of named sets.")
+@click.option("--rule", default=None, help="Outcome rule for continuations: arithmetic[:SHIFT] or same-as-baseline.")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% interval.")
+@click.option("--no-forecast", is_flag=True, help="Skip the logit-lens forecast at the vector's layer.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True)
+@store_options
+def intervention(store, model, dataset, vector, targets, rule, bootstrap, no_forecast, out, endpoint_url, anon):
+    """Deltas of a recorded intervention against its baseline, per coefficient, with a lens-level forecast."""
+    from ..analyze.intervention_report import intervention_report
+    from .intervention_table import print_intervention_table
+
+    report = intervention_report(store, model, dataset, vector, out, targets=targets, rule=rule, n_boot=bootstrap,
+                                 forecast=not no_forecast, storage_options=storage(store, endpoint_url, anon))
+    print_intervention_table(report.table, report.shares)
+    _done(report)

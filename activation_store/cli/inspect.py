@@ -5,7 +5,7 @@ import json
 
 import click
 
-from ..store.inventory import list_runs, run_info
+from ..store.inventory import list_runs, list_steering, run_info
 from .options import storage, store_options
 
 
@@ -32,9 +32,29 @@ def ls(store, endpoint_url, anon):
          "complete" if r.complete else f"partial {r.tokens_done:,}", r.created, r.source)
         for r in runs
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    _table(rows)
+    _steering_sections(store, storage(store, endpoint_url, anon))
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _steering_sections(store: str, options) -> None:
+    """Steering vectors and recorded interventions, when the store has any."""
+    vectors, recorded = list_steering(store, options)
+    if vectors:
+        click.echo("\nsteering vectors")
+        _table([("model", "name", "layer", "method", "source", "minus", "norm", "coefficient")] + [
+            (v.model, v.name, str(v.layer), v.method, repr(v.source), repr(v.minus) if v.minus else "", f"{v.norm:.4g}",
+             f"{v.default_coefficient:g}") for v in vectors])
+    if recorded:
+        click.echo("\nrecorded interventions")
+        _table([("model", "dataset", "vector", "coefficients", "examples", "positions", "generate")] + [
+            (r.model, r.dataset, r.vector, ",".join(f"{c:g}" for c in r.coefficients), str(r.examples), r.positions,
+             str(r.generate)) for r in recorded])
 
 
 @click.command()

@@ -11,7 +11,7 @@ from ..store.location import storage_options_for
 def store_options(func: Callable) -> Callable:
     """``--endpoint-url`` and ``--anon`` for stores behind fsspec URLs."""
     func = click.option("--anon", is_flag=True, help="Read a public bucket without credentials.")(func)
-    func = click.option("--endpoint-url", default=None, metavar="URL", help="S3-compatible endpoint (e.g. http://127.0.0.1:9000).")(func)
+    func = click.option("--endpoint-url", default=None, metavar="URL", help="S3-compatible endpoint (e.g. http://127.0.0.1:9000); AWS_ENDPOINT_URL_S3 works too.")(func)
     return func
 
 

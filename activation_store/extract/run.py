@@ -82,7 +82,7 @@ def _check_writable(store: str) -> None:
         raise ActstoreError("empty --store; name a directory such as ./acts.zarr or a URL")
     path = location.local_path(store)
     if os.path.exists(path) and not os.path.exists(os.path.join(path, "zarr.json")):
-        debris = [name for _, _, files in os.walk(path) for name in files if not name.startswith(".") or ".lock" not in name]
+        debris = any(not name.startswith(".") or ".lock" not in name for _, _, files in os.walk(path) for name in files)
         if not os.path.isdir(path) or debris:  # only a killed run's lock may be there before the store is
             raise ActstoreError(f"{store} exists and is not an actstore store; choose a new or empty directory")
     parent = path

@@ -82,3 +82,49 @@ def run_info(url: str, model: str, dataset: str, storage_options: dict[str, Any]
         if run.model == model and run.dataset == dataset:
             return run
     raise ActstoreError(f"model {model!r} / dataset {dataset!r} is not in {url}; `actstore ls {url}` lists what is")
+
+
+@dataclass
+class SteeringInfo:
+    model: str
+    name: str
+    layer: int
+    method: str
+    source: str
+    minus: str
+    norm: float
+    default_coefficient: float
+
+
+@dataclass
+class RecordedInfo:
+    model: str
+    dataset: str
+    vector: str
+    coefficients: list
+    examples: int
+    positions: str
+    generate: int
+
+
+def list_steering(url: str, storage_options: dict[str, Any] | None = None) -> tuple[list[SteeringInfo], list[RecordedInfo]]:
+    """Steering vectors and recorded intervention runs in the store, from metadata only."""
+    from .interventions import list_recorded
+    from .steering import list_vectors
+
+    root = _root(url, storage_options)
+    vectors, recorded = [], []
+    for model_key, _ in sorted(root.groups()):
+        model = layout.decode_name(model_key)
+        for name in list_vectors(root, model):
+            attrs = dict(root[f"{model_key}/steering/{layout.encode_name(name)}"].attrs)
+            vectors.append(SteeringInfo(model, name, int(attrs["layer"]), str(attrs.get("method", "")),
+                                        str(attrs.get("source", "")), str(attrs.get("minus") or ""),
+                                        float(attrs.get("norm", 0.0)), float(attrs.get("default_coefficient", 1.0))))
+    for model, dataset, vector, attrs in list_recorded(root):
+        config = attrs.get("config", {})
+        group = root[f"{layout.encode_name(model)}/interventions/{layout.encode_name(dataset)}/{layout.encode_name(vector)}"]
+        recorded.append(RecordedInfo(model, dataset, vector, list(config.get("coefficients", [])),
+                                     int(group["example"].shape[0]), str(config.get("positions", "")),
+                                     int(config.get("generate", 0))))
+    return vectors, recorded

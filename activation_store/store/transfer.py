@@ -404,8 +404,13 @@ def copy_store(
         unit = key[: -len(ROOT) - 1] if key.endswith(f"/{ROOT}") else None
         if data is None or len(data) != obj.size or (unit in src_docs and _doc(data, key) != src_docs[unit]):
             raise ActstoreError(f"{source} changed during the copy ({key}); run the command again")
+        digest = hashlib.md5(data).hexdigest()
+        if obj.md5 is not None and digest != obj.md5:  # the source's ETag disagrees: corrupted on the way, or an
+            again = src.read(key)                      # ETag that is no MD5 (KMS); a second read tells them apart
+            if again is None or hashlib.md5(again).hexdigest() != digest:
+                raise ActstoreError(f"{key} read differently twice from {source}; run the command again")
         dst.write(key, data)
-        sums[key] = hashlib.md5(data).hexdigest()
+        sums[key] = digest
         sent.add(key)
         bar.update(obj.size)
         if after_object is not None:
@@ -444,6 +449,8 @@ def copy_store(
     result.removed = len(stale)
 
     # 5. the root, last: the source's own when the destination holds nothing else, else merged metadata
+    # read again just before writing, so a push of other runs that finished meanwhile is kept (one GET of a window)
+    dst_root = _doc(dst.read(ROOT), f"{destination}/{ROOT}")
     kept = {_unit(k, arrays) for k in landed if k.endswith(f"/{ROOT}") and k.count("/") <= 2} - {None, ""} - units
     _write_root(src_root, src_root_bytes, dst, destination_options, dst_root, units | replaced, units, kept)
     result.seconds = time.perf_counter() - started

@@ -1,0 +1,38 @@
+"""``actstore steer``: steering vectors as data in the store (defined without the model)."""
+from __future__ import annotations
+
+import click
+
+from .options import storage, store_options
+
+
+@click.group()
+def steer() -> None:
+    """Define steering vectors from stored states, unembedding rows or a .npy file."""
+
+
+@steer.command()
+@click.option("--store", required=True, help="Local directory or fsspec URL.")
+@click.option("--model", required=True, help="The model's name in the store (or its directory / .gguf file).")
+@click.option("--name", required=True, help="The vector's name (used by extract --intervene NAME).")
+@click.option("--layer", type=int, required=True, help="hidden_states index l: added to decoder layer l-1's output.")
+@click.option("--from-states", default=None, metavar="DATASET:key=value…",
+              help="Mean last-token state at --layer of the selected stored examples, e.g. D:variant=en:item=good.")
+@click.option("--from-unembedding", default=None, metavar="TOKEN", help='Unembedding row of a vocabulary string, e.g. " start".')
+@click.option("--from-file", default=None, type=click.Path(dir_okay=False), help="A 1-D .npy array of d_model numbers.")
+@click.option("--minus", default=None, help="Subtract this selector's mean state (or this token's unembedding row).")
+@click.option("--coefficient", type=float, default=1.0, show_default=True, help="Default coefficient, recorded with the vector.")
+@click.option("--overwrite", is_flag=True, help="Replace a vector of the same name.")
+@store_options
+def define(store, model, name, layer, from_states, from_unembedding, from_file, minus, coefficient, overwrite,
+           endpoint_url, anon):
+    """Compute a steering vector and store it under the model (/<model>/steering/<name>)."""
+    from ..analyze.steering_vectors import define_vector
+    from ..store.steering import model_store_name
+
+    path, vector, attrs = define_vector(store, model_store_name(model), name, layer, from_states=from_states,
+                                        from_unembedding=from_unembedding, from_file=from_file, minus=minus,
+                                        coefficient=coefficient, overwrite=overwrite,
+                                        storage_options=storage(store, endpoint_url, anon))
+    click.echo(f"defined {name!r} ({attrs['method']}, layer {layer}, |v| = {attrs['norm']:.4g}, "
+               f"d_model {vector.shape[0]}) at {path}")

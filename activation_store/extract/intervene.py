@@ -1,0 +1,424 @@
+"""Running a steering intervention once and recording what it did to the outputs.
+
+For each coefficient c (0, the baseline, always included and first) the model runs
+over the dataset with c × vector added to the output of decoder layer l − 1 — the
+state stored as ``hidden_states[l]`` (index 0 is the embeddings) — at the chosen
+prompt positions (``last``, ``all``, or a Python slice ``START:END``; with ``all``
+the generated tokens are steered too). Recorded per condition and example:
+
+- next-token log-probs at the last prompt position over a *support*: the target
+  tokens, the union of every condition's top-k, then the baseline's next-ranked
+  tokens up to a fixed width, so every condition has log-probs of the same ids;
+- each condition's own top-k (ids, log-probs) and the targets' log-probs;
+- with ``generate`` N: N tokens of continuation, greedy (``seed`` −1), or sampled
+  at temperature 1 from a generator seeded with each seed (the same seed gives the
+  same random draws in every condition, so conditions differ only by the vector);
+- hidden states of the prompt tokens at chosen layers (default: the vector's layer).
+
+The baseline runs exactly as a plain extraction does (same batches, same padding,
+no hook), so its states equal the stored run's. Everything is computed before the
+store is touched; nothing time-dependent is written, so one command run twice
+writes identical arrays."""
+from __future__ import annotations
+
+import math
+import platform
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..checksums import config_hash
+from ..errors import ActstoreError, ConfigConflictError
+from ..store import layout, location
+from ..store.interventions import intervention_path, recorded_attrs, write_recorded
+from ..store.lock import run_lock
+from ..store.steering import INTERVENTIONS, read_vector
+from ..store.write import consolidate, open_root, write_lens
+from ..target_sets import all_strings, read_target_sets
+from .capture import final_norm_applied, pad_batch
+from .datasets import DEFAULT_DATASET, load_dataset
+from .lens_head import lens_head
+from .models import DEFAULT_MODEL, load_model, resolve
+from .tokens import tokenize
+
+GREEDY = -1
+
+
+@dataclass
+class InterventionResult:
+    store: str
+    model: str
+    dataset: str
+    vector: str
+    status: str  # "written" or "already complete"
+    conditions: int
+    examples: int
+    seconds: float
+
+    def summary(self) -> str:
+        return (f"{self.status}: intervention {self.vector!r} on {self.model}/{self.dataset} in {self.store} — "
+                f"{self.conditions} conditions × {self.examples} examples in {self.seconds:.1f}s")
+
+
+def parse_coefficients(values: list[str] | list[float] | str) -> list[float]:
+    """Coefficients from text, 0 (the baseline) added first when missing; non-numbers are refused."""
+    items = [str(v).strip() for v in (values.split(",") if isinstance(values, str) else values) if str(v).strip()]
+    if not items:
+        raise ActstoreError("--coefficients is empty; give numbers such as 0,1,2,4")
+    out = []
+    for item in items:
+        try:
+            value = float(item)
+        except ValueError:
+            raise ActstoreError(f"--coefficients: {item!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ActstoreError(f"--coefficients: {item!r} is not a finite number")
+        out.append(value)
+    if len(set(out)) != len(out):
+        raise ActstoreError("--coefficients lists a value twice")
+    return [0.0] + [v for v in out if v != 0]
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``"0..9"`` or ``"0,3,7"`` → seeds; None → greedy decoding."""
+    if text is None:
+        return None
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if ".." in part:
+                start, stop = part.split("..", 1)
+                seeds.extend(range(int(start), int(stop) + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise ActstoreError(f"--seed expects integers, a list 0,3,7 or a range 0..9, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ActstoreError(f"--seed needs distinct non-negative integers, got {text!r}")
+    return seeds
+
+
+def parse_positions(text: str) -> str | slice:
+    if text in ("all", "last"):
+        return text
+    match = re.fullmatch(r"\s*(-?\d*)\s*:\s*(-?\d*)\s*", text or "")
+    if not match:
+        raise ActstoreError(f"--positions must be all, last or START:END (a Python slice), got {text!r}")
+    return slice(int(match[1]) if match[1] else None, int(match[2]) if match[2] else None)
+
+
+def steered_positions(positions: str | slice, length: int) -> np.ndarray:
+    """Prompt positions (0-based) of one example that get the vector."""
+    if positions == "last":
+        return np.array([length - 1])
+    if positions == "all":
+        return np.arange(length)
+    return np.arange(length)[positions]
+
+
+def decoder_layers(net) -> torch.nn.ModuleList:
+    """The model's stack of decoder layers (the ModuleList as long as num_hidden_layers)."""
+    n = net.config.get_text_config().num_hidden_layers
+    for module in net.base_model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ActstoreError(f"cannot find the decoder layers of {type(net).__name__}")
+
+
+class Steering:
+    """A forward hook adding ``coefficient × vector`` where ``mask`` is 1 (batch × width), before any other hook."""
+
+    def __init__(self, layer_module: torch.nn.Module, vector: torch.Tensor):
+        self.module, self.vector, self.delta = layer_module, vector, None
+
+    def __enter__(self):
+        self.handle = self.module.register_forward_hook(self._hook, prepend=True)  # before transformers' own recorder
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+    def set(self, coefficient: float, mask: torch.Tensor | None) -> None:
+        self.delta = None if coefficient == 0 or mask is None else (coefficient * mask[..., None]) * self.vector
+
+    def _hook(self, _module, _inputs, output):
+        if self.delta is None:
+            return output
+        hidden = output[0] if isinstance(output, tuple) else output
+        delta = self.delta[:, : hidden.shape[1]].to(hidden.dtype)
+        return (hidden + delta, *output[1:]) if isinstance(output, tuple) else hidden + delta
+
+
+def _last_logits(net, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head on final states (already final-normed), with the model's logit soft-capping."""
+    logits = net.get_output_embeddings()(hidden)
+    cap = getattr(net.config.get_text_config(), "final_logit_softcapping", None)
+    return cap * torch.tanh(logits / cap) if cap else logits
+
+
+@torch.inference_mode()
+def _forward(net, ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor):
+    """Next-token logits after position ``lengths − 1`` of each row, and all hidden states."""
+    out = net.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+    last = out.last_hidden_state[torch.arange(ids.shape[0]), lengths - 1]
+    return _last_logits(net, last).double(), out.hidden_states
+
+
+def _support(target_ids: list[int], tops: np.ndarray, baseline_order: np.ndarray, width: int) -> np.ndarray:
+    """Targets, then every condition's top-k (in condition, rank order), then baseline ranks, to ``width`` ids."""
+    chosen = dict.fromkeys(target_ids)
+    chosen.update(dict.fromkeys(int(i) for i in tops.reshape(-1)))
+    for i in baseline_order:
+        if len(chosen) >= width:
+            break
+        chosen.setdefault(int(i))
+    return np.array(list(chosen)[:width], dtype=np.int64)
+
+
+def _vocabulary(head_arrays: dict[str, np.ndarray]) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for i, token in enumerate(head_arrays[layout.VOCAB_TOKEN]):
+        index.setdefault(str(token), i)
+    return index
+
+
+def record_interventions(
+    model: str = DEFAULT_MODEL,
+    dataset: str = DEFAULT_DATASET,
+    store: str = "./acts.zarr",
+    *,
+    vector: str,
+    coefficients: list[float] | str,
+    positions: str = "last",
+    generate: int = 0,
+    seeds: list[int] | str | None = None,
+    targets: str | None = None,
+    top_k: int = 20,
+    layers: list[int] | None = None,
+    variants: list[str] | None = None,
+    limit: int | None = None,
+    bos: bool = True,
+    suffixes: dict[str, str] | None = None,
+    batch_size: int = 16,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> InterventionResult:
+    """Run ``model`` over ``dataset`` once per coefficient of steering ``vector``; record outputs in ``store``."""
+    started = time.perf_counter()
+    coefficients = parse_coefficients(coefficients)
+    seeds = parse_seeds(seeds) if isinstance(seeds, str) else (list(seeds) if seeds is not None else None)
+    where = parse_positions(positions)
+    if generate < 0:
+        raise ActstoreError(f"--generate must be 0 or more tokens, got {generate}")
+    if seeds is not None and not generate:
+        raise ActstoreError("--seed samples continuations; give --generate N too")
+    if top_k < 1:
+        raise ActstoreError(f"--top-k must be at least 1, got {top_k}")
+    if batch_size < 1:
+        raise ActstoreError(f"--batch-size must be at least 1, got {batch_size}")
+    target_sets = read_target_sets(targets) if targets is not None else {}
+    data = load_dataset(dataset, variants, limit)
+    if not location.exists(store, storage_options):
+        raise ActstoreError(f"no actstore store at {store}; extract a run and define a steering vector first")
+    name, _, _ = resolve(model)
+    root = open_root(store, storage_options, create=False)
+    steer = read_vector(root, name, vector, store)
+    path = intervention_path(name, data.name, vector)
+
+    loaded = load_model(model, trust_remote_code=trust_remote_code)
+    net, tokenizer = loaded.model, loaded.tokenizer
+    text_config = net.config.get_text_config()
+    d_model, n_decoder = int(text_config.hidden_size), int(text_config.num_hidden_layers)
+    if steer.vector.shape != (d_model,):
+        raise ActstoreError(f"vector {vector!r} has {steer.vector.shape[0]} dimensions but the model's hidden size is {d_model}")
+    if not 1 <= steer.layer <= n_decoder - 1:
+        raise ActstoreError(f"vector {vector!r} is for layer {steer.layer}, out of range for this model (1..{n_decoder - 1})")
+    layers = sorted(set(layers)) if layers else [steer.layer]
+    bad = [layer for layer in layers if not 0 <= layer <= n_decoder]
+    if bad:
+        raise ActstoreError(f"--record-layers: layer {bad[0]} is out of range; the model has layers 0..{n_decoder}")
+    head_arrays, head_attrs = lens_head(net, tokenizer)
+    vocab = _vocabulary(head_arrays)
+    wanted = all_strings(target_sets)
+    missing = [s for s in wanted if s not in vocab]
+    if missing:
+        raise ActstoreError(f"the vocabulary has no token {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    target_ids = [vocab[s] for s in wanted]
+    tokens = tokenize(tokenizer, data.examples(), bos=bos, suffixes=suffixes)
+    for example, ids in zip(tokens.examples, tokens.ids):
+        if not len(steered_positions(where, len(ids))):
+            raise ActstoreError(f"--positions {positions} selects no token of example {example.item!r} ({example.variant}, "
+                                f"{len(ids)} tokens)")
+    config = {
+        "model": name, "model_checksum": loaded.checksum, "dataset": data.name, "dataset_version": data.version,
+        "dataset_checksum": data.checksum, "variants": list(data.variants), "limit": limit, "bos": bos,
+        "suffixes": suffixes or {}, "batch_size": batch_size, "vector": vector, "vector_attrs": steer.attrs,
+        "vector_sha": config_hash({"v": steer.vector.astype(np.float64).tolist()}),
+        "coefficients": coefficients, "positions": positions, "generate": generate, "seeds": seeds,
+        "targets": wanted, "top_k": top_k, "record_layers": layers, "format": layout.FORMAT_VERSION,
+    }
+    digest = config_hash(config)
+    existing = recorded_attrs(root, path)
+    if existing is not None and not overwrite:
+        if existing.get("config_hash") == digest:
+            return InterventionResult(store, name, data.name, vector, "already complete", len(coefficients),
+                                      len(tokens.examples), time.perf_counter() - started)
+        old = existing.get("config", {})
+        differs = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        raise ConfigConflictError(f"{store} already holds intervention {vector!r} on {name}/{data.name} made with a "
+                                  f"different configuration ({', '.join(differs)} differ); pass --overwrite to replace it")
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    arrays = _run(net, tokenizer, tokens, torch.from_numpy(steer.vector), steer.layer, coefficients, where, generate,
+                  seeds, target_ids, top_k, layers, batch_size, pad_id, progress)
+    applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], pad_id)
+    token_coords = tokens.token_coords()
+    arrays.update({
+        "condition": (("condition",), np.arange(len(coefficients), dtype=np.int32)),
+        "coefficient": (("condition",), np.array(coefficients, dtype=np.float64)),
+        "example": (("example",), np.arange(len(tokens.examples), dtype=np.int64)),
+        **{k: (("example",), v) for k, v in tokens.example_coords().items()},
+        "token_id": (("token",), token_coords["token_id"]),
+        "token_example": (("token",), token_coords["token_example"]),
+        "position": (("token",), token_coords["position"]),
+        "target_token": (("target",), np.array(wanted, dtype=object)),
+        "target_id": (("target",), np.array(target_ids, dtype=np.int64)),
+        "seed": (("sample",), np.array(seeds if seeds is not None else ([GREEDY] if generate else []), dtype=np.int64)),
+        "layer": (("layer",), np.array(layers, dtype=np.int32)),
+        "final_norm_applied": (("layer",), np.array([applied[layer] for layer in layers], dtype=bool)),
+    })
+    import transformers
+    import zarr
+
+    attrs = {
+        "config": config, "config_hash": digest, "vector": vector, "layer": steer.layer,
+        "hook": steer.attrs.get("hook", ""), "positions": positions,
+        "provenance": {"model": name, "model_source": loaded.source, "model_checksum": loaded.checksum,
+                       "architecture": type(net).__name__, "dataset_source": data.source,
+                       "versions": {"actstore": __version__, "torch": torch.__version__,
+                                    "transformers": transformers.__version__, "zarr": zarr.__version__,
+                                    "numpy": np.__version__, "python": platform.python_version()}},
+    }
+    lock_path = f"{layout.encode_name(name)}/{INTERVENTIONS}"
+    with run_lock(store, lock_path, storage_options):
+        root = open_root(store, storage_options, create=False)
+        write_lens(root, layout.encode_name(name), head_arrays,
+                   {**head_attrs, "model": name, "model_source": loaded.source, "model_checksum": loaded.checksum,
+                    "architecture": type(net).__name__, "n_layers": n_decoder + 1})
+        write_recorded(root, path, arrays, attrs)
+        consolidate(store, storage_options)
+    return InterventionResult(store, name, data.name, vector, "written", len(coefficients), len(tokens.examples),
+                              time.perf_counter() - started)
+
+
+def _run(net, tokenizer, tokens, vector, layer, coefficients, where, generate, seeds, target_ids, top_k, layers,
+         batch_size, pad_id, progress) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """Every condition over every batch: the recorded arrays, by name (dims, values)."""
+    from tqdm.auto import tqdm
+
+    n_cond, n_ex = len(coefficients), len(tokens.ids)
+    vocab_size = net.get_output_embeddings().weight.shape[0]
+    k = min(top_k, vocab_size)
+    width = min(vocab_size, len(set(target_ids)) + k * n_cond)
+    samples = seeds if seeds is not None else ([GREEDY] if generate else [])
+    support_id = np.zeros((n_ex, width), np.int64)
+    logprob = np.zeros((n_cond, n_ex, width), np.float32)
+    top_id = np.zeros((n_cond, n_ex, k), np.int64)
+    top_logprob = np.zeros((n_cond, n_ex, k), np.float32)
+    target_logprob = np.zeros((n_cond, n_ex, len(target_ids)), np.float32)
+    generated = np.zeros((n_cond, len(samples), n_ex, generate), np.int64)
+    hidden = np.zeros((n_cond, len(layers), tokens.n_tokens, vector.shape[0]), np.float32)
+    token_start = 0
+    with Steering(decoder_layers(net)[layer - 1], vector.float()) as steering, \
+            tqdm(total=n_cond * n_ex, unit="ex", disable=not progress, desc="intervene", dynamic_ncols=True) as bar:
+        for start in range(0, n_ex, batch_size):
+            rows = tokens.ids[start:start + batch_size]
+            lengths = torch.tensor([len(r) for r in rows])
+            ids, mask = pad_batch(rows, pad_id)
+            steer_mask = torch.zeros(ids.shape, dtype=torch.float32)
+            for i, row in enumerate(rows):
+                steer_mask[i, steered_positions(where, len(row))] = 1.0
+            batch_logprobs = []
+            for c, coefficient in enumerate(coefficients):
+                steering.set(coefficient, steer_mask)
+                logits, states = _forward(net, ids, mask, lengths)
+                logp = torch.log_softmax(logits, dim=-1)
+                batch_logprobs.append(logp)
+                real = mask.bool()
+                for j, layer_index in enumerate(layers):
+                    hidden[c, j, token_start:token_start + int(real.sum())] = states[layer_index][real].float().numpy()
+                order = torch.sort(logp, dim=-1, descending=True, stable=True).indices
+                top_id[c, start:start + len(rows)] = order[:, :k].numpy()
+                top_logprob[c, start:start + len(rows)] = torch.gather(logp, 1, order[:, :k]).numpy()
+                if target_ids:
+                    target_logprob[c, start:start + len(rows)] = logp[:, target_ids].numpy()
+                for s, seed in enumerate(samples):
+                    generated[c, s, start:start + len(rows)] = _generate(
+                        net, rows, logits, steering, coefficient, where, generate, seed, start // batch_size, pad_id)
+                bar.update(len(rows))
+            baseline_order = torch.sort(batch_logprobs[0], dim=-1, descending=True, stable=True).indices[:, :width]
+            for i in range(len(rows)):
+                support = _support(target_ids, top_id[:, start + i], baseline_order[i].numpy(), width)
+                support_id[start + i] = support
+                for c in range(n_cond):
+                    logprob[c, start + i] = batch_logprobs[c][i, support].numpy()
+            token_start += int(mask.sum())
+    eos = tokenizer.eos_token_id
+    texts = np.empty(generated.shape[:3], dtype=object)
+    for index in np.ndindex(*texts.shape):
+        row = generated[index].tolist()
+        row = row[: row.index(eos)] if eos in row else row
+        texts[index] = tokenizer.decode(row, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    return {
+        "support_id": (("example", "support"), support_id),
+        "logprob": (("condition", "example", "support"), logprob),
+        "top_id": (("condition", "example", "rank"), top_id),
+        "top_logprob": (("condition", "example", "rank"), top_logprob),
+        "target_logprob": (("condition", "example", "target"), target_logprob),
+        "generated_id": (("condition", "sample", "example", "step"), generated),
+        "generated_text": (("condition", "sample", "example"), texts),
+        "hidden": (("condition", "layer", "token", "d_model"), hidden),
+    }
+
+
+def _pick(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    if generator is None:
+        return logits.argmax(dim=-1)
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
+
+
+@torch.inference_mode()
+def _generate(net, rows, first_logits, steering, coefficient, where, steps, seed, batch_index, pad_id) -> np.ndarray:
+    """``steps`` tokens after each prompt of a batch (no KV cache: each step reruns the steered prompt)."""
+    generator = None if seed == GREEDY else torch.Generator().manual_seed(int(seed) * 1_000_003 + batch_index)
+    lengths = torch.tensor([len(r) for r in rows])
+    ids, mask = pad_batch([r + [pad_id] * steps for r in rows], pad_id)
+    mask[:] = 0
+    for i, n in enumerate(lengths.tolist()):
+        mask[i, :n] = 1
+    out = torch.zeros((len(rows), steps), dtype=torch.long)
+    logits = first_logits
+    for t in range(steps):
+        chosen = _pick(logits, generator)
+        out[:, t] = chosen
+        if t + 1 == steps:
+            break
+        ids[torch.arange(len(rows)), lengths + t] = chosen
+        mask[torch.arange(len(rows)), lengths + t] = 1
+        steer_mask = torch.zeros(ids.shape, dtype=torch.float32)
+        for i, n in enumerate(lengths.tolist()):
+            steer_mask[i, steered_positions(where, n)] = 1.0
+            if where == "all":
+                steer_mask[i, : n + t + 1] = 1.0
+        steering.set(coefficient, steer_mask)
+        width = int(lengths.max()) + t + 1
+        logits, _ = _forward(net, ids[:, :width], mask[:, :width], lengths + t + 1)
+    return out.numpy()

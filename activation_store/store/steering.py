@@ -1,0 +1,112 @@
+"""Steering vectors as data: one group per vector under its model, ``/<model>/steering/<name>``.
+
+A vector is a ``vector`` (d_model) float32 array; its attributes say where it is
+added (``layer`` l: the output of decoder layer l − 1, which is ``hidden_states[l]``,
+the residual stream after block l), its default coefficient and how it was made.
+Vectors live under the model, not a run, so replacing a run never deletes them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ..errors import ActstoreError
+from . import layout
+from .write import CHECKSUM, WRITE_ALL, consolidate, open_root
+
+STEERING = "steering"        # group under /<model> holding one group per vector
+INTERVENTIONS = "interventions"  # group under /<model> holding /<dataset>/<vector> recorded runs
+RESERVED = (STEERING, INTERVENTIONS)
+VECTOR = "vector"
+
+
+@dataclass
+class SteeringVector:
+    name: str
+    vector: np.ndarray
+    attrs: dict[str, Any]
+
+    @property
+    def layer(self) -> int:
+        return int(self.attrs["layer"])
+
+
+def vector_path(model: str, name: str) -> str:
+    return f"{layout.encode_name(model)}/{STEERING}/{layout.encode_name(name)}"
+
+
+def hook_description(layer: int) -> str:
+    """Exactly where a vector at ``layer`` is added, in words."""
+    return (f"added to the output of decoder layer {layer - 1} (0-based), i.e. to hidden_states[{layer}], "
+            f"the residual stream after block {layer}")
+
+
+def check_reserved(model_group: zarr.Group) -> None:
+    """Refuse a store where a run took a reserved group name (a dataset called 'steering' or 'interventions')."""
+    for name in RESERVED:
+        node = model_group.get(name)
+        if isinstance(node, zarr.Group) and layout.HIDDEN in node:
+            raise ActstoreError(f"a run named {name!r} occupies the group steering data needs; rename that dataset")
+
+
+def write_vector(url: str, model: str, name: str, vector: np.ndarray, attrs: dict[str, Any], *,
+                 overwrite: bool = False, storage_options: dict[str, Any] | None = None) -> str:
+    """Store one steering vector (refusing to replace an existing one unless ``overwrite``); returns its path."""
+    root = open_root(url, storage_options, create=False)
+    try:
+        model_group = root[layout.encode_name(model)]
+    except KeyError:
+        raise ActstoreError(f"model {model!r} is not in {url}; run `actstore extract` with it first") from None
+    check_reserved(model_group)
+    path = vector_path(model, name)
+    if path in root and not overwrite:
+        raise ActstoreError(f"steering vector {name!r} already exists for {model}; pass --overwrite to replace it")
+    group = root.create_group(path, overwrite=True)
+    values = np.asarray(vector, dtype=np.float32)
+    array = group.create_array(VECTOR, shape=values.shape, dtype=values.dtype, fill_value=0, dimension_names=("d_model",),
+                               compressors=[CHECKSUM], overwrite=True, config=WRITE_ALL)
+    array[...] = values
+    group.attrs.update({**attrs, "name": name})  # attributes last: a group without them is no vector
+    consolidate(url, storage_options)
+    return path
+
+
+def _vector_group(root: zarr.Group, model: str, name: str) -> zarr.Group | None:
+    try:
+        node = root[vector_path(model, name)]
+    except KeyError:
+        return None
+    return node if isinstance(node, zarr.Group) and VECTOR in node and "layer" in node.attrs else None
+
+
+def list_vectors(root: zarr.Group, model: str) -> list[str]:
+    """Names of the complete steering vectors of ``model``, sorted."""
+    try:
+        group = root[f"{layout.encode_name(model)}/{STEERING}"]
+    except KeyError:
+        return []
+    return sorted(layout.decode_name(key) for key, _ in group.groups()
+                  if _vector_group(root, model, layout.decode_name(key)) is not None)
+
+
+def read_vector(root: zarr.Group, model: str, name: str, url: str = "the store") -> SteeringVector:
+    group = _vector_group(root, model, name)
+    if group is None:
+        known = list_vectors(root, model)
+        raise ActstoreError(f"no steering vector {name!r} for model {model!r} in {url}; "
+                            + (f"it has {', '.join(known)}" if known else "define one with `actstore steer define`"))
+    return SteeringVector(name, np.asarray(group[VECTOR][...], dtype=np.float32), dict(group.attrs))
+
+
+def model_store_name(model: str) -> str:
+    """The name a model has in a store, from what a user typed (a name, a model directory, a .gguf file)."""
+    from pathlib import Path
+
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        return path.stem
+    if path.is_dir():
+        return path.resolve().name
+    return model
