@@ -14,7 +14,7 @@ The same steps from the shell:
     actstore steer define --store S --model gemma3-270m --name a-plus-one --layer 6 \\
         --from-states arith:variant=plus1 --minus arith:variant=base
     actstore extract --model gemma3-270m --dataset arith.jsonl --variants prompt --store S \\
-        --intervene a-plus-one --coefficients 0,0.5,1,1.5,2,2.5,3 --positions last --generate 3
+        --intervene a-plus-one --coefficients 0,0.5,1,1.5,2,2.5,3 --positions last --generate 2
     actstore analyze intervention --store S --model gemma3-270m --dataset arith --vector a-plus-one --rule arithmetic
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main() -> None:
     print(f"vector a-plus-one at layer {args.layer}: |v| = {attrs['norm']:.1f} "
           f"(mean over {attrs['n_source']} + {attrs['n_minus']} last-token states)")
     recorded = record_interventions(model=args.model, dataset=str(data), store=args.store, vector="a-plus-one",
-                                    coefficients=STRENGTHS, variants=["prompt"], positions="last", generate=3,
+                                    coefficients=STRENGTHS, variants=["prompt"], positions="last", generate=2,
                                     overwrite=True, progress=False)
     print(recorded.summary())
     report = intervention_report(args.store, run.model, "arith", "a-plus-one", Path(args.out), rule="arithmetic",

@@ -123,12 +123,12 @@ def test_baseline_equals_plain_extraction(recorded):
     _, _, store, name, vector = recorded
     ds = open_recorded(store, name, "pairs", "en-fr-x20")
     run = actstore.open_run(store, name, "pairs")
-    np.testing.assert_array_equal(ds.hidden.isel(condition=0).sel(layer=LAYER).values, run.hidden.sel(layer=LAYER).values)
+    np.testing.assert_array_equal(ds.states.isel(condition=0).sel(layer=LAYER).values, run.hidden.sel(layer=LAYER).values)
     np.testing.assert_array_equal(ds.token_id.values, run.token_id.values)
     # the hook sits where hidden_states[LAYER] is read: steered states = baseline + c × v at the last positions only
     last = ds.token_offset.values + ds.token_count.values - 1
     for c, coefficient in enumerate(COEFFICIENTS):
-        delta = ds.hidden.isel(condition=c).sel(layer=LAYER).values - run.hidden.sel(layer=LAYER).values
+        delta = ds.states.isel(condition=c).sel(layer=LAYER).values - run.hidden.sel(layer=LAYER).values
         np.testing.assert_allclose(delta[last], np.broadcast_to(coefficient * vector, delta[last].shape), atol=1e-4)
         others = np.setdiff1d(np.arange(delta.shape[0]), last)
         assert np.abs(delta[others]).max() == 0
@@ -146,3 +146,23 @@ def test_lens_forecast(recorded):
     assert float(forecast.kl.isel(condition=2).mean()) > 0
     steered = forecast_states(ds.isel(condition=[2, 0, 1]).assign_coords(coefficient=("condition", [0.0, 1.0, 4.0])), LAYER)
     np.testing.assert_allclose(steered.values, states.values + 4.0 * vector, atol=1e-4)
+
+
+def test_arithmetic_outcomes_and_shares():
+    """The rule sorts "{a+b}={a}+" continuations into b (unchanged), b − 1 (shifted) and other."""
+    import xarray as xr
+
+    from activation_store.analyze.intervention import outcome_rule, outcome_shares, outcomes
+
+    texts = np.array([[["3\n", "4", "9"]], [["2\n", "4=", "x"]]], dtype=object)   # (condition, sample, example)
+    ds = xr.Dataset({"generated_text": (("condition", "sample", "example"), texts),
+                     "generated_id": (("condition", "sample", "example", "step"), np.zeros((2, 1, 3, 2), int))},
+                    coords={"condition": [0, 1], "coefficient": ("condition", [0.0, 2.0]),
+                            "item": ("example", ["5+3", "1+5", "2+2"])})
+    rule = outcome_rule("arithmetic")
+    cats = outcomes(ds, rule)
+    assert cats.values[:, 0].tolist() == [["unchanged", "shifted", "other"], ["shifted", "shifted", "other"]]
+    shares = outcome_shares(cats, rule.categories, n_boot=50)
+    np.testing.assert_allclose(shares.share.sel(category="shifted").values, [1 / 3, 2 / 3])
+    np.testing.assert_allclose(shares.share.sum("category").values, 1)
+    assert outcome_rule("arithmetic:+1")("5+3", "4", "") == "shifted"

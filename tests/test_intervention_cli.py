@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import actstore
-from activation_store.store.interventions import intervention_path
+from activation_store.store.interventions import intervention_path, open_recorded
 
 ROWS = [
     {"id": "good", "en": "The cat sits on the table.", "fr": "Le chat est assis sur la table."},
@@ -75,11 +75,16 @@ def test_record_is_deterministic_and_analysable(base, cli, tmp_path):
     assert again.returncode == 0 and "already complete" in again.stdout
     assert tree_hash(stores[0] / path) == tree_hash(stores[1] / path)
 
-    ds = actstore.open(str(stores[0]))  # the whole tree still opens
-    assert ds is not None
+    assert actstore.open(str(stores[0])) is not None  # the whole tree still opens
+    ds = open_recorded(str(stores[0]), model_dir.name, "pairs", "good-bad")
+    assert ds.seed.values.tolist() == [0, 1, 2] and ds.states.sizes["layer"] == 2
+    generated = ds.generated_id.values
+    assert not (generated[:, 0] == generated[:, 1]).all()     # different seeds, different samples
     listing = cli("ls", stores[0])
     assert listing.returncode == 0 and "steering vectors" in listing.stdout and "good-bad" in listing.stdout
     assert "recorded interventions" in listing.stdout and "0,5,20" in listing.stdout
+    checked = cli("verify", stores[0])
+    assert checked.returncode == 0 and "not yet written" not in checked.stdout, checked.stdout
 
     out = tmp_path / "results"
     analysis = cli("analyze", "intervention", "--store", stores[0], "--model", model_dir.name, "--dataset", "pairs",
@@ -95,20 +100,6 @@ def test_record_is_deterministic_and_analysable(base, cli, tmp_path):
     assert set(table.source) == {"measured", "lens-forecast"}
     baseline = table[table.coefficient == 0]
     assert np.allclose(baseline[baseline.metric.isin(["kl", "top1_changed", "delta_logprob"])]["mean"], 0)
-
-
-def test_sampled_continuations_depend_on_seed(base, cli, tmp_path):
-    model_dir, _, data, store = base
-    target = tmp_path / "acts.zarr"
-    shutil.copytree(store, target)
-    assert record(cli, model_dir, data, target).returncode == 0
-    from activation_store.store.interventions import open_recorded
-
-    ds = open_recorded(str(target), model_dir.name, "pairs", "good-bad")
-    assert ds.seed.values.tolist() == [0, 1, 2]
-    generated = ds.generated_id.values
-    assert not (generated[:, 0] == generated[:, 1]).all()     # different seeds, different samples
-    assert ds.hidden.sizes["layer"] == 2
 
 
 BAD = {

@@ -240,11 +240,11 @@ def lens_forecast(states: xr.DataArray, lens: xr.Dataset, vector: np.ndarray, co
 
 def forecast_states(ds: xr.Dataset, layer: int) -> xr.DataArray | None:
     """The baseline's last-prompt-token states at ``layer`` from the recorded run, or None when not recorded."""
-    if "hidden" not in ds or layer not in set(ds.layer.values.tolist()):
+    if "states" not in ds or layer not in set(ds.layer.values.tolist()):
         return None
     base = baseline_index(ds)
     last = (ds.token_offset.values + ds.token_count.values - 1).astype(np.int64)
-    states = ds.hidden.isel(condition=base).sel(layer=layer).isel(token=xr.DataArray(last, dims="example"))
+    states = ds.states.isel(condition=base).sel(layer=layer).isel(token=xr.DataArray(last, dims="example"))
     states = states.drop_vars([c for c in states.coords if c not in ("layer", "final_norm_applied")])
     return states.assign_coords(example=ds.example.values, item=("example", ds["item"].values)).load()
 

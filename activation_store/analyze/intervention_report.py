@@ -117,7 +117,7 @@ def intervention_report(store: str, model: str, dataset: str, vector: str, out: 
     if shares is not None:
         files.append(save_csv(shares.to_dataframe().reset_index(), out, f"{name}-outcomes"))
     files.append(intervention_plot(table, shares, out / f"{file_name(name)}.png",
-                                   f"{vector} at layer {ds.attrs['layer']} ({ds.attrs.get('positions')} positions): "
+                                   f"{vector} at layer {ds.attrs['layer']} (positions: {ds.attrs.get('positions')}): "
                                    f"{model} / {dataset}"))
     result = summary.rename({v: f"measured_{v}" for v in summary.data_vars})
     if predicted is not None:

@@ -11,9 +11,10 @@ the generated tokens are steered too). Recorded per condition and example:
   tokens up to a fixed width, so every condition has log-probs of the same ids;
 - each condition's own top-k (ids, log-probs) and the targets' log-probs;
 - with ``generate`` N: N tokens of continuation, greedy (``seed`` −1), or sampled
-  at temperature 1 from a generator seeded with each seed (the same seed gives the
-  same random draws in every condition, so conditions differ only by the vector);
-- hidden states of the prompt tokens at chosen layers (default: the vector's layer).
+  at temperature 1 from a torch.Generator seeded with (seed, batch) (the same seed
+  gives the same random draws in every condition, so conditions differ only by the vector);
+- ``states``: hidden states of the prompt tokens at chosen layers (default: the vector's layer),
+  (condition, layer, token, d_model), tokens packed as in a run.
 
 The baseline runs exactly as a plain extraction does (same batches, same padding,
 no hook), so its states equal the stored run's. Everything is computed before the
@@ -385,7 +386,7 @@ def _run(net, tokenizer, tokens, vector, layer, coefficients, where, generate, s
         "target_logprob": (("condition", "example", "target"), target_logprob),
         "generated_id": (("condition", "sample", "example", "step"), generated),
         "generated_text": (("condition", "sample", "example"), texts),
-        "hidden": (("condition", "layer", "token", "d_model"), hidden),
+        "states": (("condition", "layer", "token", "d_model"), hidden),
     }
 
 

@@ -49,6 +49,10 @@ class _Object:
     md5: str | None  # from the listing when it costs nothing (S3 ETag of a single-part upload)
 
 
+def _md5(data: bytes):
+    return hashlib.md5(data, usedforsecurity=False)  # an integrity check, also where FIPS forbids MD5 for security
+
+
 def _listed_md5(info: dict[str, Any]) -> str | None:
     etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
     if re.fullmatch(r"[0-9a-fA-F]{32}", etag):
@@ -133,7 +137,7 @@ class _Side:
                     handle.write(data)
                 os.replace(temporary, path)
             elif self.s3 and len(data) < SINGLE_PUT_LIMIT:
-                digest = base64.b64encode(hashlib.md5(data).digest()).decode()
+                digest = base64.b64encode(_md5(data).digest()).decode()
                 self.fs.pipe_file(path, data, chunksize=max(len(data), 5 * 2**20), ContentMD5=digest)
             else:
                 self.fs.pipe_file(path, data)
@@ -162,7 +166,7 @@ class _Side:
         if obj.md5 is not None:
             return obj.md5, None
         data = self.read(key)
-        return (hashlib.md5(data).hexdigest(), data) if data is not None else (None, None)
+        return (_md5(data).hexdigest(), data) if data is not None else (None, None)
 
 
 # --- units of a store -------------------------------------------------------------------------------------------
@@ -404,10 +408,10 @@ def copy_store(
         unit = key[: -len(ROOT) - 1] if key.endswith(f"/{ROOT}") else None
         if data is None or len(data) != obj.size or (unit in src_docs and _doc(data, key) != src_docs[unit]):
             raise ActstoreError(f"{source} changed during the copy ({key}); run the command again")
-        digest = hashlib.md5(data).hexdigest()
+        digest = _md5(data).hexdigest()
         if obj.md5 is not None and digest != obj.md5:  # the source's ETag disagrees: corrupted on the way, or an
             again = src.read(key)                      # ETag that is no MD5 (KMS); a second read tells them apart
-            if again is None or hashlib.md5(again).hexdigest() != digest:
+            if again is None or _md5(again).hexdigest() != digest:
                 raise ActstoreError(f"{key} read differently twice from {source}; run the command again")
         dst.write(key, data)
         sums[key] = digest
@@ -436,7 +440,7 @@ def copy_store(
             return key
         if key in sent and there.md5 != sums[key]:
             data = dst.read(key)  # no MD5 in the listing (local, multipart, KMS): read it back
-            if data is None or hashlib.md5(data).hexdigest() != sums[key]:
+            if data is None or _md5(data).hexdigest() != sums[key]:
                 return key
         return None
 
