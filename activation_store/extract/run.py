@@ -121,6 +121,8 @@ def extract(
     unknown_suffix = sorted(set(suffixes or {}) - set(data.variants))
     if unknown_suffix:
         raise ActstoreError(f"suffix given for unknown variant {unknown_suffix[0]!r}; variants: {', '.join(data.variants)}")
+    if data.name in layout.RESERVED_GROUPS:
+        raise ActstoreError(f"a dataset may not be named {data.name!r}: that group holds {data.name} data; rename the file")
     _check_writable(store)
     name, _, checksum = resolve(model)
     path = layout.run_path(name, data.name)

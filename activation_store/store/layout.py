@@ -32,6 +32,11 @@ VOCAB_TOKEN = "vocab_token"
 
 MAX_SEGMENT = 200  # characters of one encoded name
 
+# groups under /<model> that are not runs, so no dataset may take their names
+STEERING = "steering"            # one group per steering vector
+INTERVENTIONS = "interventions"  # /<dataset>/<vector>: recorded intervention runs
+RESERVED_GROUPS = (STEERING, INTERVENTIONS)
+
 BF16_ENCODING = "bfloat16-bits-in-uint16"
 ENCODING_ATTR = "actstore_encoding"
 

@@ -16,9 +16,7 @@ from ..errors import ActstoreError
 from . import layout
 from .write import CHECKSUM, WRITE_ALL, consolidate, open_root
 
-STEERING = "steering"        # group under /<model> holding one group per vector
-INTERVENTIONS = "interventions"  # group under /<model> holding /<dataset>/<vector> recorded runs
-RESERVED = (STEERING, INTERVENTIONS)
+STEERING, INTERVENTIONS, RESERVED = layout.STEERING, layout.INTERVENTIONS, layout.RESERVED_GROUPS
 VECTOR = "vector"
 
 
