@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 from ..errors import ActstoreError
 from .layout import decode_name
-from .location import filesystem, is_remote, local_path
+from .location import filesystem, is_remote, local_path, raise_remote
 
 
 def lock_key(run_path: str) -> str:
@@ -219,7 +219,13 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         """Take the lock or raise a one-line ``ActstoreError`` naming its holder."""
-        (self._remote_acquire if is_remote(self.url) else self._local_acquire)()
+        if not is_remote(self.url):
+            self._local_acquire()
+            return self
+        try:
+            self._remote_acquire()
+        except Exception as exc:  # bad credentials, missing bucket, unreachable endpoint: one line
+            raise_remote(exc, self.url)
         return self
 
     def release(self) -> None:

@@ -173,6 +173,13 @@ def run_attrs(root: zarr.Group, path: str) -> dict[str, Any] | None:
     return dict(node.attrs)
 
 
+def _lens_rows(values: np.ndarray) -> int:
+    """Rows per unembedding chunk: about 32 MB, spread evenly so the edge chunk is not mostly padding."""
+    per_chunk = max(1, (32 << 20) // (values.shape[1] * values.itemsize))
+    n_chunks = -(-values.shape[0] // per_chunk)
+    return -(-values.shape[0] // n_chunks)
+
+
 def write_lens(root: zarr.Group, model_path: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
     """Store what the logit lens needs for one model, once; refuse a different model under the same name."""
     try:
@@ -193,7 +200,7 @@ def write_lens(root: zarr.Group, model_path: str, arrays: dict[str, np.ndarray],
         values = np.asarray(values)
         if values.ndim == 2:
             array = group.create_array(
-                name, shape=values.shape, chunks=(max(1, (32 << 20) // (values.shape[1] * values.itemsize)), values.shape[1]),
+                name, shape=values.shape, chunks=(_lens_rows(values), values.shape[1]),
                 dtype=values.dtype, fill_value=0, dimension_names=dims, compressors=[CHECKSUM], overwrite=True,
                 config=WRITE_ALL,
             )
