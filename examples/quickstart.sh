@@ -17,7 +17,7 @@ actstore ls "$STORE"
 
 echo; echo "== similarity en–zh from the store (mean-centred, then raw)"
 actstore analyze similarity --store "$STORE" --model gemma3-270m --dataset django-ui --variants en,zh --out "$OUT"
-actstore analyze similarity --store "$STORE" --model gemma3-270m --dataset django-ui --variants en,zh --no-center --out "$OUT" | tail -n 4
+actstore analyze similarity --store "$STORE" --model gemma3-270m --dataset django-ui --variants en,zh --no-center --out "$OUT"
 
 echo; echo "== logit lens on one Chinese sentence, with the English translation of the next word as target"
 actstore analyze logit-lens --store "$STORE" --model gemma3-270m --dataset django-ui --variant zh \
