@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ActstoreError
+from ..target_sets import vocabulary_index
 from ..store import layout
 from .lens import logits as lens_logits
 
@@ -33,9 +34,7 @@ def baseline_index(ds: xr.Dataset) -> int:
 
 def set_ids(ds: xr.Dataset, sets: dict[str, list[str]], vocab: np.ndarray) -> dict[str, np.ndarray]:
     """Token ids of each target set, each checked to be in every example's recorded support."""
-    index: dict[str, int] = {}
-    for i, token in enumerate(vocab):
-        index.setdefault(str(token), i)
+    index = vocabulary_index(vocab)
     support = ds.support_id.values
     out = {}
     for name, members in sets.items():

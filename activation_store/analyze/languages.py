@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..cache import cache_root
 from ..errors import ActstoreError
 from ..store import layout
 from .projection import project
@@ -26,9 +27,7 @@ DEFAULT_LANGUAGES = ("en", "zh", "ja", "ko", "ru", "ar", "hi", "fr", "de", "es")
 
 
 def _cache_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("ACTSTORE_CACHE") or Path.home() / ".cache" / "actstore") / "language-tables"
+    return cache_root() / "language-tables"
 
 
 def _word(token: str) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ActstoreError
+from ..target_sets import vocabulary_index
 from ..store import layout
 from .lens import lens_input
 from .projection import project
@@ -56,10 +57,7 @@ def readout(hidden: xr.DataArray, lens: xr.Dataset, k: int = 5, targets: xr.Data
 
 def vocabulary_ids(lens: xr.Dataset, strings: list[str]) -> np.ndarray:
     """Token ids of exact vocabulary strings (e.g. " sofa", "8"); a missing one is an error naming it."""
-    vocab = lens[layout.VOCAB_TOKEN].values
-    index: dict[str, int] = {}
-    for i, s in enumerate(vocab):
-        index.setdefault(s, i)
+    index = vocabulary_index(lens[layout.VOCAB_TOKEN].values)
     missing = [s for s in strings if s not in index]
     if missing:
         raise ActstoreError(f"the vocabulary has no token {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))

@@ -7,9 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import xarray as xr
-import zarr
 
 from ..store import layout
 from ..store.location import zarr_store

@@ -18,18 +18,12 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ActstoreError
+from ..target_sets import vocabulary_index
 from ..store import layout
 from .logit_lens import vocabulary_ids
 from .selection import examples_of
 
 RULES = ("result-digits", "result-words", "en-next-word")
-
-
-def _vocab_index(lens: xr.Dataset) -> dict[str, int]:
-    index: dict[str, int] = {}
-    for i, token in enumerate(lens[layout.VOCAB_TOKEN].values):
-        index.setdefault(str(token), i)
-    return index
 
 
 def _rows(path: Path):
@@ -93,7 +87,7 @@ def from_rule(rule: str, ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArray:
 def _arithmetic_result(ds: xr.Dataset, lens: xr.Dataset, words: bool) -> xr.DataArray:
     from num2words import num2words
 
-    index = _vocab_index(lens)
+    index = vocabulary_index(lens[layout.VOCAB_TOKEN].values)
     targets = np.full(ds.sizes["token"], -1, dtype=np.int64)
     ends = ds.token_offset.values + ds.token_count.values - 1
     for example, item in enumerate(ds["item"].values):
@@ -126,7 +120,7 @@ def _next_word_translation(ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArray:
 
     jieba.setLogLevel(60)
     dictionary = CcCedict()
-    index = _vocab_index(lens)
+    index = vocabulary_index(lens[layout.VOCAB_TOKEN].values)
     vocab = lens[layout.VOCAB_TOKEN].values
     targets = np.full(ds.sizes["token"], -1, dtype=np.int64)
     token_ids = ds.token_id.values

@@ -12,15 +12,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..cache import cache_root
 from ..checksums import sha256_file
 from ..errors import ActstoreError
 
 MARKER = "actstore-source.json"
-
-
-def cache_root() -> Path:
-    """``$ACTSTORE_CACHE`` or ``~/.cache/actstore``."""
-    return Path(os.environ.get("ACTSTORE_CACHE") or Path.home() / ".cache" / "actstore")
 
 
 def _check_gguf(path: Path) -> None:

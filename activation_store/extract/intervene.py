@@ -40,7 +40,7 @@ from ..store.interventions import intervention_path, recorded_attrs, write_recor
 from ..store.lock import run_lock
 from ..store.steering import INTERVENTIONS, read_vector
 from ..store.write import consolidate, open_root, write_lens
-from ..target_sets import all_strings, read_target_sets
+from ..target_sets import all_strings, read_target_sets, vocabulary_index
 from .capture import final_norm_applied, pad_batch
 from .datasets import DEFAULT_DATASET, load_dataset
 from .lens_head import lens_head
@@ -183,10 +183,7 @@ def _support(target_ids: list[int], tops: np.ndarray, baseline_order: np.ndarray
 
 
 def _vocabulary(head_arrays: dict[str, np.ndarray]) -> dict[str, int]:
-    index: dict[str, int] = {}
-    for i, token in enumerate(head_arrays[layout.VOCAB_TOKEN]):
-        index.setdefault(str(token), i)
-    return index
+    return vocabulary_index(head_arrays[layout.VOCAB_TOKEN])
 
 
 def record_interventions(
