@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the te
 import actstore  # noqa: E402
 from activation_store.store import layout  # noqa: E402
 from activation_store.store.transfer import copy_store  # noqa: E402
-from activation_store.store.write import consolidate, create_run, open_root  # noqa: E402
+from activation_store.store import Store  # noqa: E402
+from activation_store.store.write import create_run  # noqa: E402
 from s3_server import MotoServer  # noqa: E402
 
 MODEL, DATASET = "synthetic/SmolLM2-shaped", "synthetic"
@@ -52,9 +53,9 @@ def build_store(path: str, tokens: int, layers: int, d_model: int, chunk_tokens:
     counts = np.array(counts, dtype=np.int32)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     n = len(counts)
-    root = open_root(path)
+    target = Store.open(path, mode="a")
     writer = create_run(
-        root, layout.run_path(MODEL, DATASET), n_layers=layers, d_model=d_model, dtype="bfloat16",
+        target, layout.run_path(MODEL, DATASET), n_layers=layers, d_model=d_model, dtype="bfloat16",
         chunk_tokens=chunk_tokens,
         token_coords={"token_id": rng.integers(0, 49152, tokens, dtype=np.int32),
                       "token_example": np.repeat(np.arange(n, dtype=np.int32), counts),
@@ -72,7 +73,7 @@ def build_store(path: str, tokens: int, layers: int, d_model: int, chunk_tokens:
         block = rng.standard_normal((layers, size, d_model), dtype=np.float32)
         bits = (block.view(np.uint32) + 0x8000) >> 16  # round to bfloat16 bit patterns
         writer.write_block(start, bits.astype(np.uint16))
-    consolidate(path)
+    target.consolidate()
     return n
 
 

@@ -9,7 +9,8 @@ from distributed import Client, LocalCluster
 import actstore
 from activation_store.analyze.similarity import variant_similarity
 from activation_store.store.precision import encode
-from activation_store.store.write import consolidate, create_run, open_root
+from activation_store.store import Store
+from activation_store.store.write import create_run
 
 LAYERS, D_MODEL, N_ITEMS, TOKENS_PER_EXAMPLE, CHUNK = 6, 512, 2000, 48, 16384
 
@@ -29,8 +30,8 @@ def big_store(tmp_path_factory):
     items = np.array([f"item{i}" for i in range(N_ITEMS)] * 2, dtype=object)
     example_coords = {"item": items, "variant": np.array(["a"] * N_ITEMS + ["b"] * N_ITEMS, dtype=object),
                       "text": items, "token_offset": offsets, "token_count": counts}
-    root = open_root(store)
-    writer = create_run(root, "synthetic/pairs", n_layers=LAYERS, d_model=D_MODEL, dtype="bfloat16", chunk_tokens=CHUNK,
+    target = Store.open(store, mode="a")
+    writer = create_run(target, "synthetic/pairs", n_layers=LAYERS, d_model=D_MODEL, dtype="bfloat16", chunk_tokens=CHUNK,
                         token_coords=token_coords, example_coords=example_coords,
                         final_norm_applied=np.zeros(LAYERS, bool), attrs={"config": {"bos": False}})
     generator = torch.Generator().manual_seed(0)
@@ -41,7 +42,7 @@ def big_store(tmp_path_factory):
         examples = np.arange(start, stop) // TOKENS_PER_EXAMPLE
         block += shared[torch.as_tensor(examples % N_ITEMS)] * torch.linspace(0, 3, LAYERS)[:, None, None]
         writer.write_block(start, encode(block, "bfloat16"))
-    consolidate(store)
+    target.consolidate()
     return store
 
 

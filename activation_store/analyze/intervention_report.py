@@ -15,10 +15,9 @@ import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from ..errors import ActstoreError  # noqa: E402
-from ..store import open_lens  # noqa: E402
+from ..store import Store, open_lens  # noqa: E402
 from ..store.interventions import intervention_path, open_recorded  # noqa: E402
-from ..store.location import zarr_store  # noqa: E402
-from ..store.write import consolidate  # noqa: E402
+from ..store.handle import quiet_zarr  # noqa: E402
 from ..target_sets import read_target_sets  # noqa: E402
 from . import plots  # noqa: E402
 from .intervention import (forecast_states, lens_forecast, outcome_rule, outcome_shares, outcomes,  # noqa: E402
@@ -87,8 +86,9 @@ def intervention_report(store: str, model: str, dataset: str, vector: str, out: 
     """Deltas of a recorded intervention against its baseline, the lens forecast next to them, and outcome shares."""
     if n_boot < 1:
         raise ActstoreError(f"--bootstrap must be at least 1, got {n_boot}")
-    ds = open_recorded(store, model, dataset, vector, storage_options)
-    lens = open_lens(store, model, storage_options)
+    store = Store.open(store, storage_options)
+    ds = open_recorded(store, model, dataset, vector)
+    lens = open_lens(store, model)
     check_rule = outcome_rule(rule) if rule else None
     ids = set_ids(ds, read_target_sets(targets), vocabulary(lens)) if targets else None
     per = per_example(ds, ids)
@@ -98,10 +98,8 @@ def intervention_report(store: str, model: str, dataset: str, vector: str, out: 
     states = forecast_states(ds, int(ds.attrs["layer"])) if forecast else None
     if states is not None:
         from ..store.steering import read_vector
-        import zarr
 
-        root = zarr.open_group(zarr_store(store, storage_options, read_only=True), mode="r", zarr_format=3)
-        steer = read_vector(root, model, vector, store)
+        steer = read_vector(store, model, vector)
         per_forecast = lens_forecast(states, lens, steer.vector, ds.coefficient.values, ids, ds.support_id.values)
         predicted = summarize(per_forecast, n_boot)
         table = pd.concat([table, long_table(predicted, "lens-forecast")], ignore_index=True)
@@ -127,9 +125,8 @@ def intervention_report(store: str, model: str, dataset: str, vector: str, out: 
                     "rule": rule or "", "targets": targets or "", "n_items": int(summary.attrs.get("n_items", 0)),
                     "kl": per.attrs["kl"]}
     path = f"{intervention_path(model, dataset, vector)}/results/{file_name(name)}"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        _storable(result).to_zarr(zarr_store(store, storage_options), group=path, mode="w", consolidated=False,
-                                  zarr_format=3)
-    consolidate(store, storage_options)
+    writable = Store.open(store, mode="r+")
+    with quiet_zarr():
+        _storable(result).to_zarr(writable.zarr_store, group=path, mode="w", consolidated=False, zarr_format=3)
+    writable.consolidate()
     return InterventionReport(summary, predicted, shares, table, files, path)

@@ -3,15 +3,13 @@ and as CSV in an output folder."""
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
-from ..store import layout
-from ..store.location import zarr_store
-from ..store.write import consolidate
+from ..store import Store, layout
+from ..store.handle import quiet_zarr
 
 
 def _storable(result: xr.Dataset) -> xr.Dataset:
@@ -24,22 +22,22 @@ def _storable(result: xr.Dataset) -> xr.Dataset:
     return out
 
 
-def save_to_store(result: xr.Dataset, url: str, model: str, dataset: str, name: str,
+def save_to_store(result: xr.Dataset, store: str | Store, model: str, dataset: str, name: str,
                   storage_options: dict[str, Any] | None = None) -> str:
-    """Write ``result`` as group ``<model>/<dataset>/results/<name>`` (replacing an older one); returns the path."""
-    path = f"{layout.run_path(model, dataset)}/results/{layout.encode_name(name)}"
-    store = zarr_store(url, storage_options)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        _storable(result).to_zarr(store, group=path, mode="w", consolidated=False, zarr_format=3)
-    consolidate(url, storage_options)
+    """Write ``result`` as group ``results/<model>/<dataset>/<name>`` (replacing an older one); returns the path."""
+    store = Store.open(store, storage_options, mode="r+")
+    path = layout.results_path(model, dataset, name)
+    with quiet_zarr():
+        _storable(result).to_zarr(store.zarr_store, group=path, mode="w", consolidated=False, zarr_format=3)
+    store.consolidate()
     return path
 
 
-def load_from_store(url: str, model: str, dataset: str, name: str,
+def load_from_store(store: str | Store, model: str, dataset: str, name: str,
                     storage_options: dict[str, Any] | None = None) -> xr.Dataset:
-    path = f"{layout.run_path(model, dataset)}/results/{layout.encode_name(name)}"
-    return xr.open_zarr(zarr_store(url, storage_options, read_only=True), group=path, consolidated=False).load()
+    store = Store.open(store, storage_options)
+    with quiet_zarr():
+        return xr.open_zarr(store.zarr_store, group=layout.results_path(model, dataset, name), consolidated=False).load()
 
 
 def file_name(name: str) -> str:

@@ -35,11 +35,11 @@ import torch
 from .. import __version__
 from ..checksums import config_hash
 from ..errors import ActstoreError, ConfigConflictError
-from ..store import layout, location
+from ..store import Store, layout
 from ..store.interventions import intervention_path, recorded_attrs, write_recorded
 from ..store.lock import run_lock
 from ..store.steering import INTERVENTIONS, read_vector
-from ..store.write import consolidate, open_root, write_lens
+from ..store.write import write_lens
 from ..target_sets import all_strings, read_target_sets, vocabulary_index
 from .capture import final_norm_applied, pad_batch
 from .datasets import DEFAULT_DATASET, load_dataset
@@ -224,11 +224,11 @@ def record_interventions(
         raise ActstoreError(f"--batch-size must be at least 1, got {batch_size}")
     target_sets = read_target_sets(targets) if targets is not None else {}
     data = load_dataset(dataset, variants, limit)
-    if not location.exists(store, storage_options):
+    if not Store.exists(store, storage_options):
         raise ActstoreError(f"no actstore store at {store}; extract a run and define a steering vector first")
     name, _, _ = resolve(model)
-    root = open_root(store, storage_options, create=False)
-    steer = read_vector(root, name, vector, store)
+    target = Store.open(store, storage_options, mode="r+")
+    steer = read_vector(target, name, vector)
     path = intervention_path(name, data.name, vector)
 
     loaded = load_model(model, trust_remote_code=trust_remote_code)
@@ -264,7 +264,7 @@ def record_interventions(
         "targets": wanted, "top_k": top_k, "record_layers": layers, "format": layout.FORMAT_VERSION,
     }
     digest = config_hash(config)
-    existing = recorded_attrs(root, path)
+    existing = recorded_attrs(target, path)
     if existing is not None and not overwrite:
         if existing.get("config_hash") == digest:
             return InterventionResult(store, name, data.name, vector, "already complete", len(coefficients),
@@ -306,13 +306,12 @@ def record_interventions(
                                     "numpy": np.__version__, "python": platform.python_version()}},
     }
     lock_path = f"{layout.encode_name(name)}/{INTERVENTIONS}"
-    with run_lock(store, lock_path, storage_options):
-        root = open_root(store, storage_options, create=False)
-        write_lens(root, layout.encode_name(name), head_arrays,
+    with run_lock(target, lock_path):
+        write_lens(target, layout.encode_name(name), head_arrays,
                    {**head_attrs, "model": name, "model_source": loaded.source, "model_checksum": loaded.checksum,
                     "architecture": type(net).__name__, "n_layers": n_decoder + 1})
-        write_recorded(root, path, arrays, attrs)
-        consolidate(store, storage_options)
+        write_recorded(target, path, arrays, attrs)
+        target.consolidate()
     return InterventionResult(store, name, data.name, vector, "written", len(coefficients), len(tokens.examples),
                               time.perf_counter() - started)
 

@@ -22,10 +22,10 @@ import torch
 from .. import __version__
 from ..checksums import config_hash
 from ..errors import ActstoreError, ConfigConflictError
-from ..store import layout, location
+from ..store import Store, layout, location
 from ..store.precision import DTYPES, encode, storage_dtype
 from ..store.lock import run_lock
-from ..store.write import consolidate, consolidate_if_stale, create_run, open_root, reopen_run, run_attrs, write_lens
+from ..store.write import consolidate_if_stale, create_run, reopen_run, run_attrs, write_lens
 from .capture import capture, final_norm_applied
 from .datasets import DEFAULT_DATASET, load_dataset
 from .lens_head import lens_head
@@ -125,6 +125,8 @@ def extract(
         raise ActstoreError(f"a dataset may not be named {data.name!r}: that group holds {data.name} data; rename the file")
     _check_writable(store)
     name, _, checksum = resolve(model)
+    if name in layout.RESERVED_ROOT_GROUPS:
+        raise ActstoreError(f"a model may not be named {name!r}: that group holds saved {name}; rename the model directory")
     path = layout.run_path(name, data.name)
     with run_lock(store, path, storage_options):  # one writer per run: a second is refused, naming the first
         return _extract_locked(model, data, store, name, path, started, limit=limit, bos=bos, suffixes=suffixes,
@@ -135,9 +137,8 @@ def extract(
 def _extract_locked(model, data, store, name, path, started, *, limit, bos, suffixes, dtype, batch_size, chunk_tokens,
                     overwrite, trust_remote_code, storage_options, progress) -> ExtractResult:
     """The part of ``extract`` that reads and writes the run, under its lock."""
-    existing = None
-    if location.exists(store, storage_options):
-        existing = run_attrs(open_root(store, storage_options, create=False), path)
+    target = Store.open(store, storage_options, mode="r+") if Store.exists(store, storage_options) else None
+    existing = run_attrs(target, path) if target is not None else None
 
     loaded = load_model(model, trust_remote_code=trust_remote_code)
     tokenizer, net = loaded.tokenizer, loaded.model
@@ -164,20 +165,20 @@ def _extract_locked(model, data, store, name, path, started, *, limit, bos, suff
                 f"({', '.join(differs) or 'unknown'} differ); pass --overwrite to replace it"
             )
         if existing.get("progress", {}).get("complete"):
-            consolidate_if_stale(store, path, storage_options)  # a kill after the last block may have missed it
+            consolidate_if_stale(target, path)  # a kill after the last block may have missed it
             return ExtractResult(store, name, data.name, "already complete", len(tokens.examples), tokens.n_tokens,
                                  n_layers, 0, time.perf_counter() - started)
         resuming = True
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    root = open_root(store, storage_options)
+    target = target or Store.open(store, storage_options, mode="a")
     head_arrays, head_attrs = lens_head(net, tokenizer)
-    write_lens(root, layout.encode_name(name), head_arrays,
+    write_lens(target, layout.encode_name(name), head_arrays,
                {**head_attrs, "model": name, "model_source": loaded.source, "model_checksum": loaded.checksum,
                 "architecture": type(net).__name__, "n_layers": n_layers})
     if resuming:
-        writer = reopen_run(root, path)
-        consolidate_if_stale(store, path, storage_options)  # killed before its first consolidation: readers see it
+        writer = reopen_run(target, path)
+        consolidate_if_stale(target, path)  # killed before its first consolidation: readers see it
     else:
         applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], pad_id)
         attrs = {
@@ -193,15 +194,15 @@ def _extract_locked(model, data, store, name, path, started, *, limit, bos, suff
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             },
         }
-        writer = create_run(root, path, n_layers=n_layers, d_model=d_model, dtype=dtype, chunk_tokens=chunk,
+        writer = create_run(target, path, n_layers=n_layers, d_model=d_model, dtype=dtype, chunk_tokens=chunk,
                             token_coords=tokens.token_coords(), example_coords=tokens.example_coords(),
                             final_norm_applied=np.array(applied), attrs=attrs)
-        consolidate(store, storage_options)
+        target.consolidate()
     done = writer.tokens_done
     fill_started = time.perf_counter()
     written = _fill(net, tokens, writer, batch_size, pad_id, dtype, progress)
     fill_seconds = time.perf_counter() - fill_started
-    consolidate(store, storage_options)
+    target.consolidate()
     status = "resumed" if resuming and done else "written"
     return ExtractResult(store, name, data.name, status, len(tokens.examples), tokens.n_tokens, n_layers, written,
                          time.perf_counter() - started, fill_seconds)

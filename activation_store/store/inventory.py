@@ -8,7 +8,7 @@ import zarr
 
 from ..errors import ActstoreError
 from . import layout
-from .location import filesystem, missing_store, raise_remote, zarr_store
+from .handle import Store
 
 
 @dataclass
@@ -28,37 +28,23 @@ class RunInfo:
     attrs: dict[str, Any]
 
 
-def _root(url: str, storage_options: dict[str, Any] | None) -> zarr.Group:
-    try:
-        root = zarr.open_group(zarr_store(url, storage_options, read_only=True), mode="r", zarr_format=3)
-    except FileNotFoundError:
-        raise missing_store(url, storage_options) from None
-    except ValueError as exc:  # a damaged root zarr.json
-        raise layout.unreadable(url, exc) from None
-    layout.check_format(dict(root.attrs), url)
-    return root
-
-
-def _bytes(url: str, path: str, storage_options: dict[str, Any] | None) -> int:
-    fs, root = filesystem(url, storage_options)
-    try:
-        return int(fs.du(f"{root}/{path}", total=True))
-    except Exception as exc:  # noqa: BLE001
-        raise_remote(exc, url)
-
-
-def list_runs(url: str, storage_options: dict[str, Any] | None = None) -> list[RunInfo]:
+def list_runs(store: str | Store, storage_options: dict[str, Any] | None = None) -> list[RunInfo]:
     """Every run in the store, in name order."""
-    root = _root(url, storage_options)
+    store = Store.open(store, storage_options)
     try:
-        return _runs(url, root, storage_options)
+        return _runs(store)
     except ValueError as exc:  # a damaged group or array zarr.json below the root
-        raise ActstoreError(f"{layout.unreadable(url, exc)}; `actstore verify {url}` names the damaged object") from None
+        raise ActstoreError(f"{layout.unreadable(store.url, exc)}; `actstore verify {store.url}` names the damaged object") from None
 
 
-def _runs(url: str, root: zarr.Group, storage_options: dict[str, Any] | None) -> list[RunInfo]:
+def _model_groups(root: zarr.Group) -> list[tuple[str, zarr.Group]]:
+    """The groups of models at the root (not the saved-results tree), in name order."""
+    return [(key, group) for key, group in sorted(root.groups()) if key not in layout.RESERVED_ROOT_GROUPS]
+
+
+def _runs(store: Store) -> list[RunInfo]:
     runs = []
-    for model_key, model_group in sorted(root.groups()):
+    for model_key, model_group in _model_groups(store.root):
         for dataset_key, group in sorted(model_group.groups()):
             if layout.HIDDEN not in group:
                 continue
@@ -70,18 +56,19 @@ def _runs(url: str, root: zarr.Group, storage_options: dict[str, Any] | None) ->
                 model=layout.decode_name(model_key), dataset=layout.decode_name(dataset_key),
                 examples=int(group["item"].shape[0]), layers=int(hidden.shape[0]), tokens=int(hidden.shape[1]),
                 d_model=int(hidden.shape[2]), dtype=str(hidden.attrs.get("dtype", hidden.dtype)),
-                bytes=_bytes(url, f"{model_key}/{dataset_key}", storage_options),
+                bytes=store.nbytes(f"{model_key}/{dataset_key}"),
                 complete=bool(progress.get("complete")), tokens_done=int(progress.get("tokens_done", 0)),
                 created=provenance.get("created", ""), source=provenance.get("model_source", ""), attrs=attrs,
             ))
     return runs
 
 
-def run_info(url: str, model: str, dataset: str, storage_options: dict[str, Any] | None = None) -> RunInfo:
-    for run in list_runs(url, storage_options):
+def run_info(store: str | Store, model: str, dataset: str, storage_options: dict[str, Any] | None = None) -> RunInfo:
+    store = Store.open(store, storage_options)
+    for run in list_runs(store):
         if run.model == model and run.dataset == dataset:
             return run
-    raise ActstoreError(f"model {model!r} / dataset {dataset!r} is not in {url}; `actstore ls {url}` lists what is")
+    raise ActstoreError(f"model {model!r} / dataset {dataset!r} is not in {store.url}; `actstore ls {store.url}` lists what is")
 
 
 @dataclass
@@ -107,23 +94,24 @@ class RecordedInfo:
     generate: int
 
 
-def list_steering(url: str, storage_options: dict[str, Any] | None = None) -> tuple[list[SteeringInfo], list[RecordedInfo]]:
+def list_steering(store: str | Store, storage_options: dict[str, Any] | None = None) -> tuple[list[SteeringInfo], list[RecordedInfo]]:
     """Steering vectors and recorded intervention runs in the store, from metadata only."""
-    from .interventions import list_recorded
-    from .steering import list_vectors
+    from .interventions import intervention_path, list_recorded
+    from .steering import list_vectors, vector_path
 
-    root = _root(url, storage_options)
+    store = Store.open(store, storage_options)
+    root = store.root
     vectors, recorded = [], []
-    for model_key, _ in sorted(root.groups()):
+    for model_key, _ in _model_groups(root):
         model = layout.decode_name(model_key)
-        for name in list_vectors(root, model):
-            attrs = dict(root[f"{model_key}/steering/{layout.encode_name(name)}"].attrs)
+        for name in list_vectors(store, model):
+            attrs = dict(root[vector_path(model, name)].attrs)
             vectors.append(SteeringInfo(model, name, int(attrs["layer"]), str(attrs.get("method", "")),
                                         str(attrs.get("source", "")), str(attrs.get("minus") or ""),
                                         float(attrs.get("norm", 0.0)), float(attrs.get("default_coefficient", 1.0))))
-    for model, dataset, vector, attrs in list_recorded(root):
+    for model, dataset, vector, attrs in list_recorded(store):
         config = attrs.get("config", {})
-        group = root[f"{layout.encode_name(model)}/interventions/{layout.encode_name(dataset)}/{layout.encode_name(vector)}"]
+        group = root[intervention_path(model, dataset, vector)]
         recorded.append(RecordedInfo(model, dataset, vector, list(config.get("coefficients", [])),
                                      int(group["example"].shape[0]), str(config.get("positions", "")),
                                      int(config.get("generate", 0))))

@@ -5,6 +5,7 @@ A store is one Zarr v3 hierarchy::
     /                        attrs: actstore_format
     /<model>                 the logit-lens head of one model (``unembedding``, ``final_norm_weight``, ``vocab_token``)
     /<model>/<dataset>       one extraction run (``hidden`` over layer × token × hidden, per-token and per-example coords)
+    /results/<model>/<dataset>/<name>   analysis results saved for collaborators (own dimensions)
 
 Names given by users (Hugging Face ids contain ``/``) are percent-encoded into one
 safe path segment, so they map back exactly and can never climb out of the root.
@@ -37,6 +38,10 @@ STEERING = "steering"            # one group per steering vector
 INTERVENTIONS = "interventions"  # /<dataset>/<vector>: recorded intervention runs
 RESERVED_GROUPS = (STEERING, INTERVENTIONS)
 
+# groups at the root that are not models, so no model may take their names
+RESULTS = "results"  # /results/<model>/<dataset>/<name>: analysis results saved for collaborators
+RESERVED_ROOT_GROUPS = (RESULTS,)
+
 BF16_ENCODING = "bfloat16-bits-in-uint16"
 ENCODING_ATTR = "actstore_encoding"
 
@@ -51,6 +56,11 @@ def encode_name(name: str) -> str:
         raise ActstoreError(f"name {name[:40]!r}… is too long for a store path ({len(segment)} characters encoded, "
                             f"at most {MAX_SEGMENT}); rename the file or model")
     return segment
+
+
+def results_path(model: str, dataset: str, name: str) -> str:
+    """Where an analysis result is saved: its own tree, so its dimensions never meet the run's."""
+    return f"{RESULTS}/{run_path(model, dataset)}/{encode_name(name)}"
 
 
 def decode_name(segment: str) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ActstoreError
+from .handle import Store
 from .layout import decode_name
 from .location import filesystem, is_remote, local_path, raise_remote
 
@@ -233,9 +234,13 @@ class RunLock:
 
 
 @contextmanager
-def run_lock(url: str, run_path: str, storage_options: dict[str, Any] | None = None) -> Iterator[RunLock]:
-    """Hold the write lock of the run at ``run_path`` (``<model>/<dataset>`` as encoded) in ``url``."""
-    lock = RunLock(url, run_path, storage_options).acquire()
+def run_lock(store: str | Store, run_path: str, storage_options: dict[str, Any] | None = None) -> Iterator[RunLock]:
+    """Hold the write lock of the run at ``run_path`` (``<model>/<dataset>`` as encoded) in a store.
+
+    Takes a URL as well as a ``Store``: the lock is taken before a new store's root is created."""
+    if isinstance(store, Store):
+        store, storage_options = store.url, store.storage_options
+    lock = RunLock(store, run_path, storage_options).acquire()
     try:
         yield lock
     finally:

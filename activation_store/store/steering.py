@@ -14,7 +14,8 @@ import zarr
 
 from ..errors import ActstoreError
 from . import layout
-from .write import CHECKSUM, WRITE_ALL, consolidate, open_root
+from .arrays import write_array
+from .handle import Store
 
 STEERING, INTERVENTIONS, RESERVED = layout.STEERING, layout.INTERVENTIONS, layout.RESERVED_GROUPS
 VECTOR = "vector"
@@ -49,51 +50,44 @@ def check_reserved(model_group: zarr.Group) -> None:
             raise ActstoreError(f"a run named {name!r} occupies the group steering data needs; rename that dataset")
 
 
-def write_vector(url: str, model: str, name: str, vector: np.ndarray, attrs: dict[str, Any], *,
+def write_vector(store: str | Store, model: str, name: str, vector: np.ndarray, attrs: dict[str, Any], *,
                  overwrite: bool = False, storage_options: dict[str, Any] | None = None) -> str:
     """Store one steering vector (refusing to replace an existing one unless ``overwrite``); returns its path."""
-    root = open_root(url, storage_options, create=False)
-    try:
-        model_group = root[layout.encode_name(model)]
-    except KeyError:
-        raise ActstoreError(f"model {model!r} is not in {url}; run `actstore extract` with it first") from None
+    store = Store.open(store, storage_options, mode="r+")
+    root = store.root
+    model_group = store.group(layout.encode_name(model))
+    if model_group is None:
+        raise ActstoreError(f"model {model!r} is not in {store.url}; run `actstore extract` with it first")
     check_reserved(model_group)
     path = vector_path(model, name)
     if path in root and not overwrite:
         raise ActstoreError(f"steering vector {name!r} already exists for {model}; pass --overwrite to replace it")
     group = root.create_group(path, overwrite=True)
-    values = np.asarray(vector, dtype=np.float32)
-    array = group.create_array(VECTOR, shape=values.shape, dtype=values.dtype, fill_value=0, dimension_names=("d_model",),
-                               compressors=[CHECKSUM], overwrite=True, config=WRITE_ALL)
-    array[...] = values
+    write_array(group, VECTOR, np.asarray(vector, dtype=np.float32), ("d_model",))
     group.attrs.update({**attrs, "name": name})  # attributes last: a group without them is no vector
-    consolidate(url, storage_options)
+    store.consolidate()
     return path
 
 
-def _vector_group(root: zarr.Group, model: str, name: str) -> zarr.Group | None:
-    try:
-        node = root[vector_path(model, name)]
-    except KeyError:
-        return None
-    return node if isinstance(node, zarr.Group) and VECTOR in node and "layer" in node.attrs else None
+def _vector_group(store: Store, model: str, name: str) -> zarr.Group | None:
+    node = store.group(vector_path(model, name))
+    return node if node is not None and VECTOR in node and "layer" in node.attrs else None
 
 
-def list_vectors(root: zarr.Group, model: str) -> list[str]:
+def list_vectors(store: Store, model: str) -> list[str]:
     """Names of the complete steering vectors of ``model``, sorted."""
-    try:
-        group = root[f"{layout.encode_name(model)}/{STEERING}"]
-    except KeyError:
+    group = store.group(f"{layout.encode_name(model)}/{STEERING}")
+    if group is None:
         return []
     return sorted(layout.decode_name(key) for key, _ in group.groups()
-                  if _vector_group(root, model, layout.decode_name(key)) is not None)
+                  if _vector_group(store, model, layout.decode_name(key)) is not None)
 
 
-def read_vector(root: zarr.Group, model: str, name: str, url: str = "the store") -> SteeringVector:
-    group = _vector_group(root, model, name)
+def read_vector(store: Store, model: str, name: str) -> SteeringVector:
+    group = _vector_group(store, model, name)
     if group is None:
-        known = list_vectors(root, model)
-        raise ActstoreError(f"no steering vector {name!r} for model {model!r} in {url}; "
+        known = list_vectors(store, model)
+        raise ActstoreError(f"no steering vector {name!r} for model {model!r} in {store.url}; "
                             + (f"it has {', '.join(known)}" if known else "define one with `actstore steer define`"))
     return SteeringVector(name, np.asarray(group[VECTOR][...], dtype=np.float32), dict(group.attrs))
 

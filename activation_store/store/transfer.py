@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable
 from ..errors import ActstoreError, ConfigConflictError
 from . import layout, location
 from .lock import lock_key
-from .write import consolidate
+from .handle import Store
 
 ROOT = "zarr.json"
 TMP_MARK = ".actstore-tmp-"
@@ -481,7 +481,7 @@ def _write_root(src_root: dict[str, Any], src_bytes: bytes, dst: _Side, dst_opti
     if src_meta is None or not others <= listed:
         plain = {k: v for k, v in src_root.items() if k != "consolidated_metadata"}
         dst.write(ROOT, _dumps(plain))
-        consolidate(dst.url, dst_options)
+        Store.open(dst.url, dst_options, mode="r+").consolidate()
         return
     entries = {p: n for p, n in src_meta.items() if _node_unit(p, n) in copied}
     entries.update({p: n for p, n in (dst_meta or {}).items()

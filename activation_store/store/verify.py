@@ -8,7 +8,6 @@ running: they are "not yet written", not damage."""
 from __future__ import annotations
 
 import itertools
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -17,10 +16,8 @@ from zarr.core.sync import sync
 
 from ..errors import ActstoreError
 from . import layout
-from .location import zarr_store
+from .handle import Store, quiet_zarr
 from .write import PROGRESS_ATTR
-
-warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarning)
 
 
 @dataclass
@@ -119,16 +116,16 @@ def _check_run(group: zarr.Group, report: VerifyReport) -> None:
             _check_run(node, report)
 
 
-def verify(url: str, model: str | None = None, dataset: str | None = None,
+def verify(store: str | Store, model: str | None = None, dataset: str | None = None,
            storage_options: dict[str, Any] | None = None) -> VerifyReport:
     """Read back every chunk of every array (of one model's group, or one dataset's runs) and report problems."""
-    try:
-        root = zarr.open_group(zarr_store(url, storage_options, read_only=True), mode="r", use_consolidated=False)
-    except FileNotFoundError:
-        raise ActstoreError(f"no actstore store at {url}") from None
-    except ValueError as exc:
-        raise layout.unreadable(url, exc) from None
-    layout.check_format(dict(root.attrs), url)
+    store = Store.open(store, storage_options)
+    url = store.url
+    with quiet_zarr():
+        return _verify(store.live_group(""), url, model, dataset)
+
+
+def _verify(root: zarr.Group, url: str, model: str | None, dataset: str | None) -> VerifyReport:
     report = VerifyReport(url)
     models = [(name, node) for name, node in _children(root, report) if isinstance(node, zarr.Group)]
     if model is not None:

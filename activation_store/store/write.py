@@ -16,63 +16,25 @@ from __future__ import annotations
 
 import os
 import signal
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-import zarr.codecs
 import zarr.storage
 
-from ..errors import ActstoreError, ConfigConflictError
+from ..errors import ConfigConflictError
 from . import layout
-from .location import zarr_store
+from .arrays import CHECKSUM, WRITE_ALL, write_array
+from .handle import Store, quiet_zarr
 from .precision import storage_dtype
 
-warnings.filterwarnings("ignore", category=zarr.errors.UnstableSpecificationWarning)
-
 PROGRESS_ATTR = "progress"
-CHECKSUM = zarr.codecs.Crc32cCodec()
-WRITE_ALL = {"write_empty_chunks": True}  # a missing chunk is always an error, never "all fill value"
 HIDDEN_FILL = {"bfloat16": 0x7FC0, "float32": float("nan")}  # NaN: what a never-written chunk reads as
 # Test hook: with ACTSTORE_FAULT_AFTER_BLOCKS=N the process SIGKILLs itself after writing the chunks of its
 # N-th block and before committing them, the worst moment to crash (tests/test_crash_resume.py).
 FAULT_ENV = "ACTSTORE_FAULT_AFTER_BLOCKS"
-
-
-def open_root(url: str, storage_options: dict[str, Any] | None = None, create: bool = True) -> zarr.Group:
-    """The store's root group, created with the format attribute if new; refuses other formats."""
-    store = zarr_store(url, storage_options)
-    try:
-        root = zarr.open_group(store, mode="r+", use_consolidated=False)
-    except FileNotFoundError:
-        if not create:
-            raise ActstoreError(f"no actstore store at {url}") from None
-        # "a", not "w-": the directory may already hold a run's lock (store/lock.py)
-        root = zarr.open_group(store, mode="a", attributes={layout.FORMAT_ATTR: layout.FORMAT_VERSION})
-    except (PermissionError, OSError) as exc:
-        raise ActstoreError(f"cannot write the store at {url}: {exc.strerror or exc}") from None
-    except ValueError as exc:  # a damaged root zarr.json
-        raise layout.unreadable(url, exc) from None
-    layout.check_format(dict(root.attrs), url)
-    return root
-
-
-def _array(group: zarr.Group, name: str, values: np.ndarray, dims: tuple[str, ...], **attrs: Any) -> zarr.Array:
-    values = np.asarray(values)
-    if values.dtype.kind in "UTO":
-        dtype, fill = str, ""
-    else:
-        dtype, fill = values.dtype, 0
-    array = group.create_array(
-        name, shape=values.shape, dtype=dtype, fill_value=fill, dimension_names=dims,
-        compressors=[CHECKSUM], attributes=attrs, overwrite=True, config=WRITE_ALL,
-    )
-    if values.size:
-        array[...] = values
-    return array
 
 
 @dataclass
@@ -106,7 +68,7 @@ class RunWriter:
 
 
 def create_run(
-    root: zarr.Group,
+    store: Store,
     path: str,
     *,
     n_layers: int,
@@ -120,35 +82,31 @@ def create_run(
 ) -> RunWriter:
     """Create (or replace) a run group with its coordinates and an empty ``hidden``; its attrs come last."""
     n_tokens = len(token_coords["token_id"])
-    if run_attrs(root, path) is not None:  # unmark the old run first: a kill while deleting it leaves no "run"
+    root = store.root
+    if run_attrs(store, path) is not None:  # unmark the old run first: a kill while deleting it leaves no "run"
         root[path].attrs.put({})
     group = root.create_group(path, overwrite=True)
     for name, values in token_coords.items():
-        _array(group, name, values, ("token",))
+        write_array(group, name, values, ("token",))
     for name, values in example_coords.items():
-        _array(group, name, values, ("example",))
-    _array(group, "example", np.arange(len(example_coords["item"]), dtype=np.int64), ("example",))
-    _array(group, "layer", np.arange(n_layers, dtype=np.int32), ("layer",))
-    _array(group, "final_norm_applied", np.asarray(final_norm_applied, dtype=bool), ("layer",))
+        write_array(group, name, values, ("example",))
+    write_array(group, "example", np.arange(len(example_coords["item"]), dtype=np.int64), ("example",))
+    write_array(group, "layer", np.arange(n_layers, dtype=np.int32), ("layer",))
+    write_array(group, "final_norm_applied", np.asarray(final_norm_applied, dtype=bool), ("layer",))
     encoding = {layout.ENCODING_ATTR: layout.BF16_ENCODING} if dtype == "bfloat16" else {}
-    hidden = group.create_array(
-        layout.HIDDEN,
-        shape=(n_layers, n_tokens, d_model),
-        chunks=(1, chunk_tokens, d_model),
-        dtype=storage_dtype(dtype),
-        fill_value=HIDDEN_FILL[dtype],
-        dimension_names=("layer", "token", "d_model"),
-        compressors=[CHECKSUM],
-        config=WRITE_ALL,
-        attributes={**encoding, "dtype": dtype, "chunk_tokens": chunk_tokens},
-    )
+    with quiet_zarr():
+        hidden = group.create_array(
+            layout.HIDDEN, shape=(n_layers, n_tokens, d_model), chunks=(1, chunk_tokens, d_model),
+            dtype=storage_dtype(dtype), fill_value=HIDDEN_FILL[dtype], dimension_names=("layer", "token", "d_model"),
+            compressors=[CHECKSUM], config=WRITE_ALL, attributes={**encoding, "dtype": dtype, "chunk_tokens": chunk_tokens},
+        )
     group.attrs.update({**attrs, PROGRESS_ATTR: {"tokens_done": 0, "complete": n_tokens == 0}})
     return RunWriter(group, hidden, chunk_tokens, n_tokens)
 
 
-def reopen_run(root: zarr.Group, path: str) -> RunWriter:
+def reopen_run(store: Store, path: str) -> RunWriter:
     """The writer of an existing run group, positioned at its last committed block."""
-    group = root[path]
+    group = store.root[path]
     _remove_partials(group)
     hidden = group[layout.HIDDEN]
     return RunWriter(group, hidden, int(hidden.attrs["chunk_tokens"]), int(hidden.shape[1]))
@@ -162,13 +120,10 @@ def _remove_partials(group: zarr.Group) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def run_attrs(root: zarr.Group, path: str) -> dict[str, Any] | None:
+def run_attrs(store: Store, path: str) -> dict[str, Any] | None:
     """Attributes of the run at ``path``, or None when there is none (or it was never finished being created)."""
-    try:
-        node = root[path]
-    except KeyError:
-        return None
-    if not isinstance(node, zarr.Group) or layout.HIDDEN not in node or "config_hash" not in node.attrs:
+    node = store.group(path)
+    if node is None or layout.HIDDEN not in node or "config_hash" not in node.attrs:
         return None
     return dict(node.attrs)
 
@@ -180,12 +135,9 @@ def _lens_rows(values: np.ndarray) -> int:
     return -(-values.shape[0] // n_chunks)
 
 
-def write_lens(root: zarr.Group, model_path: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+def write_lens(store: Store, model_path: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
     """Store what the logit lens needs for one model, once; refuse a different model under the same name."""
-    try:
-        existing = root[model_path]
-    except KeyError:
-        existing = None
+    existing = store.group(model_path)
     if existing is not None and "model_checksum" in existing.attrs:  # set last: a complete head
         if existing.attrs.get("model_checksum") != attrs.get("model_checksum"):
             raise ConfigConflictError(
@@ -193,41 +145,27 @@ def write_lens(root: zarr.Group, model_path: str, arrays: dict[str, np.ndarray],
                 f"use another --name or --overwrite"
             )
         return
-    group = root.require_group(model_path)
+    group = store.root.require_group(model_path)
     for name, values in arrays.items():
         dims = {layout.UNEMBEDDING: ("vocab", "d_model"), layout.VOCAB_TOKEN: ("vocab",),
                 layout.LOGIT_BIAS: ("vocab",)}.get(name, ("d_model",))
         values = np.asarray(values)
-        if values.ndim == 2:
-            array = group.create_array(
-                name, shape=values.shape, chunks=(_lens_rows(values), values.shape[1]),
-                dtype=values.dtype, fill_value=0, dimension_names=dims, compressors=[CHECKSUM], overwrite=True,
-                config=WRITE_ALL,
-            )
-            array[...] = values
-        else:
-            _array(group, name, values, dims)
+        chunks = (_lens_rows(values), values.shape[1]) if values.ndim == 2 else None
+        write_array(group, name, values, dims, chunks=chunks)
     group.attrs.update(attrs)
 
 
-def consolidate_if_stale(url: str, path: str, storage_options: dict[str, Any] | None = None) -> None:
+def consolidate_if_stale(store: Store, path: str) -> None:
     """Consolidate unless the consolidated metadata already shows the run at ``path`` as it is on disk.
 
     A run killed before a consolidation is missing, or unfinished, in the metadata readers open; the
     next run of it repairs that (readers take an unfinished run's progress from its own zarr.json)."""
-    store = zarr_store(url, storage_options, read_only=True)
-    disk = dict(zarr.open_group(store, path=path, mode="r", use_consolidated=False).attrs)
+    disk = dict(store.live_group(path).attrs)
     try:
-        seen = dict(zarr.open_group(store, mode="r", use_consolidated=True)[path].attrs)
+        with quiet_zarr():
+            seen = dict(zarr.open_group(store.zarr_store, mode="r", use_consolidated=True)[path].attrs)
     except (KeyError, ValueError):  # no consolidated metadata, or the run is not in it
         seen = {}
     finished = disk.get(PROGRESS_ATTR, {}).get("complete")
     if seen.get("config_hash") != disk.get("config_hash") or (finished and not seen.get(PROGRESS_ATTR, {}).get("complete")):
-        consolidate(url, storage_options)
-
-
-def consolidate(url: str, storage_options: dict[str, Any] | None = None) -> None:
-    """Refresh consolidated metadata so a reader opens the whole store in one request."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "not part of the Zarr v3 spec": known, and wanted here
-        zarr.consolidate_metadata(zarr_store(url, storage_options))
+        store.consolidate()
