@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ActstoreError
+
 FINAL_NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm", "final_norm")
 
 
@@ -29,18 +31,83 @@ def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return input_ids, mask
 
 
+def real_token_index(ids: list[list[int]]) -> torch.Tensor:
+    """Flat (batch × width) positions of the real tokens, computed on the host so the device never syncs."""
+    width = max(len(row) for row in ids)
+    return torch.cat([torch.arange(len(row)) + i * width for i, row in enumerate(ids)])
+
+
 @torch.inference_mode()
-def capture(model, ids: list[list[int]], pad_id: int) -> torch.Tensor:
-    """Hidden states of a batch, packed: (layers, real tokens, d_model), examples end to end."""
+def forward_states(model, ids: list[list[int]], pad_id: int, device: str | torch.device | None = None) -> torch.Tensor:
+    """Hidden states of a batch, packed, where the model computed them: (layers, real tokens, d_model).
+
+    Nothing here waits for the device: the real-token index is built on the host, and states that
+    several devices computed (a device map) are gathered onto the first layer's device."""
+    device = torch.device(device if device is not None else model.device)
     input_ids, mask = pad_batch(ids, pad_id)
-    input_ids, mask = input_ids.to(model.device), mask.to(model.device)
+    index = real_token_index(ids)
+    if device.type == "cuda":
+        input_ids, mask, index = (t.pin_memory().to(device, non_blocking=True) for t in (input_ids, mask, index))
+    else:
+        input_ids, mask, index = input_ids.to(device), mask.to(device), index.to(device)
     out = model.base_model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
-    stacked = torch.stack(out.hidden_states)  # (layers, batch, seq, d_model)
-    return stacked[:, mask.bool()].float().cpu()
+    states = out.hidden_states
+    home = states[0].device
+    packed = torch.empty((len(states), index.numel(), states[0].shape[-1]), dtype=states[0].dtype, device=home)
+    index = index.to(home, non_blocking=True)
+    for layer, state in enumerate(states):
+        packed[layer] = state.to(home, non_blocking=True).flatten(0, 1).index_select(0, index)
+    return packed
+
+
+class HostCopy:
+    """A batch's states on their way to the host, overlapping whatever the device does next.
+
+    On CUDA the copy runs on its own stream into pinned memory and ``result`` waits only for it;
+    elsewhere the copy is immediate. A per-layer finiteness flag travels with the states, so
+    non-finite states (float16 overflow) are refused by layer before anything can store them."""
+
+    _streams: dict[torch.device, torch.cuda.Stream] = {}
+
+    def __init__(self, states: torch.Tensor):
+        self.dtype = states.dtype
+        finite = torch.isfinite(states).flatten(1).all(dim=1)
+        if states.device.type != "cuda":
+            self._states, self._finite, self._event = states.cpu(), finite.cpu(), None
+            return
+        stream = self._streams.setdefault(states.device, torch.cuda.Stream(states.device))
+        stream.wait_stream(torch.cuda.current_stream(states.device))
+        self._states = torch.empty(states.shape, dtype=states.dtype, pin_memory=True)
+        self._finite = torch.empty(finite.shape, dtype=finite.dtype, pin_memory=True)
+        with torch.cuda.stream(stream):
+            self._states.copy_(states, non_blocking=True)
+            self._finite.copy_(finite, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record(stream)
+        states.record_stream(stream)  # the caching allocator must not reuse them before the copy ends
+        finite.record_stream(stream)
+
+    def result(self) -> torch.Tensor:
+        """The states as float32 on the host; a one-line error naming the first layer with inf/NaN."""
+        if self._event is not None:
+            self._event.synchronize()
+        bad = (~self._finite).nonzero()
+        if len(bad):
+            layer = int(bad[0, 0])
+            overflow = " (float16 overflows past 65504: use --compute-dtype bfloat16 or float32)" \
+                if self.dtype == torch.float16 else ""
+            raise ActstoreError(f"the model produced inf/NaN hidden states at layer {layer} "
+                                f"({str(self.dtype).removeprefix('torch.')} compute){overflow}; nothing of it is stored")
+        return self._states.float()
+
+
+def capture(model, ids: list[list[int]], pad_id: int, device: str | torch.device | None = None) -> torch.Tensor:
+    """Hidden states of a batch, packed, as float32 on the host: (layers, real tokens, d_model)."""
+    return HostCopy(forward_states(model, ids, pad_id, device)).result()
 
 
 @torch.inference_mode()
-def final_norm_applied(model, ids: list[list[int]], pad_id: int) -> list[bool]:
+def final_norm_applied(model, ids: list[list[int]], pad_id: int, device: str | torch.device | None = None) -> list[bool]:
     """Per layer, whether the final norm is already in the hidden state — measured, not assumed."""
     norm = final_norm(model)
     n_layers = model.config.get_text_config().num_hidden_layers + 1
@@ -49,10 +116,9 @@ def final_norm_applied(model, ids: list[list[int]], pad_id: int) -> list[bool]:
     seen: list[torch.Tensor] = []
     handle = norm.register_forward_hook(lambda _m, _i, output: seen.append(output))
     try:
-        hidden = capture(model, ids, pad_id)
+        hidden = capture(model, ids, pad_id, device)
     finally:
         handle.remove()
-    input_ids, mask = pad_batch(ids, pad_id)
-    normed = seen[-1][mask.bool().to(seen[-1].device)].float().cpu()
+    normed = seen[-1].flatten(0, 1).index_select(0, real_token_index(ids).to(seen[-1].device)).float().cpu()
     applied = [False] * (hidden.shape[0] - 1) + [bool(torch.allclose(hidden[-1], normed, rtol=1e-5, atol=1e-5))]
     return applied

@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -93,13 +94,22 @@ def known_models() -> list[str]:
 
 @dataclass
 class LoadedModel:
-    """A causal LM ready for extraction, with where it came from."""
+    """A causal LM ready for extraction, with where it came from and where it runs."""
 
     name: str
     model: Any
     tokenizer: Any
     source: str
     checksum: str
+    device: str = "cpu"  # where inputs go (with a device map: the embedding's device)
+    compute_dtype: str = "float32"
+    device_map: dict[str, Any] | None = None  # accelerate's placement, when the model is split
+    offload_dir: Any = None  # keeps a temporary offload folder alive as long as the model
+
+    @property
+    def attention(self) -> str:
+        """The attention implementation transformers chose (``sdpa``, ``eager``, ``flash_attention_2``…)."""
+        return str(getattr(self.model.config, "_attn_implementation", None) or "unknown")
 
 
 def _checkpoint_checksum(directory: Path) -> str:
@@ -159,23 +169,49 @@ def resolve(model: str) -> tuple[str, Path, str | None]:
     raise ActstoreError(f"unknown model {model!r}; known names: {', '.join(known_models())}, or a model directory or .gguf file")
 
 
-def load_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, device: str = "cpu") -> LoadedModel:
-    """Load a causal LM and its tokenizer for extraction (float32, eval mode)."""
+def load_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, device: str = "cpu",
+               compute_dtype: str = "float32", device_map: str | None = None,
+               max_memory: dict[Any, Any] | None = None, offload_folder: str | None = None) -> LoadedModel:
+    """Load a causal LM and its tokenizer for extraction, in eval mode on ``device`` in ``compute_dtype``.
+
+    ``device_map="auto"`` lets accelerate place a model larger than one device across the GPUs, the CPU and
+    (past ``max_memory``) an offload folder on disk; ``device`` is then only where the inputs start."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .devices import torch_dtype
+
+    if device_map not in (None, "auto"):
+        raise ActstoreError(f"unknown device map {device_map!r}; the only placement offered is 'auto'")
     name, directory, gguf_checksum = resolve(model)
     checksum = gguf_checksum or _checkpoint_checksum(directory)
+    placement: dict[str, Any] = {}
+    offload_dir = None
+    if device_map == "auto":
+        if offload_folder is None:
+            offload_dir = tempfile.TemporaryDirectory(prefix="actstore-offload-")
+            offload_folder = offload_dir.name
+        placement = {"device_map": "auto", "max_memory": max_memory, "offload_folder": offload_folder}
     try:
         loaded = AutoModelForCausalLM.from_pretrained(
-            str(directory), dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code,
+            str(directory), dtype=torch_dtype(compute_dtype), use_safetensors=True,
+            trust_remote_code=trust_remote_code, **placement,
         )
         tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+    except ActstoreError:
+        raise
     except Exception as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not trust_remote_code and "trust_remote_code" in str(exc):
             message = "it needs its own Python code; pass --trust-remote-code only if you trust this checkpoint"
         raise ActstoreError(f"cannot load model from {directory}: {message}") from None
-    loaded.eval().to(device)
+    loaded.eval()
+    hf_map = getattr(loaded, "hf_device_map", None) if device_map else None
+    if hf_map is None:
+        loaded.to(device)
+    else:
+        device = str(loaded.get_input_embeddings().weight.device)
+        device = "cpu" if device == "meta" else device  # an offloaded embedding runs on the CPU
     source = f"gguf:sha256:{gguf_checksum}" if gguf_checksum else str(directory)
-    return LoadedModel(name=name, model=loaded, tokenizer=tokenizer, source=source, checksum=checksum)
+    return LoadedModel(name=name, model=loaded, tokenizer=tokenizer, source=source, checksum=checksum, device=device,
+                       compute_dtype=compute_dtype, device_map=dict(hf_map) if hf_map else None, offload_dir=offload_dir)

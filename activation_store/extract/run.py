@@ -23,16 +23,17 @@ from .. import __version__
 from ..checksums import config_hash
 from ..errors import ActstoreError, ConfigConflictError
 from ..store import Store, layout, location
-from ..store.precision import DTYPES, encode, storage_dtype
+from ..store.precision import DTYPES, encode
 from ..store.lock import run_lock
 from ..store.write import consolidate_if_stale, create_run, reopen_run, run_attrs, write_lens
-from .capture import capture, final_norm_applied
+from .capture import HostCopy, final_norm_applied, forward_states
 from .datasets import DEFAULT_DATASET, load_dataset
+from .devices import check_compute_dtype, default_compute_dtype, device_kind, free_memory, resolve_device
+from .estimate import auto_batch_size, default_chunk_tokens, model_shape, run_chunk_tokens  # noqa: F401 (re-export)
 from .lens_head import lens_head
 from .models import DEFAULT_MODEL, load_model, resolve
 from .tokens import tokenize
 
-CHUNK_BYTES = 16 << 20
 
 
 @dataclass
@@ -58,12 +59,6 @@ class ExtractResult:
         return (f"{self.status}: {self.model}/{self.dataset} in {self.store} — {self.examples} examples, "
                 f"{self.tokens:,} tokens × {self.layers} layers; wrote {self.tokens_written:,} tokens "
                 f"in {self.seconds:.1f}s{rate}")
-
-
-def default_chunk_tokens(d_model: int, dtype: str) -> int:
-    """Tokens per chunk so that one layer's chunk is about 16 MB (a power of two, 256…65536)."""
-    target = CHUNK_BYTES // (d_model * storage_dtype(dtype).itemsize)
-    return int(min(65536, max(256, 1 << int(np.log2(max(target, 1))))))
 
 
 def _versions() -> dict[str, str]:
@@ -102,19 +97,30 @@ def extract(
     bos: bool = True,
     suffixes: dict[str, str] | None = None,
     dtype: str = "bfloat16",
-    batch_size: int = 16,
+    batch_size: int | str = 16,
     chunk_tokens: int | None = None,
     overwrite: bool = False,
     trust_remote_code: bool = False,
     storage_options: dict[str, Any] | None = None,
     progress: bool = True,
+    device: str = "auto",
+    compute_dtype: str | None = None,
+    device_map: str | None = None,
+    max_memory: dict[Any, Any] | None = None,
 ) -> ExtractResult:
-    """Run ``model`` over ``dataset`` once and store every layer's hidden states in ``store``."""
+    """Run ``model`` over ``dataset`` once and store every layer's hidden states in ``store``.
+
+    ``device`` (``auto``: CUDA, then MPS, then CPU) and ``compute_dtype`` (default float32 on the CPU,
+    bfloat16 on GPUs that have it) say where and how the model runs; ``dtype`` is what is stored.
+    ``batch_size="auto"`` takes the largest batch that fits the device's free memory."""
     started = time.perf_counter()
     if dtype not in DTYPES:
         raise ActstoreError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if batch_size < 1:
-        raise ActstoreError(f"--batch-size must be at least 1, got {batch_size}")
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ActstoreError(f"--batch-size must be at least 1 or 'auto', got {batch_size}")
+    check_compute_dtype(compute_dtype)
+    device = resolve_device(device)
+    compute_dtype = compute_dtype or default_compute_dtype(device)
     if chunk_tokens is not None and chunk_tokens < 1:
         raise ActstoreError(f"--chunk-tokens must be at least 1, got {chunk_tokens}")
     data = load_dataset(dataset, variants, limit)
@@ -131,28 +137,40 @@ def extract(
     with run_lock(store, path, storage_options):  # one writer per run: a second is refused, naming the first
         return _extract_locked(model, data, store, name, path, started, limit=limit, bos=bos, suffixes=suffixes,
                                dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens, overwrite=overwrite,
-                               trust_remote_code=trust_remote_code, storage_options=storage_options, progress=progress)
+                               trust_remote_code=trust_remote_code, storage_options=storage_options, progress=progress,
+                               device=device, compute_dtype=compute_dtype, device_map=device_map, max_memory=max_memory)
 
 
 def _extract_locked(model, data, store, name, path, started, *, limit, bos, suffixes, dtype, batch_size, chunk_tokens,
-                    overwrite, trust_remote_code, storage_options, progress) -> ExtractResult:
+                    overwrite, trust_remote_code, storage_options, progress, device, compute_dtype, device_map,
+                    max_memory) -> ExtractResult:
     """The part of ``extract`` that reads and writes the run, under its lock."""
     target = Store.open(store, storage_options, mode="r+") if Store.exists(store, storage_options) else None
     existing = run_attrs(target, path) if target is not None else None
 
-    loaded = load_model(model, trust_remote_code=trust_remote_code)
+    loaded = load_model(model, trust_remote_code=trust_remote_code, device=device, compute_dtype=compute_dtype,
+                        device_map=device_map, max_memory=max_memory)
     tokenizer, net = loaded.tokenizer, loaded.model
     tokens = tokenize(tokenizer, data.examples(), bos=bos, suffixes=suffixes)
     text_config = net.config.get_text_config()
     d_model = int(text_config.hidden_size)
     n_layers = int(text_config.num_hidden_layers) + 1
-    # a run smaller than one default chunk gets one exactly-sized chunk: Zarr stores edge chunks whole
-    chunk = chunk_tokens or min(default_chunk_tokens(d_model, dtype), max(1, tokens.n_tokens))
+    chunk = run_chunk_tokens(d_model, dtype, tokens.n_tokens, chunk_tokens)
+    batch_choice = None
+    if batch_size == "auto":
+        recorded = (existing or {}).get("config", {}).get("batch_size") if not overwrite else None
+        if isinstance(recorded, int):  # a resume keeps the partition it started with
+            batch_size, batch_choice = recorded, "auto: the batch size recorded when the run began"
+        else:
+            free = free_memory(loaded.device)
+            batch_size = auto_batch_size(model_shape(net.config, trust_remote_code), [len(r) for r in tokens.ids],
+                                         compute_dtype, free)
+            batch_choice = f"auto: {free:,} bytes free on {loaded.device} after loading the weights"
     config = {
         "model": name, "model_checksum": loaded.checksum, "dataset": data.name, "dataset_version": data.version,
         "dataset_checksum": data.checksum, "variants": list(data.variants), "limit": limit, "bos": bos,
         "suffixes": suffixes or {}, "dtype": dtype, "batch_size": batch_size, "chunk_tokens": chunk,
-        "format": layout.FORMAT_VERSION,
+        "compute_dtype": compute_dtype, "format": layout.FORMAT_VERSION,
     }
     digest = config_hash(config)
     resuming = False
@@ -171,6 +189,8 @@ def _extract_locked(model, data, store, name, path, started, *, limit, bos, suff
         resuming = True
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # a first look at a few examples before the store is touched: non-finite states (float16 overflow) stop here
+    applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], pad_id, loaded.device)
     target = target or Store.open(store, storage_options, mode="a")
     head_arrays, head_attrs = lens_head(net, tokenizer)
     write_lens(target, layout.encode_name(name), head_arrays,
@@ -180,12 +200,14 @@ def _extract_locked(model, data, store, name, path, started, *, limit, bos, suff
         writer = reopen_run(target, path)
         consolidate_if_stale(target, path)  # killed before its first consolidation: readers see it
     else:
-        applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], pad_id)
         attrs = {
             "config": config, "config_hash": digest,
             "provenance": {
                 "model": name, "model_source": loaded.source, "model_checksum": loaded.checksum,
                 "architecture": type(net).__name__, "dtype": dtype,
+                "compute": {"device": device_kind(loaded.device), "compute_dtype": compute_dtype,
+                            "attention": loaded.attention, "device_map": loaded.device_map,
+                            "batch_size": batch_choice or "given"},
                 "dataset": data.name, "dataset_version": data.version, "dataset_checksum": data.checksum,
                 "dataset_source": data.source, "variants": list(data.variants),
                 "tokenization": {"bos": bos, "suffixes": suffixes or {}, "template": None,
@@ -200,7 +222,7 @@ def _extract_locked(model, data, store, name, path, started, *, limit, bos, suff
         target.consolidate()
     done = writer.tokens_done
     fill_started = time.perf_counter()
-    written = _fill(net, tokens, writer, batch_size, pad_id, dtype, progress)
+    written = _fill(net, loaded.device, tokens, writer, batch_size, pad_id, dtype, progress)
     fill_seconds = time.perf_counter() - fill_started
     target.consolidate()
     status = "resumed" if resuming and done else "written"
@@ -208,8 +230,11 @@ def _extract_locked(model, data, store, name, path, started, *, limit, bos, suff
                          time.perf_counter() - started, fill_seconds)
 
 
-def _fill(net, tokens, writer, batch_size: int, pad_id: int, dtype: str, progress: bool) -> int:
-    """Forward every batch from the first uncommitted block on; write finished blocks on a thread."""
+def _fill(net, device: str, tokens, writer, batch_size: int, pad_id: int, dtype: str, progress: bool) -> int:
+    """Forward every batch from the first uncommitted block on; write finished blocks on a thread.
+
+    A batch's copy to the host runs while the device computes the next batch (``HostCopy``), and the
+    writer thread encodes and writes while both go on: neither the device nor the disk waits for the other."""
     from tqdm.auto import tqdm
 
     done, total, chunk = writer.tokens_done, tokens.n_tokens, writer.chunk_tokens
@@ -240,8 +265,9 @@ def _fill(net, tokens, writer, batch_size: int, pad_id: int, dtype: str, progres
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-writer") as executor, \
             tqdm(total=total, initial=done, unit="tok", unit_scale=True, disable=not progress,
                  desc="extract", dynamic_ncols=True) as bar:
-        for start in range(first_batch * batch_size, len(tokens.ids), batch_size):
-            hidden = capture(net, tokens.ids[start:start + batch_size], pad_id)
+        def take(copy: HostCopy) -> None:
+            nonlocal position
+            hidden = copy.result()
             skip = max(0, done - position)
             position += hidden.shape[1]
             if skip:
@@ -250,6 +276,15 @@ def _fill(net, tokens, writer, batch_size: int, pad_id: int, dtype: str, progres
                 pending.append(hidden)
                 bar.update(hidden.shape[1])
             flush(executor, final=False)
+
+        in_flight: HostCopy | None = None
+        for start in range(first_batch * batch_size, len(tokens.ids), batch_size):
+            copy = HostCopy(forward_states(net, tokens.ids[start:start + batch_size], pad_id, device))
+            if in_flight is not None:
+                take(in_flight)  # the previous batch, while this one computes
+            in_flight = copy
+        if in_flight is not None:
+            take(in_flight)
         flush(executor, final=True)
         for future in futures:
             future.result()
