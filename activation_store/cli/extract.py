@@ -9,6 +9,20 @@ from .intervene_options import INTERVENTION_KEYS, intervene_options, run_interve
 from .options import parse_pairs, split_list, storage, store_options
 
 
+class BatchSize(click.ParamType):
+    """A positive integer, or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"expected a number or 'auto', got {value!r}", param, ctx)
+
+
 @click.command()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name, alias (llama3, …), model directory or .gguf file.")
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Built-in name (django-ui, arithmetic) or a .jsonl/.csv/.tsv file.")
@@ -18,17 +32,41 @@ from .options import parse_pairs, split_list, storage, store_options
 @click.option("--bos/--no-bos", default=True, show_default=True, help="Prepend the tokenizer's BOS token.")
 @click.option("--suffix", "suffixes", multiple=True, metavar="VARIANT=TEXT", help='Text appended per variant, e.g. zh=这代表了 (repeatable).')
 @click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default="bfloat16", show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--batch-size", type=BatchSize(), default="16", show_default=True, help="Examples per forward pass, or 'auto': the largest that fits the device.")
 @click.option("--chunk-tokens", type=int, default=None, help="Tokens per chunk (default: ~16 MB per layer chunk).")
 @click.option("--overwrite", is_flag=True, help="Replace a run made with another configuration, or redo a finished one.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a checkpoint's own Python code (off by default).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--device", default=None, metavar="cpu|cuda|cuda:N|mps|auto", help="Where the model runs [default: auto: cuda, then mps, then cpu].")
+@click.option("--compute-dtype", default=None, metavar="float32|bfloat16|float16", help="What the model runs in [default: float32 on CPU, bfloat16 on GPUs that have it]; --dtype is what is stored.")
+@click.option("--device-map", default=None, type=click.Choice(["auto"]), help="Place a model larger than one device with accelerate (GPUs, then CPU, then disk).")
+@click.option("--dry-run", is_flag=True, help="Print examples, tokens, weights, activations, bytes on disk and free space; load no weights, write nothing.")
 @store_options
 @intervene_options
 def extract(model, dataset, store, variants, limit, bos, suffixes, dtype, batch_size, chunk_tokens, overwrite,
-            trust_remote_code, quiet, endpoint_url, anon, **intervention):
+            trust_remote_code, quiet, device, compute_dtype, device_map, dry_run, endpoint_url, anon, **intervention):
     """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run)."""
+    from ..errors import ActstoreError
     from ..extract import extract as run_extract
+
+    if intervention.get("intervene"):
+        given = [flag for flag, value in (("--device", device), ("--compute-dtype", compute_dtype),
+                                          ("--device-map", device_map), ("--dry-run", dry_run),
+                                          ("--batch-size auto", batch_size == "auto")) if value]
+        if given:
+            raise click.UsageError(f"{given[0]} is for plain extraction; --intervene runs on the CPU in float32")
+    if dry_run:
+        from ..extract.dry_run import dry_run as plan
+
+        estimate = plan(model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"),
+                        limit=limit, bos=bos, suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype,
+                        batch_size=batch_size, chunk_tokens=chunk_tokens, trust_remote_code=trust_remote_code,
+                        device=device or "auto", compute_dtype=compute_dtype)
+        click.echo(estimate.summary())
+        if not estimate.fits_disk:
+            raise ActstoreError(f"{store} lacks the space: the run needs {estimate.total_bytes:,} bytes, "
+                                f"{estimate.disk_free:,} are free there")
+        return
 
     recorded = run_intervention(
         {k: intervention[k] for k in INTERVENTION_KEYS}, model=model, dataset=dataset, store=store,
@@ -43,6 +81,6 @@ def extract(model, dataset, store, variants, limit, bos, suffixes, dtype, batch_
         model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit, bos=bos,
         suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
         overwrite=overwrite, trust_remote_code=trust_remote_code, storage_options=storage(store, endpoint_url, anon),
-        progress=not quiet,
+        progress=not quiet, device=device or "auto", compute_dtype=compute_dtype, device_map=device_map,
     )
     click.echo(result.summary())

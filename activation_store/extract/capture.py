@@ -96,8 +96,8 @@ class HostCopy:
             layer = int(bad[0, 0])
             overflow = " (float16 overflows past 65504: use --compute-dtype bfloat16 or float32)" \
                 if self.dtype == torch.float16 else ""
-            raise ActstoreError(f"the model produced inf/NaN hidden states at layer {layer} "
-                                f"({str(self.dtype).removeprefix('torch.')} compute){overflow}; nothing of it is stored")
+            raise ActstoreError(f"the model produced inf/NaN hidden states at layer {layer} in "
+                                f"{str(self.dtype).removeprefix('torch.')} compute{overflow}; none of them are stored")
         return self._states.float()
 
 

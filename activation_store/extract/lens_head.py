@@ -6,7 +6,8 @@ Gemma's RMSNorm multiplies by (1 + weight), Llama's by weight — rather than
 guessed from class names."""
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -24,15 +25,40 @@ def _norm_eps(norm: torch.nn.Module) -> float:
     raise ActstoreError(f"cannot find the epsilon of the final norm {type(norm).__name__}")
 
 
+@contextmanager
+def on_host(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``module`` with its weights on the CPU for a moment, also where accelerate offloaded them to disk."""
+    from accelerate.utils import align_module_device
+
+    with align_module_device(module, torch.device("cpu")):
+        yield module
+
+
+@contextmanager
+def in_float32(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``module`` run in float32 for a moment (a bfloat16/float16 model's weights convert back exactly)."""
+    dtype = next(module.parameters()).dtype
+    module.float()
+    try:
+        yield module
+    finally:
+        module.to(dtype)
+
+
 @torch.inference_mode()
 def describe_norm(norm: torch.nn.Module) -> dict[str, Any]:
-    """``{"kind", "convention", "eps"}`` that reproduce ``norm`` on a probe vector."""
+    """``{"kind", "convention", "eps"}`` that reproduce ``norm`` on a probe vector (in float32, on the CPU)."""
+    with on_host(norm), in_float32(norm):
+        return _describe(norm)
+
+
+def _describe(norm: torch.nn.Module) -> dict[str, Any]:
     weight = norm.weight.detach().float()
     bias = getattr(norm, "bias", None)
     bias = bias.detach().float() if isinstance(bias, torch.Tensor) else torch.zeros_like(weight)
     eps = _norm_eps(norm)
     probe = torch.randn(4, weight.shape[0], generator=torch.Generator().manual_seed(0)) * 3
-    expected = norm(probe.to(norm.weight.dtype)).float()
+    expected = norm(probe).float()
     centred = probe - probe.mean(-1, keepdim=True)
     forms = {
         ("rmsnorm", "weight"): probe * torch.rsqrt(probe.pow(2).mean(-1, keepdim=True) + eps) * weight,
@@ -47,18 +73,19 @@ def describe_norm(norm: torch.nn.Module) -> dict[str, Any]:
 
 def lens_head(model, tokenizer) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Arrays (unembedding, norm weight/bias, logit bias, vocabulary strings) and lens attributes."""
-    output = model.get_output_embeddings()
-    unembedding = output.weight.detach().float().cpu().numpy()
-    arrays: dict[str, np.ndarray] = {layout.UNEMBEDDING: unembedding}
-    if getattr(output, "bias", None) is not None:
-        arrays[layout.LOGIT_BIAS] = output.bias.detach().float().cpu().numpy()
+    with on_host(model.get_output_embeddings()) as output:
+        unembedding = output.weight.detach().float().cpu().numpy()
+        arrays: dict[str, np.ndarray] = {layout.UNEMBEDDING: unembedding}
+        if getattr(output, "bias", None) is not None:
+            arrays[layout.LOGIT_BIAS] = output.bias.detach().float().cpu().numpy()
     norm = final_norm(model)
     norm_attrs = None
     if norm is not None:
         norm_attrs = describe_norm(norm)
-        arrays[layout.NORM_WEIGHT] = norm.weight.detach().float().cpu().numpy()
-        if isinstance(getattr(norm, "bias", None), torch.Tensor):
-            arrays[layout.NORM_BIAS] = norm.bias.detach().float().cpu().numpy()
+        with on_host(norm):
+            arrays[layout.NORM_WEIGHT] = norm.weight.detach().float().cpu().numpy()
+            if isinstance(getattr(norm, "bias", None), torch.Tensor):
+                arrays[layout.NORM_BIAS] = norm.bias.detach().float().cpu().numpy()
     vocab_size = unembedding.shape[0]
     known = min(vocab_size, len(tokenizer))
     strings = tokenizer.batch_decode([[i] for i in range(known)], clean_up_tokenization_spaces=False)

@@ -130,18 +130,22 @@ def _checkpoint_checksum(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def _hub_snapshot(repo_id: str, alias: str) -> Path:
+WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
+CONFIG_PATTERNS = ["*.json", "*.model", "*.txt"]  # config and tokenizer: what --dry-run needs
+
+
+def _hub_snapshot(repo_id: str, alias: str, patterns: list[str] = WEIGHT_PATTERNS) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=patterns))
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
         offline = True
     else:
         try:
-            return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+            return Path(snapshot_download(repo_id, allow_patterns=patterns))
         except Exception:
             offline = True
     raise ActstoreError(
@@ -151,13 +155,15 @@ def _hub_snapshot(repo_id: str, alias: str) -> Path:
     )
 
 
-def resolve(model: str) -> tuple[str, Path, str | None]:
-    """``(store name, local path, gguf checksum or None)`` for a model name or path."""
+def resolve(model: str, weights: bool = True) -> tuple[str, Path, str | None]:
+    """``(store name, local path, gguf checksum or None)`` for a model name or path.
+
+    ``weights=False`` fetches only an alias's config and tokenizer (for estimates)."""
     if model in PACKAGED:
         directory, checksum = converted(PACKAGED[model].gguf(), model)
         return model, directory, checksum
     if model in ALIASES:
-        return model, _hub_snapshot(ALIASES[model], model), None
+        return model, _hub_snapshot(ALIASES[model], model, WEIGHT_PATTERNS if weights else CONFIG_PATTERNS), None
     path = Path(model).expanduser()
     if path.suffix == ".gguf":
         directory, checksum = converted(path, path.stem)
@@ -167,6 +173,27 @@ def resolve(model: str) -> tuple[str, Path, str | None]:
     if "/" in model and not path.exists() and not model.startswith((".", "/", "~")):
         return model, _hub_snapshot(model, model), None
     raise ActstoreError(f"unknown model {model!r}; known names: {', '.join(known_models())}, or a model directory or .gguf file")
+
+
+def load_config(model: str, trust_remote_code: bool = False) -> tuple[str, Any, Any]:
+    """``(store name, transformers config, tokenizer or None)`` without loading any weights.
+
+    A directory holding only a ``config.json`` is enough; without a tokenizer the caller estimates tokens."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    name, directory, _ = resolve(model, weights=False)
+    if not (Path(directory) / "config.json").is_file():
+        raise ActstoreError(f"{directory} holds no config.json; --dry-run needs at least the model's config")
+    try:
+        config = AutoConfig.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ActstoreError(f"cannot read the model config in {directory}: {message}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+    except Exception:  # no tokenizer files: tokens are estimated from the text's bytes
+        tokenizer = None
+    return name, config, tokenizer
 
 
 def load_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, device: str = "cpu",

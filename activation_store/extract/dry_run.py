@@ -1,0 +1,134 @@
+"""``--dry-run``: what an extraction would take, from the model's config and tokenizer alone.
+
+No weights are loaded and nothing is written: examples and tokens, parameters and
+weight bytes at the compute dtype, activation bytes per batch and whether weights
+plus one batch fit the chosen device, bytes of ``hidden`` per layer and in total
+at the stored dtype, and the free space where a local store would go."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ActstoreError
+from ..store.precision import DTYPES
+from .datasets import DEFAULT_DATASET, load_dataset
+from .devices import check_compute_dtype, default_compute_dtype, free_memory, resolve_device
+from .estimate import ModelShape, auto_batch_size, free_disk, model_shape, run_chunk_tokens, store_bytes
+from .models import DEFAULT_MODEL, load_config
+from .tokens import tokenize
+
+BYTES_PER_TOKEN_GUESS = 4  # UTF-8 bytes per token when the model's tokenizer is not at hand
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """The cost of one extraction, before it runs."""
+
+    model: str
+    dataset: str
+    store: str
+    device: str
+    compute_dtype: str
+    dtype: str
+    examples: int
+    tokens: int
+    tokens_estimated: bool
+    longest: int
+    shape: ModelShape
+    batch_size: int
+    activation_bytes: int
+    device_free: int
+    chunk_tokens: int
+    layer_bytes: int
+    total_bytes: int
+    disk_free: int | None
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.shape.weight_bytes(self.compute_dtype)
+
+    @property
+    def fits_device(self) -> bool:
+        return self.weight_bytes + self.activation_bytes <= self.device_free
+
+    @property
+    def fits_disk(self) -> bool:
+        return self.disk_free is None or self.total_bytes <= self.disk_free
+
+    def summary(self) -> str:
+        shape = self.shape
+        guess = f" (estimated at {BYTES_PER_TOKEN_GUESS} bytes per token: no tokenizer)" if self.tokens_estimated else ""
+        disk = "unknown (remote store)" if self.disk_free is None else _size(self.disk_free)
+        return "\n".join([
+            f"dry run: {self.model}/{self.dataset} -> {self.store} (nothing loaded, nothing written)",
+            f"examples        {self.examples:,}; tokens {self.tokens:,}{guess}; longest {self.longest:,}",
+            f"model           {shape.parameters:,} parameters; {shape.n_layers} layers (embeddings + "
+            f"{shape.n_layers - 1} blocks) × d_model {shape.d_model:,}",
+            f"weights         {_size(self.weight_bytes)} at {self.compute_dtype}",
+            f"activations     {_size(self.activation_bytes)} per batch of {self.batch_size} × {self.longest} tokens "
+            f"(upper bound; {_size(shape.activation_bytes(1, 1, self.compute_dtype))} per token)",
+            f"device          {self.device}: {_size(self.device_free)} free; weights + one batch "
+            + ("fit" if self.fits_device else "DO NOT fit (try --device-map auto, a smaller --batch-size or "
+                                              "--compute-dtype)"),
+            f"on disk         {_size(self.layer_bytes)} per layer, {_size(self.total_bytes)} in total for hidden "
+            f"at {self.dtype} (chunks of {self.chunk_tokens:,} tokens)",
+            f"free at target  {disk}" + ("" if self.fits_disk else " — NOT ENOUGH"),
+        ])
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.2f} {unit}"
+    return f"{n} B"
+
+
+def dry_run(
+    model: str = DEFAULT_MODEL,
+    dataset: str = DEFAULT_DATASET,
+    store: str = "./acts.zarr",
+    *,
+    variants: list[str] | None = None,
+    limit: int | None = None,
+    bos: bool = True,
+    suffixes: dict[str, str] | None = None,
+    dtype: str = "bfloat16",
+    batch_size: int | str = 16,
+    chunk_tokens: int | None = None,
+    trust_remote_code: bool = False,
+    device: str = "auto",
+    compute_dtype: str | None = None,
+) -> DryRun:
+    """The cost of ``extract`` with these options, computed without weights and without writing anything."""
+    if dtype not in DTYPES:
+        raise ActstoreError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ActstoreError(f"--batch-size must be at least 1 or 'auto', got {batch_size}")
+    check_compute_dtype(compute_dtype)
+    device = resolve_device(device)
+    compute_dtype = compute_dtype or default_compute_dtype(device)
+    data = load_dataset(dataset, variants, limit)
+    name, config, tokenizer = load_config(model, trust_remote_code)
+    examples = data.examples()
+    if tokenizer is not None:
+        widths = [len(row) for row in tokenize(tokenizer, examples, bos=bos, suffixes=suffixes).ids]
+    else:
+        text = [e.text + (suffixes or {}).get(e.variant, "") for e in examples]
+        widths = [int(bos) + max(1, -(-len(t.encode()) // BYTES_PER_TOKEN_GUESS)) for t in text]
+    shape = model_shape(config, trust_remote_code)
+    free = free_memory(device)
+    if batch_size == "auto":
+        try:
+            batch_size = auto_batch_size(shape, widths, compute_dtype, max(0, free - shape.weight_bytes(compute_dtype)))
+        except ActstoreError:  # not even one example fits: report it as such rather than stop
+            batch_size = 1
+    n_tokens = sum(widths)
+    chunk = run_chunk_tokens(shape.d_model, dtype, n_tokens, chunk_tokens)
+    layer_bytes, total_bytes = store_bytes(n_tokens, shape.n_layers, shape.d_model, dtype, chunk)
+    return DryRun(
+        model=name, dataset=data.name, store=store, device=device, compute_dtype=compute_dtype, dtype=dtype,
+        examples=len(examples), tokens=n_tokens, tokens_estimated=tokenizer is None, longest=max(widths),
+        shape=shape, batch_size=min(batch_size, len(widths)),
+        activation_bytes=shape.activation_bytes(min(batch_size, len(widths)), max(widths), compute_dtype),
+        device_free=free, chunk_tokens=chunk, layer_bytes=layer_bytes, total_bytes=total_bytes,
+        disk_free=free_disk(store),
+    )
