@@ -127,7 +127,7 @@ def dry_run(
     return DryRun(
         model=name, dataset=data.name, store=store, device=device, compute_dtype=compute_dtype, dtype=dtype,
         examples=len(examples), tokens=n_tokens, tokens_estimated=tokenizer is None, longest=max(widths),
-        shape=shape, batch_size=min(batch_size, len(widths)),
+        shape=shape, batch_size=batch_size,  # as extract records it; a batch never holds more than every example
         activation_bytes=shape.activation_bytes(min(batch_size, len(widths)), max(widths), compute_dtype),
         device_free=free, chunk_tokens=chunk, layer_bytes=layer_bytes, total_bytes=total_bytes,
         disk_free=free_disk(store),
