@@ -27,8 +27,8 @@ from pathlib import Path
 from num2words import num2words
 
 import actstore
-from activation_store.analyze.intervention_report import intervention_report
-from activation_store.analyze.steering_vectors import define_vector
+from activation_store.workflows.intervention import intervention_report
+from activation_store.workflows.steering import define_vector
 from activation_store.extract.intervene import record_interventions
 
 STRENGTHS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]

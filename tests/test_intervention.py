@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import actstore
 from activation_store.analyze.intervention import forecast_states, lens_forecast, per_example, set_ids
-from activation_store.analyze.steering_vectors import define_vector
+from activation_store.workflows.steering import define_vector
 from activation_store.extract.intervene import record_interventions
 from activation_store.store.interventions import open_recorded
 

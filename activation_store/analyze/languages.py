@@ -22,6 +22,7 @@ from ..cache import cache_root
 from ..errors import ActstoreError
 from ..store import layout
 from .projection import project
+from .selection import examples_of, tokens_of
 
 DEFAULT_LANGUAGES = ("en", "zh", "ja", "ko", "ru", "ar", "hi", "fr", "de", "es")
 
@@ -97,3 +98,19 @@ def language_mass(hidden: xr.DataArray, lens: xr.Dataset, table: xr.DataArray) -
     mass = xr.DataArray(projected.language_mass, dims=(*projected.dims, "language"),
                         coords={"language": table.language.values, **{d: hidden[d].values for d in projected.dims if d in hidden.coords}})
     return mass.mean("token").rename("mass") if "token" in mass.dims else mass.rename("mass")
+
+
+def languages(ds: xr.Dataset, lens: xr.Dataset, variant: str | None = None, codes: tuple[str, ...] | list[str] | None = None,
+              table: xr.DataArray | None = None) -> xr.DataArray:
+    """Probability mass per language and layer over the tokens of ``variant`` (default: every example).
+
+    ``table`` is p(language | token) (default: ``language_table`` for ``codes``); the BOS state, which
+    says nothing about the input's language, is left out when the run prepended one."""
+    if table is None:
+        table = language_table(lens, tuple(codes or DEFAULT_LANGUAGES))
+    tokens = tokens_of(ds, examples_of(ds, variant=variant))
+    if ds.attrs.get("config", {}).get("bos"):
+        tokens = tokens[ds.position.values[tokens] > 0]
+    mass = language_mass(ds.hidden.isel(token=tokens), lens, table)
+    mass.attrs.update(variant=variant or "all", table=table.attrs.get("source", ""))
+    return mass

@@ -8,10 +8,11 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ActstoreError
-from ..target_sets import vocabulary_index
 from ..store import layout
 from .lens import lens_input
 from .projection import project
+from .selection import examples_of, tokens_of
+from .stats import mean_ci
 
 def target_logits(hidden: xr.DataArray, lens: xr.Dataset, target_ids: xr.DataArray) -> xr.DataArray:
     """The lens logit of one target token per state (``target_ids`` broadcast against ``hidden``)."""
@@ -55,10 +56,37 @@ def readout(hidden: xr.DataArray, lens: xr.Dataset, k: int = 5, targets: xr.Data
     return result
 
 
-def vocabulary_ids(lens: xr.Dataset, strings: list[str]) -> np.ndarray:
-    """Token ids of exact vocabulary strings (e.g. " sofa", "8"); a missing one is an error naming it."""
-    index = vocabulary_index(lens[layout.VOCAB_TOKEN].values)
-    missing = [s for s in strings if s not in index]
-    if missing:
-        raise ActstoreError(f"the vocabulary has no token {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    return np.array([index[s] for s in strings], dtype=np.int64)
+def target_summary(result: xr.Dataset, n_boot: int = 1000, seed: int = 0) -> xr.Dataset:
+    """Mean target log-prob per layer over the positions that have a target, with a bootstrap 95% interval."""
+    have = np.flatnonzero(result.target_rank.isel(layer=0).values >= 0)
+    if not len(have):
+        raise ActstoreError("no selected position has a target token in the vocabulary")
+    logprob = mean_ci(result.target_logprob.isel(token=have).transpose("layer", "token"), "token", n_boot, seed)
+    ranks = result.target_rank.isel(token=have).transpose("layer", "token").values
+    return xr.Dataset({"mean_logprob": ("layer", logprob["mean"].values), "ci_low": ("layer", logprob.ci_low.values),
+                       "ci_high": ("layer", logprob.ci_high.values), "median_rank": ("layer", np.median(ranks, axis=1)),
+                       "n_targets": len(have)}, coords={"layer": result.layer.values})
+
+
+def logit_lens(ds: xr.Dataset, lens: xr.Dataset, *, example: int | None = None, variant: str | None = None,
+               item: str | None = None, targets: xr.DataArray | None = None, k: int = 5) -> xr.Dataset:
+    """The logit lens over one example (default: example 0; the Figure-1 table) or over all examples of a
+    variant and/or item: ``readout`` of their tokens, with the selection, and for one example its text and
+    input tokens, in the attributes. ``targets``: one token id per stored token (−1 for none)."""
+    if example is not None and (variant is not None or item is not None):
+        raise ActstoreError("give example, or variant/item, not both")
+    if example is None and variant is None and item is None:
+        example = 0
+    examples = examples_of(ds, variant=variant, item=item, example=example)
+    if not len(examples):
+        raise ActstoreError(f"no example has variant {variant!r} and item {item!r}")
+    tokens = tokens_of(ds, examples)
+    result = readout(ds.hidden.isel(token=tokens), lens, k=k,
+                     targets=targets.isel(token=tokens) if targets is not None else None)
+    single = len(examples) == 1
+    vocab = lens[layout.VOCAB_TOKEN].values
+    selection = "-".join(str(part) for part in (f"example-{example}" if example is not None else None,
+                                                   variant, item) if part is not None)
+    result.attrs.update(input_tokens=[str(vocab[i]) for i in ds.token_id.values[tokens]] if single else [],
+                        selection=selection, k=k, n_examples=len(examples), text=str(ds.text.values[examples[0]]) if single else "")
+    return result

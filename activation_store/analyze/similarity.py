@@ -20,6 +20,7 @@ import xarray as xr
 
 from ..errors import ActstoreError
 from .selection import pooled
+from .stats import mean_ci
 
 
 def pair_by_item(states: xr.DataArray, variant_a: str, variant_b: str) -> tuple[xr.DataArray, xr.DataArray]:
@@ -57,16 +58,12 @@ def similarity(x: xr.DataArray, y: xr.DataArray, center: bool = True, n_boot: in
     paired, cross = dask.compute(paired, cross)                            # one pass over the data
     per_item = paired - (cross - paired) / (n - 1)
     unpaired = (cross.sum("item") - paired.sum("item")) / (n * (n - 1))
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(n_boot, n))
-    boot = per_item.values[:, draws].mean(axis=-1)                         # (layer, n_boot)
-    low, high = np.percentile(boot, [2.5, 97.5], axis=-1)
-    score = per_item.mean("item")
+    score = mean_ci(per_item, "item", n_boot, seed)                       # the interval: items resampled
     return xr.Dataset(
         {
-            "score": score,
-            "ci_low": ("layer", low),
-            "ci_high": ("layer", high),
+            "score": score["mean"],
+            "ci_low": score.ci_low,
+            "ci_high": score.ci_high,
             "paired": paired.mean("item"),
             "unpaired": unpaired,
             "per_item": per_item,
@@ -78,9 +75,10 @@ def similarity(x: xr.DataArray, y: xr.DataArray, center: bool = True, n_boot: in
     )
 
 
-def variant_similarity(ds: xr.Dataset, variants: list[str], pool: str = "last", center: bool = True,
+def variant_similarity(ds: xr.Dataset, variants: list[str] | None = None, pool: str = "last", center: bool = True,
                        n_boot: int = 1000, seed: int = 0) -> xr.Dataset:
-    """Similarity for every pair of ``variants`` in a run: a ``pair`` dimension ("en-zh", …)."""
+    """Similarity for every pair of ``variants`` (default: all of the run's) in a run: a ``pair`` dimension ("en-zh", …)."""
+    variants = variants or sorted(set(ds.variant.values))
     if len(variants) < 2:
         raise ActstoreError("similarity needs at least two variants, e.g. --variants en,zh")
     wanted = np.flatnonzero(np.isin(ds.variant.values, variants))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..analyze.cluster import scheduler
+from ..workflows.cluster import scheduler
 from .options import split_list, storage, store_options
 from .tables import print_language_table, print_lens_table, print_similarity_table
 
@@ -52,7 +52,7 @@ def analyze() -> None:
 def similarity(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
                variants, pool, center, bootstrap):
     """Paired-minus-unpaired cosine similarity between variants, per layer (Eq. 1)."""
-    from ..analyze.reports import similarity_report
+    from ..workflows.similarity import similarity_report
 
     with scheduler(scheduler_address, workers, memory_limit):
         report = similarity_report(store, model, dataset, split_list(variants), out, pool=pool, center=center,
@@ -71,7 +71,7 @@ def similarity(store, model, dataset, out, layers, scheduler_address, workers, m
 def logit_lens(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
                example, variant, item, targets, top_k):
     """Top tokens per layer and position through the stored logit lens; log-prob and rank of targets."""
-    from ..analyze.reports import logit_lens_report
+    from ..workflows.logit_lens import logit_lens_report
 
     if example is not None and (variant is not None or item is not None):
         raise click.UsageError("give --example, or --variant/--item, not both")
@@ -90,7 +90,7 @@ def logit_lens(store, model, dataset, out, layers, scheduler_address, workers, m
 def languages(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
               variant, languages, table_path):
     """Probability mass per language through the logit lens, per layer."""
-    from ..analyze.reports import languages_report
+    from ..workflows.languages import languages_report
 
     with scheduler(scheduler_address, workers, memory_limit):
         report = languages_report(store, model, dataset, out, variant=variant, languages=split_list(languages),
@@ -112,7 +112,7 @@ def languages(store, model, dataset, out, layers, scheduler_address, workers, me
 @store_options
 def intervention(store, model, dataset, vector, targets, rule, bootstrap, no_forecast, out, endpoint_url, anon):
     """Deltas of a recorded intervention against its baseline, per coefficient, with a lens-level forecast."""
-    from ..analyze.intervention_report import intervention_report
+    from ..workflows.intervention import intervention_report
     from .intervention_table import print_intervention_table
 
     report = intervention_report(store, model, dataset, vector, out, targets=targets, rule=rule, n_boot=bootstrap,

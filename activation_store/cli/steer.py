@@ -27,7 +27,7 @@ def steer() -> None:
 def define(store, model, name, layer, from_states, from_unembedding, from_file, minus, coefficient, overwrite,
            endpoint_url, anon):
     """Compute a steering vector and store it under the model (/<model>/steering/<name>)."""
-    from ..analyze.steering_vectors import define_vector
+    from ..workflows.steering import define_vector
     from ..store.steering import model_store_name
 
     path, vector, attrs = define_vector(store, model_store_name(model), name, layer, from_states=from_states,

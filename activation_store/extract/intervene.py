@@ -40,7 +40,8 @@ from ..store.interventions import intervention_path, recorded_attrs, write_recor
 from ..store.lock import run_lock
 from ..store.steering import INTERVENTIONS, read_vector
 from ..store.write import write_lens
-from ..target_sets import all_strings, read_target_sets, vocabulary_index
+from ..target_sets import all_strings, read_target_sets
+from ..vocabulary import token_ids
 from .capture import final_norm_applied, pad_batch
 from .datasets import DEFAULT_DATASET, load_dataset
 from .lens_head import lens_head
@@ -182,10 +183,6 @@ def _support(target_ids: list[int], tops: np.ndarray, baseline_order: np.ndarray
     return np.array(list(chosen)[:width], dtype=np.int64)
 
 
-def _vocabulary(head_arrays: dict[str, np.ndarray]) -> dict[str, int]:
-    return vocabulary_index(head_arrays[layout.VOCAB_TOKEN])
-
-
 def record_interventions(
     model: str = DEFAULT_MODEL,
     dataset: str = DEFAULT_DATASET,
@@ -244,12 +241,8 @@ def record_interventions(
     if bad:
         raise ActstoreError(f"--record-layers: layer {bad[0]} is out of range; the model has layers 0..{n_decoder}")
     head_arrays, head_attrs = lens_head(net, tokenizer)
-    vocab = _vocabulary(head_arrays)
     wanted = all_strings(target_sets)
-    missing = [s for s in wanted if s not in vocab]
-    if missing:
-        raise ActstoreError(f"the vocabulary has no token {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    target_ids = [vocab[s] for s in wanted]
+    target_ids = token_ids(head_arrays[layout.VOCAB_TOKEN], wanted).tolist()
     tokens = tokenize(tokenizer, data.examples(), bos=bos, suffixes=suffixes)
     for example, ids in zip(tokens.examples, tokens.ids):
         if not len(steered_positions(where, len(ids))):
