@@ -108,8 +108,12 @@ def extract(
     trust_remote_code: bool = False,
     storage_options: dict[str, Any] | None = None,
     progress: bool = True,
+    columns: dict[str, str] | None = None,
+    id_column: str | None = None,
 ) -> ExtractResult:
-    """Run ``model`` over ``dataset`` once and store every layer's hidden states in ``store``."""
+    """Run ``model`` over ``dataset`` once and store every layer's hidden states in ``store``.
+
+    ``columns`` (variant → column) and ``id_column`` pick the texts of an ``hf:`` dataset."""
     started = time.perf_counter()
     if dtype not in DTYPES:
         raise ActstoreError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -117,7 +121,7 @@ def extract(
         raise ActstoreError(f"--batch-size must be at least 1, got {batch_size}")
     if chunk_tokens is not None and chunk_tokens < 1:
         raise ActstoreError(f"--chunk-tokens must be at least 1, got {chunk_tokens}")
-    data = load_dataset(dataset, variants, limit)
+    data = load_dataset(dataset, variants, limit, columns=columns, id_column=id_column)
     unknown_suffix = sorted(set(suffixes or {}) - set(data.variants))
     if unknown_suffix:
         raise ActstoreError(f"suffix given for unknown variant {unknown_suffix[0]!r}; variants: {', '.join(data.variants)}")

@@ -25,6 +25,7 @@ class Dataset:
     items: list[tuple[str, dict[str, str]]]
     source: str = ""
     meta: dict = field(default_factory=dict)
+    checksum_of_source: str = ""  # the source's own content identity (a Hugging Face fingerprint), when it has one
 
     def examples(self) -> list[Example]:
         """Variant-major order, so one variant's examples are one contiguous slice of the store."""
@@ -37,5 +38,7 @@ class Dataset:
 
     @property
     def checksum(self) -> str:
+        if self.checksum_of_source:
+            return self.checksum_of_source
         payload = json.dumps([self.name, self.version, list(self.variants), self.items], ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()
