@@ -80,7 +80,8 @@ def test_cli_extracts_an_hf_dataset(saved, tiny_model_dir, tmp_path, cli):
     ds = actstore.open_run(str(store), model.name, "sentiment-train")
     assert sorted(set(ds.variant.values)) == ["en", "zh"] and sorted(set(ds["item"].values)) == ["cat", "mul", "pw", "sum"]
     fingerprint = datasets.load_from_disk(str(saved))["train"]._fingerprint
-    assert ds.attrs["dataset_checksum"].startswith(f"hf-fingerprint:{fingerprint};")
+    assert ds.attrs["config"]["dataset_checksum"].startswith(f"hf-fingerprint:{fingerprint};")
+    assert ds.attrs["provenance"]["dataset_version"] == f"hf-fingerprint:{fingerprint}"
     bad = cli("extract", "--model", model, "--dataset", f"hf:{saved}:train", "--columns", "en=nope",
               "--store", tmp_path / "never.zarr", "--quiet")
     lines = bad.stderr.strip().splitlines()
