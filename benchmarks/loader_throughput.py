@@ -20,22 +20,20 @@ import tempfile
 import time
 
 import numpy as np
-import zarr
 
 import actstore
-from activation_store.store import layout
-from activation_store.store.location import zarr_store
+from activation_store.store import Store, layout
 from activation_store.store.precision import decode_bfloat16
-from activation_store.store.write import consolidate, create_run, open_root
+from activation_store.store.write import create_run
 
 
 def write_run(url: str, n_layers: int, n_tokens: int, d_model: int, chunk: int, per_example: int = 64) -> None:
-    root = open_root(url)
+    store = Store.open(url, mode="a")
     n_examples = -(-n_tokens // per_example)
     counts = np.full(n_examples, per_example)
     counts[-1] = n_tokens - per_example * (n_examples - 1)
     writer = create_run(
-        root, layout.run_path("bench", "synthetic"), n_layers=n_layers, d_model=d_model, dtype="bfloat16",
+        store, layout.run_path("bench", "synthetic"), n_layers=n_layers, d_model=d_model, dtype="bfloat16",
         chunk_tokens=chunk,
         token_coords={"token_id": np.zeros(n_tokens, np.int32),
                       "token_example": np.repeat(np.arange(n_examples, dtype=np.int32), counts),
@@ -49,13 +47,13 @@ def write_run(url: str, n_layers: int, n_tokens: int, d_model: int, chunk: int, 
     for start in range(0, n_tokens, chunk):
         size = min(chunk, n_tokens - start)
         writer.write_block(start, rng.integers(0x3C00, 0x4000, size=(n_layers, size, d_model), dtype=np.uint16))
-    consolidate(url)
+    store.consolidate()
 
 
 def plain_read(url: str, path: str, layers: list[int]) -> tuple[int, float]:
     """Every chunk of ``layers`` in store order, decoded to float32: (tokens × layers, seconds)."""
     started = time.perf_counter()
-    hidden = zarr.open_group(zarr_store(url, read_only=True), path=path, mode="r")[layout.HIDDEN]
+    hidden = Store.open(url).root[path][layout.HIDDEN]
     chunk = hidden.chunks[1]
     bf16 = hidden.attrs.get(layout.ENCODING_ATTR) == layout.BF16_ENCODING
     rows = 0

@@ -13,9 +13,9 @@ import pytest
 
 import actstore
 from activation_store.errors import ActstoreError
-from activation_store.store import layout
+from activation_store.store import Store, layout
 from activation_store.store.transfer import copy_store
-from activation_store.store.write import consolidate, create_run, open_root
+from activation_store.store.write import create_run
 from test_s3 import new_bucket, s3  # noqa: F401  (the S3 server fixture)
 
 LAYERS, VARIANTS = [0, 2], ["en", "zh"]
@@ -144,11 +144,11 @@ def test_unknown_run_is_one_line(store):
 
 def synthetic_run(path, n_layers=3, n_tokens=40_000, d_model=64, chunk=500, per_example=50) -> str:
     """A run bigger than the buffer, written block by block with the store's writer (bfloat16 bits)."""
-    root = open_root(str(path))
+    store = Store.open(str(path), mode="a")
     n_examples = n_tokens // per_example
     offsets = np.arange(n_examples) * per_example
     writer = create_run(
-        root, layout.run_path("synthetic", "big"), n_layers=n_layers, d_model=d_model, dtype="bfloat16",
+        store, layout.run_path("synthetic", "big"), n_layers=n_layers, d_model=d_model, dtype="bfloat16",
         chunk_tokens=chunk,
         token_coords={"token_id": np.arange(n_tokens, dtype=np.int32) % 1000,
                       "token_example": np.repeat(np.arange(n_examples, dtype=np.int32), per_example),
@@ -162,7 +162,7 @@ def synthetic_run(path, n_layers=3, n_tokens=40_000, d_model=64, chunk=500, per_
     for start in range(0, n_tokens, chunk):
         block = rng.standard_normal((n_layers, chunk, d_model), dtype=np.float32)
         writer.write_block(start, (block.view(np.uint32) >> 16).astype(np.uint16))
-    consolidate(str(path))
+    store.consolidate()
     return str(path)
 
 

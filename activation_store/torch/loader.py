@@ -22,8 +22,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..errors import ActstoreError
-from ..store import layout
-from ..store.location import zarr_store
+from ..store import Store, layout
 from ..store.open import open_run
 
 DEFAULT_BUFFER_BYTES = 1 << 30
@@ -89,7 +88,7 @@ def _position_mask(positions: str | Sequence[int] | None, position: np.ndarray, 
 class StoreDataset(IterableDataset):
     """Batches of selected tokens from one run; see the module docstring for the order and sharding."""
 
-    def __init__(self, url: str, model: str, dataset: str, *, layers: Sequence[int] | None = None,
+    def __init__(self, url: str | Store, model: str, dataset: str, *, layers: Sequence[int] | None = None,
                  variants: Sequence[str] | None = None, items: Sequence[str] | None = None,
                  positions: str | Sequence[int] | None = None, batch_size: int = 4096, shuffle: bool = True,
                  seed: int = 0, epoch: int = 0, buffer_tokens: int | None = None, buffer_bytes: int | None = None,
@@ -101,8 +100,9 @@ class StoreDataset(IterableDataset):
             raise ActstoreError(f"read_ahead must be at least 1, got {read_ahead}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ActstoreError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
-        ds = open_run(url, model, dataset, storage_options=storage_options)
-        self.url, self.storage_options = url, storage_options
+        store = Store.open(url, storage_options)
+        ds = open_run(store, model, dataset)
+        self.url, self.storage_options = store.url, store.storage_options  # workers reopen: a handle does not pickle
         self.path = layout.run_path(model, dataset)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, int(seed), int(epoch)
         self.rank, self.world_size, self.read_ahead = rank, world_size, read_ahead
@@ -174,10 +174,7 @@ class StoreDataset(IterableDataset):
 
     def _chunks(self, units: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         """The shard's chunks in order, ``read_ahead`` of them in flight at once (reads overlap over S3)."""
-        import zarr
-
-        group = zarr.open_group(zarr_store(self.url, self.storage_options, read_only=True), path=self.path, mode="r")
-        hidden = group[layout.HIDDEN]
+        hidden = Store.open(self.url, self.storage_options).root[self.path][layout.HIDDEN]
         with ThreadPoolExecutor(max_workers=self.read_ahead) as pool:
             pending: deque = deque()
             for unit in units:
@@ -267,13 +264,13 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def loader(url: str, model: str, dataset: str, layers: Sequence[int] | None = None,
+def loader(url: str | Store, model: str, dataset: str, layers: Sequence[int] | None = None,
            variants: Sequence[str] | None = None, items: Sequence[str] | None = None,
            positions: str | Sequence[int] | None = None, batch_size: int = 4096, shuffle: bool = True,
            seed: int = 0, epoch: int = 0, buffer_tokens: int | None = None, buffer_bytes: int | None = None,
            num_workers: int = 0, read_ahead: int = 2, rank: int | None = None, world_size: int | None = None,
            pin_memory: bool = False, storage_options: dict[str, Any] | None = None) -> StoreLoader:
-    """A DataLoader of ``Batch``es over the selected tokens of one run (local path or any fsspec URL).
+    """A DataLoader of ``Batch``es over the selected tokens of one run (a ``Store``, local path or any fsspec URL).
 
     Each iteration is one epoch: every selected (token, layer) exactly once over all workers and ranks,
     in an order fixed by ``seed`` and the epoch (0, 1, … or ``set_epoch``). ``rank``/``world_size``
