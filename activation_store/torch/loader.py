@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..errors import ActstoreError
 from ..store import Store, layout
 from ..store.open import open_run
+from ..store.precision import decode_bfloat16
 
 DEFAULT_BUFFER_BYTES = 1 << 30
 _META_BYTES = 8 + 2  # per buffered row: index into the selection (int64) and layer (int16)
@@ -128,9 +129,10 @@ class StoreDataset(IterableDataset):
         itemsize = 2 if self.bfloat16 else 4
         self.row_bytes = self.d_model * itemsize + _META_BYTES
         largest = int(np.diff(self.bounds).max())
-        # what a shard holds besides the buffer: chunks being read (raw + selected rows) and one batch out
+        # what a shard holds besides the buffer: chunks being read (raw + selected rows), rows evicted for
+        # the last chunk (up to a chunk and a batch), and one batch out as float32
         in_flight = read_ahead * 2 * self.chunk_tokens * self.d_model * itemsize
-        out = batch_size * self.d_model * (itemsize + 4)
+        out = (largest + batch_size) * self.row_bytes + batch_size * self.d_model * (itemsize + 4)
         need = batch_size + largest
         capacity = None if buffer_tokens is None else int(buffer_tokens)
         if buffer_bytes is not None or capacity is None:
@@ -185,47 +187,39 @@ class StoreDataset(IterableDataset):
                 yield pending.popleft().result()
 
     def _batch(self, rows: np.ndarray, picked: np.ndarray, layers: np.ndarray) -> Batch:
-        if self.bfloat16:  # the stored bits are bfloat16's: torch widens them to float32 in one pass
-            hidden = torch.from_numpy(rows.view(np.int16)).view(torch.bfloat16).to(torch.float32)
-        else:
-            hidden = torch.from_numpy(rows)
+        hidden = torch.from_numpy(decode_bfloat16(rows) if self.bfloat16 else rows)
         return Batch(hidden, torch.from_numpy(layers.astype(np.int64)), torch.from_numpy(self.example[picked]),
                      torch.from_numpy(self.position[picked]), torch.from_numpy(self.token_id[picked]))
 
     def _batches(self, units: np.ndarray, rng: np.random.Generator) -> Iterator[Batch]:
+        """Fill the buffer; then each chunk evicts as many uniformly drawn buffered rows as it brings and
+        takes their slots. Evicted rows leave in batches, so no row is copied more than in, out and to float32."""
         if not self.shuffle:
             yield from self._in_order(units)
             return
-        b, capacity = self.batch_size, self.capacity
+        capacity = self.capacity
         dtype = np.uint16 if self.bfloat16 else np.float32
         rows_buf = np.empty((capacity, self.d_model), dtype=dtype)
         picked_buf = np.empty(capacity, dtype=np.int64)
         layer_buf = np.empty(capacity, dtype=np.int16)
         n = 0
-
-        def draw(size: int) -> Batch:
-            """``size`` rows drawn uniformly from the buffer; the buffer's tail fills the holes."""
-            nonlocal n
-            index = rng.choice(n, size=size, replace=False) if size < n else rng.permutation(n)
-            batch = self._batch(rows_buf[index], picked_buf[index], layer_buf[index])
-            keep = n - size
-            holes = index[index < keep]
-            moved = np.ones(size, dtype=bool)
-            moved[index[index >= keep] - keep] = False
-            source = np.flatnonzero(moved) + keep
-            rows_buf[holes], picked_buf[holes], layer_buf[holes] = rows_buf[source], picked_buf[source], layer_buf[source]
-            n = keep
-            return batch
-
+        out = _Outbox(self)
         for rows, picked, layer in self._chunks(units):
-            while n + len(rows) > capacity:
-                yield draw(b)
-            rows_buf[n:n + len(rows)] = rows
-            picked_buf[n:n + len(rows)] = picked
-            layer_buf[n:n + len(rows)] = layer
+            free = capacity - n
+            if len(rows) > free:                                        # evict into the outbox, refill the slots
+                slots = rng.choice(n, size=len(rows) - free, replace=False)
+                out.put(np.take(rows_buf, slots, axis=0), picked_buf[slots], layer_buf[slots])
+                rows_buf[slots], picked_buf[slots], layer_buf[slots] = rows[:len(slots)], picked[:len(slots)], layer
+                rows, picked = rows[len(slots):], picked[len(slots):]
+                yield from out.full_batches()
+            rows_buf[n:n + len(rows)], picked_buf[n:n + len(rows)], layer_buf[n:n + len(rows)] = rows, picked, layer
             n += len(rows)
-        while n:
-            yield draw(min(b, n))
+        order = rng.permutation(n)                                      # the rest, in random order, a batch at a time
+        for start in range(0, n, self.batch_size):
+            index = order[start:start + self.batch_size]
+            out.put(np.take(rows_buf, index, axis=0), picked_buf[index], layer_buf[index])
+            yield from out.full_batches()
+        yield from out.rest()
 
     def _in_order(self, units: np.ndarray) -> Iterator[Batch]:
         """Store order, no buffer: batches cut from consecutive chunks."""
@@ -241,6 +235,35 @@ class StoreDataset(IterableDataset):
                 held -= self.batch_size
         if held:
             yield self._batch(*(np.concatenate(p) for p in zip(*parts)))
+
+
+class _Outbox:
+    """Rows on their way out, cut into batches of ``batch_size`` (views where a part holds a whole batch)."""
+
+    def __init__(self, dataset: StoreDataset) -> None:
+        self.dataset, self.parts, self.held = dataset, [], 0
+
+    def put(self, rows: np.ndarray, picked: np.ndarray, layers: np.ndarray) -> None:
+        self.parts.append((rows, picked, layers))
+        self.held += len(rows)
+
+    def full_batches(self) -> Iterator[Batch]:
+        b = self.dataset.batch_size
+        while self.held >= b:
+            if len(self.parts[0][0]) < b:                               # join the first parts up to a batch
+                joined = [np.concatenate(p) for p in zip(*self.parts)]
+                self.parts = [tuple(joined)]
+            rows, picked, layers = self.parts[0]
+            yield self.dataset._batch(rows[:b], picked[:b], layers[:b])
+            self.parts[0] = (rows[b:], picked[b:], layers[b:])
+            self.held -= b
+            if not len(self.parts[0][0]):
+                self.parts.pop(0)
+
+    def rest(self) -> Iterator[Batch]:
+        if self.held:
+            yield self.dataset._batch(*(np.concatenate(p) for p in zip(*self.parts)))
+            self.parts, self.held = [], 0
 
 
 class StoreLoader(DataLoader):
