@@ -28,21 +28,12 @@ from .options import parse_pairs, split_list, storage, store_options
 def extract(model, dataset, store, variants, limit, bos, suffixes, dtype, batch_size, chunk_tokens, overwrite,
             trust_remote_code, quiet, endpoint_url, anon, **intervention):
     """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run)."""
-    from ..extract import extract as run_extract
+    from ..extract.run import extract_run
+    from ..extract.spec import RunSpec
 
-    recorded = run_intervention(
-        {k: intervention[k] for k in INTERVENTION_KEYS}, model=model, dataset=dataset, store=store,
-        variants=split_list(variants, "--variants"), limit=limit, bos=bos, suffixes=parse_pairs(suffixes, "--suffix"),
-        batch_size=batch_size, overwrite=overwrite, trust_remote_code=trust_remote_code,
-        storage_options=storage(store, endpoint_url, anon), progress=not quiet)
-    if recorded:
-        click.echo(recorded)
-        return
-
-    result = run_extract(
-        model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit, bos=bos,
-        suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
-        overwrite=overwrite, trust_remote_code=trust_remote_code, storage_options=storage(store, endpoint_url, anon),
-        progress=not quiet,
-    )
-    click.echo(result.summary())
+    spec = RunSpec(model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit,
+                   bos=bos, suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype, batch_size=batch_size,
+                   chunk_tokens=chunk_tokens, overwrite=overwrite, trust_remote_code=trust_remote_code,
+                   storage_options=storage(store, endpoint_url, anon), progress=not quiet)
+    recorded = run_intervention({k: intervention[k] for k in INTERVENTION_KEYS}, spec)
+    click.echo(recorded or extract_run(spec).summary())

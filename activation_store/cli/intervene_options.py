@@ -5,6 +5,8 @@ from typing import Any, Callable
 
 import click
 
+from ..extract.spec import RunSpec
+
 INTERVENTION_KEYS = ("intervene", "coefficients", "positions", "generate", "seed", "targets", "top_k", "record_layers")
 
 
@@ -20,9 +22,9 @@ def intervene_options(func: Callable) -> Callable:
     return func
 
 
-def run_intervention(options: dict[str, Any], **common: Any) -> str:
-    """Call the recorder with the CLI's values; returns its summary line."""
-    from ..extract.intervene import record_interventions
+def run_intervention(options: dict[str, Any], spec: RunSpec) -> str:
+    """Call the recorder with the CLI's values; returns its summary line ("" without --intervene)."""
+    from ..extract.intervene import InterventionSpec, record_interventions
 
     if not options.get("intervene"):
         given = [f"--{k.replace('_', '-')}" for k in ("coefficients", "seed", "targets", "record_layers") if options.get(k)]
@@ -37,7 +39,7 @@ def run_intervention(options: dict[str, Any], **common: Any) -> str:
             layers = [int(v) for v in options["record_layers"].split(",") if v.strip()]
         except ValueError:
             raise click.BadParameter("expected comma-separated integers", param_hint="--record-layers") from None
-    result = record_interventions(vector=options["intervene"], coefficients=options["coefficients"],
-                                  positions=options["positions"], generate=options["generate"], seeds=options["seed"],
-                                  targets=options["targets"], top_k=options["top_k"], layers=layers, **common)
-    return result.summary()
+    steering = InterventionSpec(vector=options["intervene"], coefficients=options["coefficients"],
+                                positions=options["positions"], generate=options["generate"], seeds=options["seed"],
+                                targets=options["targets"], top_k=options["top_k"], record_layers=layers)
+    return record_interventions(spec, steering).summary()

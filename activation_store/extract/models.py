@@ -14,9 +14,10 @@ import importlib
 import importlib.util
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import ActstoreError
 from ..checksums import sha256_file
@@ -91,17 +92,6 @@ def known_models() -> list[str]:
     return [*PACKAGED, *ALIASES]
 
 
-@dataclass
-class LoadedModel:
-    """A causal LM ready for extraction, with where it came from."""
-
-    name: str
-    model: Any
-    tokenizer: Any
-    source: str
-    checksum: str
-
-
 def _checkpoint_checksum(directory: Path) -> str:
     """SHA-256 over the weight files (full contents below 4 GB, else their safetensors headers)."""
     files = sorted(directory.glob("*.safetensors"))
@@ -159,23 +149,88 @@ def resolve(model: str) -> tuple[str, Path, str | None]:
     raise ActstoreError(f"unknown model {model!r}; known names: {', '.join(known_models())}, or a model directory or .gguf file")
 
 
-def load_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, device: str = "cpu") -> LoadedModel:
-    """Load a causal LM and its tokenizer for extraction (float32, eval mode)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+@dataclass
+class ModelPlan:
+    """A resolved model with its tokenizer and config but not its weights: enough to plan a run.
 
-    name, directory, gguf_checksum = resolve(model)
-    checksum = gguf_checksum or _checkpoint_checksum(directory)
+    Tokenizing, sizing chunks and checking a stored run's configuration need only these, so a
+    finished run answers "already complete" without loading the weights."""
+
+    name: str
+    directory: Path
+    source: str
+    checksum: str
+    tokenizer: Any
+    config: Any
+    trust_remote_code: bool = False
+
+    @property
+    def d_model(self) -> int:
+        return int(self.config.get_text_config().hidden_size)
+
+    @property
+    def n_decoder_layers(self) -> int:
+        return int(self.config.get_text_config().num_hidden_layers)
+
+    @property
+    def n_layers(self) -> int:
+        """Hidden states per token: the embeddings and each decoder layer's output."""
+        return self.n_decoder_layers + 1
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def load_weights(self, device: str = "cpu") -> Any:
+        """The causal LM itself (float32, eval mode): only when there is work to do."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        with _loading(self.directory, self.trust_remote_code):
+            net = AutoModelForCausalLM.from_pretrained(
+                str(self.directory), dtype=torch.float32, use_safetensors=True, trust_remote_code=self.trust_remote_code,
+            )
+        return net.eval().to(device)
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for extraction, with where it came from."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    source: str
+    checksum: str
+
+
+@contextmanager
+def _loading(directory: Path, trust_remote_code: bool) -> Iterator[None]:
+    """transformers' many exception types for an unloadable checkpoint, as one line."""
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(
-            str(directory), dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code,
-        )
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+        yield
     except Exception as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not trust_remote_code and "trust_remote_code" in str(exc):
             message = "it needs its own Python code; pass --trust-remote-code only if you trust this checkpoint"
         raise ActstoreError(f"cannot load model from {directory}: {message}") from None
-    loaded.eval().to(device)
+
+
+def plan_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False) -> ModelPlan:
+    """Resolve ``model`` and read its tokenizer and config, leaving the weights on disk."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    name, directory, gguf_checksum = resolve(model)
+    checksum = gguf_checksum or _checkpoint_checksum(directory)
+    with _loading(directory, trust_remote_code):
+        config = AutoConfig.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
     source = f"gguf:sha256:{gguf_checksum}" if gguf_checksum else str(directory)
-    return LoadedModel(name=name, model=loaded, tokenizer=tokenizer, source=source, checksum=checksum)
+    return ModelPlan(name, directory, source, checksum, tokenizer, config, trust_remote_code)
+
+
+def load_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, device: str = "cpu") -> LoadedModel:
+    """Load a causal LM and its tokenizer for extraction (float32, eval mode)."""
+    plan = plan_model(model, trust_remote_code)
+    return LoadedModel(name=plan.name, model=plan.load_weights(device), tokenizer=plan.tokenizer, source=plan.source,
+                       checksum=plan.checksum)
