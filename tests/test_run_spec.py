@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from activation_store.errors import ActstoreError
-from activation_store.extract.intervene import InterventionSpec
+from activation_store.extract.interventions import InterventionSpec
 from activation_store.extract.progress import LOG_INTERVAL, progress_bar
 from activation_store.extract.spec import RunSpec
 

@@ -5,7 +5,7 @@ import click
 
 from ..extract.datasets import DEFAULT_DATASET
 from ..extract.models import DEFAULT_MODEL
-from .intervene_options import INTERVENTION_KEYS, intervene_options, run_intervention
+from .interventions import INTERVENTION_KEYS, intervention_options, run_intervention
 from .options import parse_pairs, split_list, storage, store_options
 
 
@@ -24,7 +24,7 @@ from .options import parse_pairs, split_list, storage, store_options
 @click.option("--trust-remote-code", is_flag=True, help="Allow a checkpoint's own Python code (off by default).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @store_options
-@intervene_options
+@intervention_options
 def extract(model, dataset, store, variants, limit, bos, suffixes, dtype, batch_size, chunk_tokens, overwrite,
             trust_remote_code, quiet, endpoint_url, anon, **intervention):
     """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run)."""

@@ -144,21 +144,37 @@ def _hub_snapshot(repo_id: str, alias: str) -> Path:
     )
 
 
-def resolve(model: str) -> tuple[str, Path, str | None]:
-    """``(store name, local path, gguf checksum or None)`` for a model name or path."""
-    if model in PACKAGED:
-        directory, checksum = converted(PACKAGED[model].gguf(), model)
-        return model, directory, checksum
-    if model in ALIASES:
-        return model, _hub_snapshot(ALIASES[model], model), None
+def store_name(model: str) -> str:
+    """The name a model has in a store, from what a user typed; ``resolve`` names models by this one rule.
+
+    Registry names, aliases and hub ids stay as typed; a ``.gguf`` file is named by its stem and a
+    model directory by its own name, so the same checkpoint gets the same name from any working directory."""
+    if model in PACKAGED or model in ALIASES:
+        return model
     path = Path(model).expanduser()
     if path.suffix == ".gguf":
-        directory, checksum = converted(path, path.stem)
-        return path.stem, directory, checksum
+        return path.stem
     if path.is_dir():
-        return path.resolve().name, path, None
+        return path.resolve().name
+    return model
+
+
+def resolve(model: str) -> tuple[str, Path, str | None]:
+    """``(store name, local path, gguf checksum or None)`` for a model name or path."""
+    name = store_name(model)
+    if model in PACKAGED:
+        directory, checksum = converted(PACKAGED[model].gguf(), name)
+        return name, directory, checksum
+    if model in ALIASES:
+        return name, _hub_snapshot(ALIASES[model], model), None
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        directory, checksum = converted(path, name)
+        return name, directory, checksum
+    if path.is_dir():
+        return name, path, None
     if "/" in model and not path.exists() and not model.startswith((".", "/", "~")):
-        return model, _hub_snapshot(model, model), None
+        return name, _hub_snapshot(model, model), None
     raise ActstoreError(f"unknown model {model!r}; known names: {', '.join(known_models())}, or a model directory or .gguf file")
 
 

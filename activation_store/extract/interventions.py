@@ -193,7 +193,7 @@ class InterventionSpec:
     positions: str = "last"
     generate: int = 0
     seeds: tuple[int, ...] | list[int] | str | None = None
-    targets: str | None = None
+    target_tokens: str | None = None
     top_k: int = 20
     record_layers: tuple[int, ...] | list[int] | None = None
 
@@ -225,7 +225,7 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
     """Run ``spec``'s model over its dataset once per coefficient of ``steering``'s vector; record the outputs."""
     started = time.perf_counter()
     store, options = spec.store, spec.storage_options
-    target_sets = read_target_sets(steering.targets) if steering.targets is not None else {}
+    target_sets = read_target_sets(steering.target_tokens) if steering.target_tokens is not None else {}
     data = spec.load_data()
     if not Store.exists(store, options):
         raise ActstoreError(f"no actstore store at {store}; extract a run and define a steering vector first")
@@ -246,6 +246,10 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
     if bad:
         raise ActstoreError(f"--record-layers: layer {bad[0]} is out of range; the model has layers 0..{n_decoder}")
     wanted = all_strings(target_sets)
+    with quiet_loading(not spec.progress):
+        net = model.load_weights()  # target ids come from the lens head, checked before "already complete"
+    head_arrays, head_attrs = model_head(net, model)
+    target_ids = token_ids(head_arrays[layout.VOCAB_TOKEN], wanted).tolist()
     tokens = tokenize(model.tokenizer, data.examples(), bos=spec.bos, suffixes=spec.suffixes)
     for example, ids in zip(tokens.examples, tokens.ids):
         if not len(steered_positions(steering.where, len(ids))):
@@ -265,10 +269,6 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
         return InterventionResult(store, model.name, data.name, steering.vector, "already complete",
                                   len(steering.coefficients), len(tokens.examples), time.perf_counter() - started)
 
-    with quiet_loading(not spec.progress):
-        net = model.load_weights()
-    head_arrays, head_attrs = model_head(net, model)
-    target_ids = token_ids(head_arrays[layout.VOCAB_TOKEN], wanted).tolist()
     arrays = _run(net, model, tokens, spec, steering, steer, target_ids, layers)
     applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], model.pad_id)
     token_coords = tokens.token_coords()
