@@ -26,7 +26,6 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
