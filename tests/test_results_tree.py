@@ -40,7 +40,7 @@ def analysed(tiny_model_dir, tmp_path_factory):
     actstore.extract(model=str(model_dir), dataset=str(data), store=str(store), dtype="float32", progress=False)
     common = ["--store", store, "--model", model, "--dataset", "pairs", "--out", out]
     commands = [
-        ["steer", "define", "--store", store, "--model", model_dir, "--name", "cat-pw", "--layer", "2",
+        ["steering", "define", "--store", store, "--model", model_dir, "--name", "cat-pw", "--layer", "2",
          "--from-states", "pairs:variant=en:item=cat", "--minus", "pairs:variant=en:item=pw"],
         ["extract", "--model", model_dir, "--dataset", data, "--store", store, "--intervene", "cat-pw",
          "--coefficients", "0,4", "--targets", root / "targets.txt", "--quiet"],

@@ -5,7 +5,7 @@ import click
 
 from ..extract.datasets import DEFAULT_DATASET
 from ..extract.models import DEFAULT_MODEL
-from .intervene_options import INTERVENTION_KEYS, intervene_options, run_intervention
+from .interventions import INTERVENTION_KEYS, intervention_options, run_intervention
 from .options import parse_columns, parse_pairs, split_list, storage, store_options
 
 
@@ -28,25 +28,17 @@ from .options import parse_columns, parse_pairs, split_list, storage, store_opti
 @click.option("--trust-remote-code", is_flag=True, help="Allow a checkpoint's own Python code (off by default).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @store_options
-@intervene_options
+@intervention_options
 def extract(model, dataset, columns, id_column, store, variants, limit, bos, suffixes, dtype, batch_size, chunk_tokens, overwrite,
             trust_remote_code, quiet, endpoint_url, anon, **intervention):
     """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run)."""
-    from ..extract import extract as run_extract
+    from ..extract.run import extract_run
+    from ..extract.spec import RunSpec
 
-    recorded = run_intervention(
-        {k: intervention[k] for k in INTERVENTION_KEYS}, model=model, dataset=dataset, store=store,
-        variants=split_list(variants, "--variants"), limit=limit, bos=bos, suffixes=parse_pairs(suffixes, "--suffix"),
-        batch_size=batch_size, overwrite=overwrite, trust_remote_code=trust_remote_code,
-        storage_options=storage(store, endpoint_url, anon), progress=not quiet)
-    if recorded:
-        click.echo(recorded)
-        return
-
-    result = run_extract(
-        model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit, bos=bos,
-        suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
-        overwrite=overwrite, trust_remote_code=trust_remote_code, storage_options=storage(store, endpoint_url, anon),
-        progress=not quiet, columns=parse_columns(columns), id_column=id_column,
-    )
-    click.echo(result.summary())
+    spec = RunSpec(model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit,
+                   bos=bos, suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype, batch_size=batch_size,
+                   chunk_tokens=chunk_tokens, overwrite=overwrite, trust_remote_code=trust_remote_code,
+                   storage_options=storage(store, endpoint_url, anon), progress=not quiet,
+                   columns=parse_columns(columns), id_column=id_column)
+    recorded = run_intervention({k: intervention[k] for k in INTERVENTION_KEYS}, spec)
+    click.echo(recorded or extract_run(spec).summary())
