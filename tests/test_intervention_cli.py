@@ -87,7 +87,7 @@ def test_record_is_deterministic_and_analysable(base, cli, tmp_path):
 
     out = tmp_path / "results"
     analysis = cli("analyze", "intervention", "--store", stores[0], "--model", model_dir.name, "--dataset", "pairs",
-                   "--vector", "good-bad", "--targets", root / "targets.txt", "--bootstrap", "100", "--out", out)
+                   "--vector", "good-bad", "--target-tokens", root / "targets.txt", "--bootstrap", "100", "--out", out)
     assert analysis.returncode == 0, analysis.stderr
     assert "coef  20.00" in analysis.stdout and "outcomes" in analysis.stdout
     for name in ("intervention-good-bad.csv", "intervention-good-bad-per-example.csv",

@@ -43,11 +43,11 @@ def analysed(tiny_model_dir, tmp_path_factory):
         ["steering", "define", "--store", store, "--model", model_dir, "--name", "cat-pw", "--layer", "2",
          "--from-states", "pairs:variant=en:item=cat", "--minus", "pairs:variant=en:item=pw"],
         ["extract", "--model", model_dir, "--dataset", data, "--store", store, "--intervene", "cat-pw",
-         "--coefficients", "0,4", "--targets", root / "targets.txt", "--quiet"],
+         "--coefficients", "0,4", "--target-tokens", root / "targets.txt", "--quiet"],
         ["analyze", "similarity", *common, "--variants", "en,zh", "--bootstrap", "50"],
         ["analyze", "logit-lens", *common, "--example", "1"],
         ["analyze", "languages", *common, "--variant", "zh", "--languages", "en,zh"],
-        ["analyze", "intervention", *common, "--vector", "cat-pw", "--targets", root / "targets.txt",
+        ["analyze", "intervention", *common, "--vector", "cat-pw", "--target-tokens", root / "targets.txt",
          "--bootstrap", "50"],
     ]
     for args in commands:

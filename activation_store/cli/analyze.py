@@ -104,7 +104,7 @@ def languages(store, model, dataset, out, layers, scheduler_address, workers, me
 @click.option("--model", required=True)
 @click.option("--dataset", required=True)
 @click.option("--vector", required=True, help="The steering vector whose recorded run (extract --intervene) to analyse.")
-@click.option("--targets", default=None, help="Target sets: one vocabulary string a line, or a .json of named sets.")
+@click.option("--target-tokens", "targets", default=None, help="Target sets (as extract --target-tokens): one vocabulary string a line, or a .json of named sets.")
 @click.option("--rule", default=None, help="Outcome rule for continuations: arithmetic[:SHIFT] or same-as-baseline.")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% interval.")
 @click.option("--no-forecast", is_flag=True, help="Skip the logit-lens forecast at the vector's layer.")
