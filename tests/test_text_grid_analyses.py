@@ -130,6 +130,8 @@ def test_baseline_similarity_equals_direct(setup, center):
 
 def test_cli_grid_commands(setup, tmp_path, cli, parallel_jsonl):
     _, store, name, _ = setup
+    if "gemma3" in name:
+        pytest.skip("the CLI shell is the same for every model; run once (llama) to keep the suite fast")
     common = ["--store", store, "--model", name, "--dataset", "semantics", "--out", str(tmp_path)]
     done = cli("analyze", "target", *common, "--lens", "raw", "--bootstrap", "100")
     assert done.returncode == 0, done.stderr
