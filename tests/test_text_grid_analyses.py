@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
@@ -16,6 +17,7 @@ from activation_store.analyze.selection import examples_of, last_tokens, tokens_
 from activation_store.analyze.targets_compare import candidate_logprobs, marked_tokens, role_confusion, target_margin
 from activation_store.analyze.trajectories import DIGITS, anchored_pca, number_anchors
 from activation_store.errors import ActstoreError
+from activation_store.workflows.results import load_from_store
 
 
 @pytest.fixture(scope="module", params=["llama", "gemma3"])
@@ -136,11 +138,19 @@ def test_cli_grid_commands(setup, tmp_path, cli, parallel_jsonl):
     done = cli("analyze", "target", *common, "--lens", "raw", "--bootstrap", "100")
     assert done.returncode == 0, done.stderr
     assert "raw lens" in done.stdout and (tmp_path / "target-margin-all-raw.csv").exists()
+    assert matplotlib.image.imread(tmp_path / "target-margin-all-raw.png").ndim == 3
+    saved = load_from_store(store, name, "semantics", "target-margin-all-raw")
+    assert saved.attrs["lens"] == "raw" and saved.sizes["layer"] == saved.margin.size
+    done = cli("analyze", "roles", *common)
+    assert done.returncode == 0 and "role confusion (normed lens)" in done.stdout, done.stderr
+    assert matplotlib.image.imread(tmp_path / "roles-all-normed.png").ndim == 3
     done = cli("analyze", "similarity", *common, "--variants", "sentence,form", "--baseline", "form-swapped")
     assert done.returncode == 0, done.stderr
     assert "minus baseline form-swapped" in done.stdout
+    assert matplotlib.image.imread(tmp_path / "similarity-last-centered-baseline-form-swapped.png").ndim == 3
     done = cli("analyze", "trajectories", *common, "--variant", "sentence", "--anchors", ",".join(DIGITS))
     assert done.returncode == 0 and "trajectories" in done.stdout, done.stderr
+    assert matplotlib.image.imread(tmp_path / "trajectories-sentence.png").ndim == 3
     done = cli("analyze", "logit-lens", *common, "--lens", "raw", "--example", "0")
     assert done.returncode == 0 and (tmp_path / "logit-lens-example-0-raw.csv").exists(), done.stderr
     # bad inputs: one-line errors, exit 2
@@ -148,6 +158,8 @@ def test_cli_grid_commands(setup, tmp_path, cli, parallel_jsonl):
     assert done.returncode == 2 and done.stderr.startswith("actstore: error: the vocabulary has no token"), done.stderr
     done = cli("analyze", "target", *common, "--lens", "sideways")
     assert done.returncode == 2 and "sideways" in done.stderr
+    done = cli("analyze", "similarity", *common, "--variants", "sentence", "--baseline", "form-swapped")
+    assert done.returncode == 2 and "exactly two variants" in done.stderr, done.stderr
     plain = str(tmp_path / "plain.zarr")
     actstore.extract(model=str(setup[0].name_or_path), dataset=str(parallel_jsonl), store=plain, dtype="float32",
                      progress=False)

@@ -56,7 +56,7 @@ def roles_plot(result: xr.Dataset, path: Path, title: str = "") -> Path:
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set(xlabel="predicted", ylabel="gold", title=f"layer {int(layer)}")
-    fig.colorbar(image, ax=list(axes[0]), label="centred log-prob")
+    fig.colorbar(image, ax=axes[0][-1], label="centred log-prob")  # one scale: every panel shares vmin/vmax
     fig.suptitle(title or f"Role confusion ({result.attrs.get('lens', 'normed')} lens)", fontsize=9)
     return save(fig, path)
 
