@@ -120,9 +120,9 @@ def _merge(partials, *, k, n_lang):
 
 
 def project(hidden: xr.DataArray, lens: xr.Dataset, k: int = 5, target_logit: xr.DataArray | None = None,
-            target_id: xr.DataArray | None = None, table: xr.DataArray | None = None) -> Projection:
-    """Run the one-pass projection of ``hidden`` (…, d_model) through ``lens``; computes."""
-    normed = lens_input(hidden, lens).astype(np.float32).transpose(..., "d_model")
+            target_id: xr.DataArray | None = None, table: xr.DataArray | None = None, mode: str = "normed") -> Projection:
+    """Run the one-pass projection of ``hidden`` (…, d_model) through ``lens`` (``mode``: normed or raw); computes."""
+    normed = lens_input(hidden, lens, mode).astype(np.float32).transpose(..., "d_model")
     normed = normed.chunk(dict(zip(normed.dims, (*state_chunks(normed.shape[:-1]), -1))))
     h = normed.data if isinstance(normed.data, da.Array) else da.from_array(normed.data)
     w = lens[layout.UNEMBEDDING].data

@@ -14,14 +14,16 @@ from .results import Report, file_name, save_csv, save_to_store
 
 def languages_report(store: str | Store, model: str, dataset: str, out: Path, *, variant: str | None = None,
                      languages: list[str] | None = None, table_path: str | None = None,
-                     layers: list[int] | None = None, storage_options: dict[str, Any] | None = None) -> Report:
-    """Mass per language and layer on ``variant``'s input (default: all), with the built-in or a given table."""
+                     layers: list[int] | None = None, storage_options: dict[str, Any] | None = None,
+                     lens_mode: str = "normed") -> Report:
+    """Mass per language and layer on ``variant``'s input (default: all), with the built-in or a given table;
+    ``lens_mode`` raw (the paper's lens) saves under a ``-raw`` name."""
     store = Store.open(store, storage_options)                          # opened once for every read
     ds = select_layers(open_run(store, model, dataset), layers)
     lens = open_lens(store, model)
     table = language_table(lens, tuple(languages or DEFAULT_LANGUAGES), table_path)
-    mass = mass_per_language(ds, lens, variant, table=table)
-    name = f"languages-{variant or 'all'}"
+    mass = mass_per_language(ds, lens, variant, table=table, mode=lens_mode)
+    name = f"languages-{variant or 'all'}" + ("-raw" if lens_mode == "raw" else "")
     result = mass.to_dataset()
     result.attrs.update(mass.attrs)
     files = [save_csv(mass.to_pandas().reset_index(), out, name),
