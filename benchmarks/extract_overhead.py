@@ -25,7 +25,7 @@ import actstore
 from activation_store.extract.capture import pad_batch
 from activation_store.extract.datasets import load_dataset
 from activation_store.extract.devices import default_compute_dtype, device_kind, resolve_device
-from activation_store.extract.models import load_model
+from activation_store.extract.models import attention, load_model
 from activation_store.extract.tokens import tokenize
 
 
@@ -70,7 +70,7 @@ def main() -> None:
     n = layout.n_tokens
     print(f"model {args.model}, dataset {args.dataset} (limit {args.limit}): {len(layout.ids)} examples, {n:,} tokens, "
           f"batch {args.batch_size}, torch threads {torch.get_num_threads()}")
-    print(f"device {device_kind(device)}, compute dtype {compute_dtype}, attention {loaded.attention}")
+    print(f"device {device_kind(device)}, compute dtype {compute_dtype}, attention {attention(loaded.model)}")
     bare(loaded.model, batches[:2], pad_id, head=False, device=device)  # warm-up
     times = {"bare base-model forward": [], "bare causal-LM forward": [], "extraction to local store": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -80,8 +80,11 @@ def test_resume_with_another_compute_dtype_is_refused(tiny_model_dir, parallel_j
     model_dir = tiny_model_dir("llama")
     store = str(tmp_path / "acts.zarr")
     actstore.extract(model=str(model_dir), dataset=str(parallel_jsonl), store=store, device="cpu", progress=False)
-    config = dict(run_group(store, model_dir.name, "pairs").attrs)["config"]
-    assert config["compute_dtype"] == "float32"  # the CPU default, and part of the hash
+    attrs = dict(run_group(store, model_dir.name, "pairs").attrs)
+    # float32 (the CPU default) is no key, so runs made before --compute-dtype existed keep their hash and resume
+    assert "compute_dtype" not in attrs["config"]
+    assert attrs["provenance"]["compute"] == {"device": "cpu", "compute_dtype": "float32", "batch_size": "given",
+                                              "attention": "sdpa", "device_map": None}
     before = hidden(store, model_dir.name, "pairs")
     with pytest.raises(ConfigConflictError, match=r"compute_dtype differ"):
         actstore.extract(model=str(model_dir), dataset=str(parallel_jsonl), store=store, device="cpu",
@@ -208,10 +211,11 @@ def test_dry_run_for_a_llama3_8b_config_alone(tmp_path, parallel_jsonl, cli):
 
 def test_dry_run_with_a_tokenizer_counts_real_tokens(tiny_model_dir, parallel_jsonl, tmp_path):
     from activation_store.extract.dry_run import dry_run
+    from activation_store.extract.spec import RunSpec
 
     model_dir = tiny_model_dir("llama")
-    plan = dry_run(model=str(model_dir), dataset=str(parallel_jsonl), store=str(tmp_path / "s.zarr"), device="cpu",
-                   dtype="float32", batch_size="auto")
+    plan = dry_run(RunSpec(model=str(model_dir), dataset=str(parallel_jsonl), store=str(tmp_path / "s.zarr"),
+                           device="cpu", dtype="float32", batch_size="auto"))
     store = str(tmp_path / "real.zarr")
     actstore.extract(model=str(model_dir), dataset=str(parallel_jsonl), store=store, device="cpu", dtype="float32",
                      progress=False)

@@ -5,8 +5,8 @@ import click
 
 from ..extract.datasets import DEFAULT_DATASET
 from ..extract.models import DEFAULT_MODEL
-from .intervene_options import INTERVENTION_KEYS, intervene_options, run_intervention
-from .options import parse_pairs, split_list, storage, store_options
+from .interventions import INTERVENTION_KEYS, intervention_options, run_intervention
+from .options import parse_columns, parse_pairs, split_list, storage, store_options
 
 
 class BatchSize(click.ParamType):
@@ -25,7 +25,11 @@ class BatchSize(click.ParamType):
 
 @click.command()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name, alias (llama3, …), model directory or .gguf file.")
-@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Built-in name (django-ui, arithmetic) or a .jsonl/.csv/.tsv file.")
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Built-in name (django-ui, arithmetic), a .jsonl/.csv/.tsv file, or hf:NAME[:CONFIG][:SPLIT] "
+              "(a save_to_disk directory, local data files or the local datasets cache; never downloaded).")
+@click.option("--columns", default=None, metavar="VARIANT=COLUMN,…",
+              help="hf: datasets: the text column of each variant (default: every string column).")
+@click.option("--id-column", default=None, help="hf: datasets: the column naming each item (default: 'id', else the row number).")
 @click.option("--store", default="./acts.zarr", show_default=True, help="Local directory or fsspec URL (s3://bucket/acts.zarr).")
 @click.option("--variants", default=None, help="Comma-separated variants to extract (default: all).")
 @click.option("--limit", type=int, default=None, help="Only the first N items.")
@@ -37,50 +41,35 @@ class BatchSize(click.ParamType):
 @click.option("--overwrite", is_flag=True, help="Replace a run made with another configuration, or redo a finished one.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a checkpoint's own Python code (off by default).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--device", default=None, metavar="cpu|cuda|cuda:N|mps|auto", help="Where the model runs [default: auto: cuda, then mps, then cpu].")
+@click.option("--device", default="auto", show_default=True, metavar="cpu|cuda|cuda:N|mps|auto", help="Where the model runs (auto: cuda, then mps, then cpu).")
 @click.option("--compute-dtype", default=None, metavar="float32|bfloat16|float16", help="What the model runs in [default: float32 on CPU, bfloat16 on GPUs that have it]; --dtype is what is stored.")
 @click.option("--device-map", default=None, type=click.Choice(["auto"]), help="Place a model larger than one device with accelerate (GPUs, then CPU, then disk).")
 @click.option("--dry-run", is_flag=True, help="Print examples, tokens, weights, activations, bytes on disk and free space; load no weights, write nothing.")
 @store_options
-@intervene_options
-def extract(model, dataset, store, variants, limit, bos, suffixes, dtype, batch_size, chunk_tokens, overwrite,
+@intervention_options
+def extract(model, dataset, columns, id_column, store, variants, limit, bos, suffixes, dtype, batch_size, chunk_tokens, overwrite,
             trust_remote_code, quiet, device, compute_dtype, device_map, dry_run, endpoint_url, anon, **intervention):
     """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run)."""
     from ..errors import ActstoreError
-    from ..extract import extract as run_extract
+    from ..extract.run import extract_run
+    from ..extract.spec import RunSpec
 
-    if intervention.get("intervene"):
-        given = [flag for flag, value in (("--device", device), ("--compute-dtype", compute_dtype),
-                                          ("--device-map", device_map), ("--dry-run", dry_run),
-                                          ("--batch-size auto", batch_size == "auto")) if value]
-        if given:
-            raise click.UsageError(f"{given[0]} is for plain extraction; --intervene runs on the CPU in float32")
+    spec = RunSpec(model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit,
+                   bos=bos, suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype, batch_size=batch_size,
+                   chunk_tokens=chunk_tokens, overwrite=overwrite, trust_remote_code=trust_remote_code,
+                   storage_options=storage(store, endpoint_url, anon), progress=not quiet,
+                   columns=parse_columns(columns), id_column=id_column, device=device, compute_dtype=compute_dtype,
+                   device_map=device_map)
     if dry_run:
-        from ..extract.dry_run import dry_run as plan
+        from ..extract.dry_run import dry_run as estimate_run
 
-        estimate = plan(model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"),
-                        limit=limit, bos=bos, suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype,
-                        batch_size=batch_size, chunk_tokens=chunk_tokens, trust_remote_code=trust_remote_code,
-                        device=device or "auto", compute_dtype=compute_dtype)
+        if intervention.get("intervene"):
+            raise click.UsageError("--dry-run is for plain extraction, not --intervene")
+        estimate = estimate_run(spec)
         click.echo(estimate.summary())
         if not estimate.fits_disk:
             raise ActstoreError(f"{store} lacks the space: the run needs {estimate.total_bytes:,} bytes, "
                                 f"{estimate.disk_free:,} are free there")
         return
-
-    recorded = run_intervention(
-        {k: intervention[k] for k in INTERVENTION_KEYS}, model=model, dataset=dataset, store=store,
-        variants=split_list(variants, "--variants"), limit=limit, bos=bos, suffixes=parse_pairs(suffixes, "--suffix"),
-        batch_size=batch_size, overwrite=overwrite, trust_remote_code=trust_remote_code,
-        storage_options=storage(store, endpoint_url, anon), progress=not quiet)
-    if recorded:
-        click.echo(recorded)
-        return
-
-    result = run_extract(
-        model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit, bos=bos,
-        suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
-        overwrite=overwrite, trust_remote_code=trust_remote_code, storage_options=storage(store, endpoint_url, anon),
-        progress=not quiet, device=device or "auto", compute_dtype=compute_dtype, device_map=device_map,
-    )
-    click.echo(result.summary())
+    recorded = run_intervention({k: intervention[k] for k in INTERVENTION_KEYS}, spec)
+    click.echo(recorded or extract_run(spec).summary())

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ActstoreError
-from ..store.precision import DTYPES
-from .datasets import DEFAULT_DATASET, load_dataset
-from .devices import check_compute_dtype, default_compute_dtype, free_memory, resolve_device
+from .devices import free_memory
 from .estimate import ModelShape, auto_batch_size, free_disk, model_shape, run_chunk_tokens, store_bytes
-from .models import DEFAULT_MODEL, load_config
+from .models import plan_model
+from .spec import RunSpec
 from .tokens import tokenize
 
 BYTES_PER_TOKEN_GUESS = 4  # UTF-8 bytes per token when the model's tokenizer is not at hand
@@ -82,53 +81,34 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def dry_run(
-    model: str = DEFAULT_MODEL,
-    dataset: str = DEFAULT_DATASET,
-    store: str = "./acts.zarr",
-    *,
-    variants: list[str] | None = None,
-    limit: int | None = None,
-    bos: bool = True,
-    suffixes: dict[str, str] | None = None,
-    dtype: str = "bfloat16",
-    batch_size: int | str = 16,
-    chunk_tokens: int | None = None,
-    trust_remote_code: bool = False,
-    device: str = "auto",
-    compute_dtype: str | None = None,
-) -> DryRun:
-    """The cost of ``extract`` with these options, computed without weights and without writing anything."""
-    if dtype not in DTYPES:
-        raise ActstoreError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ActstoreError(f"--batch-size must be at least 1 or 'auto', got {batch_size}")
-    check_compute_dtype(compute_dtype)
-    device = resolve_device(device)
-    compute_dtype = compute_dtype or default_compute_dtype(device)
-    data = load_dataset(dataset, variants, limit)
-    name, config, tokenizer = load_config(model, trust_remote_code)
+def dry_run(spec: RunSpec) -> DryRun:
+    """The cost of extracting ``spec``, computed without weights and without writing anything."""
+    data = spec.load_data()
+    model = plan_model(spec.model, spec.trust_remote_code, config_only=True)
+    device, compute_dtype = spec.placement()
     examples = data.examples()
-    if tokenizer is not None:
-        widths = [len(row) for row in tokenize(tokenizer, examples, bos=bos, suffixes=suffixes).ids]
+    if model.tokenizer is not None:
+        widths = [len(row) for row in tokenize(model.tokenizer, examples, bos=spec.bos, suffixes=spec.suffixes).ids]
     else:
-        text = [e.text + (suffixes or {}).get(e.variant, "") for e in examples]
-        widths = [int(bos) + max(1, -(-len(t.encode()) // BYTES_PER_TOKEN_GUESS)) for t in text]
-    shape = model_shape(config, trust_remote_code)
+        text = [e.text + spec.suffixes.get(e.variant, "") for e in examples]
+        widths = [int(spec.bos) + max(1, -(-len(t.encode()) // BYTES_PER_TOKEN_GUESS)) for t in text]
+    shape = model_shape(model.config, spec.trust_remote_code)
     free = free_memory(device)
+    batch_size = spec.batch_size
     if batch_size == "auto":
         try:
             batch_size = auto_batch_size(shape, widths, compute_dtype, max(0, free - shape.weight_bytes(compute_dtype)))
         except ActstoreError:  # not even one example fits: report it as such rather than stop
             batch_size = 1
     n_tokens = sum(widths)
-    chunk = run_chunk_tokens(shape.d_model, dtype, n_tokens, chunk_tokens)
-    layer_bytes, total_bytes = store_bytes(n_tokens, shape.n_layers, shape.d_model, dtype, chunk)
+    chunk = run_chunk_tokens(shape.d_model, spec.dtype, n_tokens, spec.chunk_tokens)
+    layer_bytes, total_bytes = store_bytes(n_tokens, shape.n_layers, shape.d_model, spec.dtype, chunk)
     return DryRun(
-        model=name, dataset=data.name, store=store, device=device, compute_dtype=compute_dtype, dtype=dtype,
-        examples=len(examples), tokens=n_tokens, tokens_estimated=tokenizer is None, longest=max(widths),
-        shape=shape, batch_size=batch_size,  # as extract records it; a batch never holds more than every example
+        model=model.name, dataset=data.name, store=spec.store, device=device, compute_dtype=compute_dtype,
+        dtype=spec.dtype, examples=len(examples), tokens=n_tokens, tokens_estimated=model.tokenizer is None,
+        longest=max(widths), shape=shape, batch_size=batch_size,  # as extract records it
+        # a batch never holds more than every example
         activation_bytes=shape.activation_bytes(min(batch_size, len(widths)), max(widths), compute_dtype),
         device_free=free, chunk_tokens=chunk, layer_bytes=layer_bytes, total_bytes=total_bytes,
-        disk_free=free_disk(store),
+        disk_free=free_disk(spec.store),
     )

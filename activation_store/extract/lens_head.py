@@ -7,7 +7,7 @@ guessed from class names."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ import torch
 from ..errors import ActstoreError
 from ..store import layout
 from .capture import final_norm
+
+if TYPE_CHECKING:
+    from .models import ModelPlan
 
 
 def _norm_eps(norm: torch.nn.Module) -> float:
@@ -98,3 +101,10 @@ def lens_head(model, tokenizer) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         "d_model": int(unembedding.shape[1]),
     }
     return arrays, attrs
+
+
+def model_head(net, model: ModelPlan) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``lens_head`` with the model's identity in the attributes: what a run writes under ``/<model>``."""
+    arrays, attrs = lens_head(net, model.tokenizer)
+    return arrays, {**attrs, "model": model.name, "model_source": model.source, "model_checksum": model.checksum,
+                    "architecture": type(net).__name__, "n_layers": model.n_layers}

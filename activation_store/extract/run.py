@@ -8,10 +8,10 @@ byte-identical to an uninterrupted one, because batches are a fixed partition
 of the examples and a resumed block is recomputed from its batch's start."""
 from __future__ import annotations
 
-import datetime
 import os
-import platform
+import tempfile
 import time
+from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -19,21 +19,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
 from ..checksums import config_hash
-from ..errors import ActstoreError, ConfigConflictError
+from ..errors import ActstoreError
 from ..store import Store, layout, location
-from ..store.precision import DTYPES, encode
+from ..store.precision import encode
 from ..store.lock import run_lock
 from ..store.write import consolidate_if_stale, create_run, reopen_run, run_attrs, write_lens
 from .capture import HostCopy, final_norm_applied, forward_states
-from .datasets import DEFAULT_DATASET, load_dataset
-from .devices import check_compute_dtype, default_compute_dtype, device_kind, free_memory, resolve_device
+from .datasets import DEFAULT_DATASET, Dataset
+from .devices import free_memory
 from .estimate import auto_batch_size, default_chunk_tokens, model_shape, run_chunk_tokens  # noqa: F401 (re-export)
-from .lens_head import lens_head
-from .models import DEFAULT_MODEL, load_model, resolve
+from .lens_head import model_head
+from .models import DEFAULT_MODEL, ModelPlan, input_device, plan_model
+from .progress import progress_bar, quiet_loading
+from .spec import RunSpec, stored_config_matches
 from .tokens import tokenize
-
 
 
 @dataclass
@@ -59,14 +59,6 @@ class ExtractResult:
         return (f"{self.status}: {self.model}/{self.dataset} in {self.store} — {self.examples} examples, "
                 f"{self.tokens:,} tokens × {self.layers} layers; wrote {self.tokens_written:,} tokens "
                 f"in {self.seconds:.1f}s{rate}")
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-    import zarr
-
-    return {"actstore": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "zarr": zarr.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
 def _check_writable(store: str) -> None:
@@ -103,6 +95,8 @@ def extract(
     trust_remote_code: bool = False,
     storage_options: dict[str, Any] | None = None,
     progress: bool = True,
+    columns: dict[str, str] | None = None,
+    id_column: str | None = None,
     device: str = "auto",
     compute_dtype: str | None = None,
     device_map: str | None = None,
@@ -110,123 +104,97 @@ def extract(
 ) -> ExtractResult:
     """Run ``model`` over ``dataset`` once and store every layer's hidden states in ``store``.
 
-    ``device`` (``auto``: CUDA, then MPS, then CPU) and ``compute_dtype`` (default float32 on the CPU,
-    bfloat16 on GPUs that have it) say where and how the model runs; ``dtype`` is what is stored.
-    ``batch_size="auto"`` takes the largest batch that fits the device's free memory."""
-    started = time.perf_counter()
-    if dtype not in DTYPES:
-        raise ActstoreError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ActstoreError(f"--batch-size must be at least 1 or 'auto', got {batch_size}")
-    check_compute_dtype(compute_dtype)
-    device = resolve_device(device)
-    compute_dtype = compute_dtype or default_compute_dtype(device)
-    if chunk_tokens is not None and chunk_tokens < 1:
-        raise ActstoreError(f"--chunk-tokens must be at least 1, got {chunk_tokens}")
-    data = load_dataset(dataset, variants, limit)
-    unknown_suffix = sorted(set(suffixes or {}) - set(data.variants))
-    if unknown_suffix:
-        raise ActstoreError(f"suffix given for unknown variant {unknown_suffix[0]!r}; variants: {', '.join(data.variants)}")
-    if data.name in layout.RESERVED_GROUPS:
-        raise ActstoreError(f"a dataset may not be named {data.name!r}: that group holds {data.name} data; rename the file")
-    _check_writable(store)
-    name, _, checksum = resolve(model)
-    if name in layout.RESERVED_ROOT_GROUPS:
-        raise ActstoreError(f"a model may not be named {name!r}: that group holds saved {name}; rename the model directory")
-    path = layout.run_path(name, data.name)
-    with run_lock(store, path, storage_options):  # one writer per run: a second is refused, naming the first
-        return _extract_locked(model, data, store, name, path, started, limit=limit, bos=bos, suffixes=suffixes,
+    ``columns`` (variant → column) and ``id_column`` pick the texts of an ``hf:`` dataset. ``device``
+    (``auto``: CUDA, then MPS, then CPU) and ``compute_dtype`` (default float32 on the CPU, bfloat16 on GPUs
+    that have it) say where and how the model runs; ``dtype`` is what is stored. ``batch_size="auto"``
+    takes the largest batch that fits the device's free memory."""
+    return extract_run(RunSpec(model, dataset, store, variants=variants, limit=limit, bos=bos, suffixes=suffixes or {},
                                dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens, overwrite=overwrite,
                                trust_remote_code=trust_remote_code, storage_options=storage_options, progress=progress,
-                               device=device, compute_dtype=compute_dtype, device_map=device_map, max_memory=max_memory)
+                               columns=columns, id_column=id_column, device=device, compute_dtype=compute_dtype,
+                               device_map=device_map, max_memory=max_memory))
 
 
-def _extract_locked(model, data, store, name, path, started, *, limit, bos, suffixes, dtype, batch_size, chunk_tokens,
-                    overwrite, trust_remote_code, storage_options, progress, device, compute_dtype, device_map,
-                    max_memory) -> ExtractResult:
-    """The part of ``extract`` that reads and writes the run, under its lock."""
-    target = Store.open(store, storage_options, mode="r+") if Store.exists(store, storage_options) else None
+def extract_run(spec: RunSpec) -> ExtractResult:
+    """Extract the run ``spec`` describes: everything is checked before the store is touched."""
+    started = time.perf_counter()
+    data = spec.load_data()
+    _check_writable(spec.store)
+    with quiet_loading(not spec.progress):
+        model = plan_model(spec.model, trust_remote_code=spec.trust_remote_code)
+    if model.name in layout.RESERVED_ROOT_GROUPS:
+        raise ActstoreError(f"a model may not be named {model.name!r}: that group holds saved {model.name}; "
+                            f"rename the model directory")
+    path = layout.run_path(model.name, data.name)
+    with run_lock(spec.store, path, spec.storage_options):  # one writer per run: a second is refused, naming the first
+        return _extract_locked(spec, data, model, path, started)
+
+
+def _extract_locked(spec: RunSpec, data: Dataset, model: ModelPlan, path: str, started: float) -> ExtractResult:
+    """The part of ``extract_run`` that reads and writes the run, under its lock."""
+    store, options = spec.store, spec.storage_options
+    target = Store.open(store, options, mode="r+") if Store.exists(store, options) else None
     existing = run_attrs(target, path) if target is not None else None
 
-    loaded = load_model(model, trust_remote_code=trust_remote_code, device=device, compute_dtype=compute_dtype,
-                        device_map=device_map, max_memory=max_memory)
-    tokenizer, net = loaded.tokenizer, loaded.model
-    tokens = tokenize(tokenizer, data.examples(), bos=bos, suffixes=suffixes)
-    text_config = net.config.get_text_config()
-    d_model = int(text_config.hidden_size)
-    n_layers = int(text_config.num_hidden_layers) + 1
-    chunk = run_chunk_tokens(d_model, dtype, tokens.n_tokens, chunk_tokens)
-    batch_choice = None
-    if batch_size == "auto":
-        recorded = (existing or {}).get("config", {}).get("batch_size") if not overwrite else None
-        if isinstance(recorded, int):  # a resume keeps the partition it started with
-            batch_size, batch_choice = recorded, "auto: the batch size recorded when the run began"
-        else:
-            free = free_memory(loaded.device)
-            batch_size = auto_batch_size(model_shape(net.config, trust_remote_code), [len(r) for r in tokens.ids],
-                                         compute_dtype, free)
-            batch_choice = f"auto: {free:,} bytes free on {loaded.device} after loading the weights"
-    config = {
-        "model": name, "model_checksum": loaded.checksum, "dataset": data.name, "dataset_version": data.version,
-        "dataset_checksum": data.checksum, "variants": list(data.variants), "limit": limit, "bos": bos,
-        "suffixes": suffixes or {}, "dtype": dtype, "batch_size": batch_size, "chunk_tokens": chunk,
-        "compute_dtype": compute_dtype, "format": layout.FORMAT_VERSION,
-    }
-    digest = config_hash(config)
+    tokens = tokenize(model.tokenizer, data.examples(), bos=spec.bos, suffixes=spec.suffixes)
+    n_layers = model.n_layers
+    chunk = run_chunk_tokens(model.d_model, spec.dtype, tokens.n_tokens, spec.chunk_tokens)
+    device, compute_dtype = spec.placement()
+    batch_size, batch_choice = spec.batch_size, None
+    if batch_size == "auto" and existing is not None and not spec.overwrite:  # a resume keeps its partition
+        batch_size, batch_choice = existing["config"]["batch_size"], "auto: the batch size recorded when the run began"
     resuming = False
-    if existing is not None and not overwrite:
-        if existing.get("config_hash") != digest:
-            old = existing.get("config", {})
-            differs = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            raise ConfigConflictError(
-                f"{store} already holds {name}/{data.name} made with a different configuration "
-                f"({', '.join(differs) or 'unknown'} differ); pass --overwrite to replace it"
-            )
+    if existing is not None and not spec.overwrite:
+        config = {**spec.config(data, model, batch_size), "dtype": spec.dtype, "chunk_tokens": chunk}
+        stored_config_matches(existing, config, f"{model.name}/{data.name}", store)
         if existing.get("progress", {}).get("complete"):
             consolidate_if_stale(target, path)  # a kill after the last block may have missed it
-            return ExtractResult(store, name, data.name, "already complete", len(tokens.examples), tokens.n_tokens,
-                                 n_layers, 0, time.perf_counter() - started)
+            return ExtractResult(store, model.name, data.name, "already complete", len(tokens.examples),
+                                 tokens.n_tokens, n_layers, 0, time.perf_counter() - started)
         resuming = True
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # with a device map, accelerate may offload weights to disk: a folder that lives as long as the model
+    with tempfile.TemporaryDirectory(prefix="actstore-offload-") if spec.device_map else nullcontext() as offload:
+        with quiet_loading(not spec.progress):
+            net = model.load_weights(device, compute_dtype, spec.device_map, spec.max_memory, offload)
+        device = input_device(net)
+        if batch_size == "auto":  # a new run sizes its batches now, from the memory the weights left free
+            free = free_memory(device)
+            batch_size = auto_batch_size(model_shape(model.config, spec.trust_remote_code),
+                                         [len(r) for r in tokens.ids], compute_dtype, free)
+            batch_choice = f"auto: {free:,} bytes free on {device} after loading the weights"
+        config = {**spec.config(data, model, batch_size), "dtype": spec.dtype, "chunk_tokens": chunk}
+        return _write(spec, data, model, net, device, tokens, target, path, config, chunk, batch_size, batch_choice,
+                      resuming, started)
+
+
+def _write(spec: RunSpec, data: Dataset, model: ModelPlan, net, device: str, tokens, target, path: str,
+           config: dict[str, Any], chunk: int, batch_size: int, batch_choice: str | None, resuming: bool,
+           started: float) -> ExtractResult:
+    """Create or reopen the run and fill it: the model is loaded, the configuration settled."""
+    store, options, n_layers = spec.store, spec.storage_options, model.n_layers
     # a first look at a few examples before the store is touched: non-finite states (float16 overflow) stop here
-    applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], pad_id, loaded.device)
-    target = target or Store.open(store, storage_options, mode="a")
-    head_arrays, head_attrs = lens_head(net, tokenizer)
-    write_lens(target, layout.encode_name(name), head_arrays,
-               {**head_attrs, "model": name, "model_source": loaded.source, "model_checksum": loaded.checksum,
-                "architecture": type(net).__name__, "n_layers": n_layers})
+    applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], model.pad_id, device)
+    target = target or Store.open(store, options, mode="a")
+    write_lens(target, layout.encode_name(model.name), *model_head(net, model))
     if resuming:
         writer = reopen_run(target, path)
         consolidate_if_stale(target, path)  # killed before its first consolidation: readers see it
     else:
-        attrs = {
-            "config": config, "config_hash": digest,
-            "provenance": {
-                "model": name, "model_source": loaded.source, "model_checksum": loaded.checksum,
-                "architecture": type(net).__name__, "dtype": dtype,
-                "compute": {"device": device_kind(loaded.device), "compute_dtype": compute_dtype,
-                            "attention": loaded.attention, "device_map": loaded.device_map,
-                            "batch_size": batch_choice or "given"},
-                "dataset": data.name, "dataset_version": data.version, "dataset_checksum": data.checksum,
-                "dataset_source": data.source, "variants": list(data.variants),
-                "tokenization": {"bos": bos, "suffixes": suffixes or {}, "template": None,
-                                 "tokenizer": type(tokenizer).__name__},
-                "versions": _versions(),
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            },
-        }
-        writer = create_run(target, path, n_layers=n_layers, d_model=d_model, dtype=dtype, chunk_tokens=chunk,
+        provenance = {**spec.provenance(data, model, type(net).__name__, net=net, batch_choice=batch_choice),
+                      "dtype": spec.dtype}
+        attrs = {"config": config, "config_hash": config_hash(config), "provenance": provenance}
+        writer = create_run(target, path, n_layers=n_layers, d_model=model.d_model, dtype=spec.dtype, chunk_tokens=chunk,
                             token_coords=tokens.token_coords(), example_coords=tokens.example_coords(),
                             final_norm_applied=np.array(applied), attrs=attrs)
         target.consolidate()
     done = writer.tokens_done
     fill_started = time.perf_counter()
-    written = _fill(net, loaded.device, tokens, writer, batch_size, pad_id, dtype, progress)
+    written = _fill(net, device, tokens, writer, batch_size, model.pad_id, spec.dtype, spec.progress)
     fill_seconds = time.perf_counter() - fill_started
     target.consolidate()
     status = "resumed" if resuming and done else "written"
-    return ExtractResult(store, name, data.name, status, len(tokens.examples), tokens.n_tokens, n_layers, written,
+    return ExtractResult(store, model.name, data.name, status, len(tokens.examples), tokens.n_tokens, n_layers, written,
                          time.perf_counter() - started, fill_seconds)
 
 
@@ -235,8 +203,6 @@ def _fill(net, device: str, tokens, writer, batch_size: int, pad_id: int, dtype:
 
     A batch's copy to the host runs while the device computes the next batch (``HostCopy``), and the
     writer thread encodes and writes while both go on: neither the device nor the disk waits for the other."""
-    from tqdm.auto import tqdm
-
     done, total, chunk = writer.tokens_done, tokens.n_tokens, writer.chunk_tokens
     if done >= total:
         return 0
@@ -263,8 +229,7 @@ def _fill(net, device: str, tokens, writer, batch_size: int, pad_id: int, dtype:
             buffered -= size
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-writer") as executor, \
-            tqdm(total=total, initial=done, unit="tok", unit_scale=True, disable=not progress,
-                 desc="extract", dynamic_ncols=True) as bar:
+            progress_bar(total, initial=done, unit="tok", desc="extract", enabled=progress) as bar:
         def take(copy: HostCopy) -> None:
             nonlocal position
             hidden = copy.result()
