@@ -11,11 +11,12 @@ FINAL_NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm", "fina
 
 
 def final_norm(model) -> torch.nn.Module | None:
-    base = model.base_model
-    for name in FINAL_NORM_NAMES:
-        module = getattr(base, name, None)
-        if isinstance(module, torch.nn.Module):
-            return module
+    """The final norm of the (language) model: on the base model, or on a multimodal model's ``language_model``."""
+    for base in (model.base_model, getattr(model.base_model, "language_model", None)):
+        for name in FINAL_NORM_NAMES:
+            module = getattr(base, name, None)
+            if isinstance(module, torch.nn.Module):
+                return module
     return None
 
 
@@ -30,11 +31,12 @@ def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 @torch.inference_mode()
-def capture(model, ids: list[list[int]], pad_id: int) -> torch.Tensor:
-    """Hidden states of a batch, packed: (layers, real tokens, d_model), examples end to end."""
+def capture(model, ids: list[list[int]], pad_id: int, **inputs) -> torch.Tensor:
+    """Hidden states of a batch, packed: (layers, real tokens, d_model), examples end to end.
+    ``inputs`` are what a multimodal model needs beside the ids (pixel values, audio features)."""
     input_ids, mask = pad_batch(ids, pad_id)
     input_ids, mask = input_ids.to(model.device), mask.to(model.device)
-    out = model.base_model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+    out = model.base_model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False, **inputs)
     stacked = torch.stack(out.hidden_states)  # (layers, batch, seq, d_model)
     return stacked[:, mask.bool()].float().cpu()
 

@@ -82,6 +82,10 @@ ALIASES: dict[str, str] = {
     "llama3": "meta-llama/Meta-Llama-3-8B",
     "llama2": "meta-llama/Llama-2-7b-hf",
     "baichuan2": "baichuan-inc/Baichuan2-7B-Base",
+    # vision- and audio-language models: their language model's states are stored (extract/media.py)
+    "llava": "llava-hf/llava-1.5-7b-hf",
+    "chameleon": "facebook/chameleon-7b",
+    "qwen2-audio": "Qwen/Qwen2-Audio-7B-Instruct",
 }
 
 DEFAULT_MODEL = "gemma3-270m"
@@ -100,6 +104,7 @@ class LoadedModel:
     tokenizer: Any
     source: str
     checksum: str
+    processor: Any = None  # a vision/audio-language model's AutoProcessor (None for text models)
 
 
 def _checkpoint_checksum(directory: Path) -> str:
@@ -166,11 +171,21 @@ def load_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, devi
 
     name, directory, gguf_checksum = resolve(model)
     checksum = gguf_checksum or _checkpoint_checksum(directory)
+    processor = None
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(
+        model_class = _multimodal_class(directory) or AutoModelForCausalLM
+        loaded = model_class.from_pretrained(
             str(directory), dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code,
         )
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+        if model_class is AutoModelForCausalLM:
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+        else:
+            from transformers import AutoProcessor
+
+            processor = AutoProcessor.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+            tokenizer = processor.tokenizer
+    except ActstoreError:
+        raise
     except Exception as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not trust_remote_code and "trust_remote_code" in str(exc):
@@ -178,4 +193,28 @@ def load_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, devi
         raise ActstoreError(f"cannot load model from {directory}: {message}") from None
     loaded.eval().to(device)
     source = f"gguf:sha256:{gguf_checksum}" if gguf_checksum else str(directory)
-    return LoadedModel(name=name, model=loaded, tokenizer=tokenizer, source=source, checksum=checksum)
+    return LoadedModel(name=name, model=loaded, tokenizer=tokenizer, source=source, checksum=checksum, processor=processor)
+
+
+MULTIMODAL_CONFIGS = ("vision_config", "audio_config", "vq_config")
+
+
+def _multimodal_class(directory: Path) -> Any:
+    """The transformers class of a vision/audio-language checkpoint (from ``config.architectures``), or None.
+
+    Only classes that transformers itself defines are taken, so no checkpoint code runs."""
+    import json
+
+    import transformers
+
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not any(key in config for key in MULTIMODAL_CONFIGS):
+        return None
+    for architecture in config.get("architectures") or []:
+        model_class = getattr(transformers, architecture, None)
+        if model_class is not None:
+            return model_class
+    return transformers.AutoModelForImageTextToText

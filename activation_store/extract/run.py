@@ -29,6 +29,7 @@ from ..store.write import consolidate_if_stale, create_run, reopen_run, run_attr
 from .capture import capture, final_norm_applied
 from .datasets import DEFAULT_DATASET, load_dataset
 from .lens_head import lens_head
+from .media import MediaLayout, media_layout
 from .models import DEFAULT_MODEL, load_model, resolve
 from .tokens import tokenize
 
@@ -101,6 +102,7 @@ def extract(
     limit: int | None = None,
     bos: bool = True,
     suffixes: dict[str, str] | None = None,
+    templates: dict[str, str] | None = None,
     dtype: str = "bfloat16",
     batch_size: int = 16,
     chunk_tokens: int | None = None,
@@ -130,11 +132,12 @@ def extract(
     path = layout.run_path(name, data.name)
     with run_lock(store, path, storage_options):  # one writer per run: a second is refused, naming the first
         return _extract_locked(model, data, store, name, path, started, limit=limit, bos=bos, suffixes=suffixes,
+                               templates=templates,
                                dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens, overwrite=overwrite,
                                trust_remote_code=trust_remote_code, storage_options=storage_options, progress=progress)
 
 
-def _extract_locked(model, data, store, name, path, started, *, limit, bos, suffixes, dtype, batch_size, chunk_tokens,
+def _extract_locked(model, data, store, name, path, started, *, limit, bos, suffixes, templates, dtype, batch_size, chunk_tokens,
                     overwrite, trust_remote_code, storage_options, progress) -> ExtractResult:
     """The part of ``extract`` that reads and writes the run, under its lock."""
     target = Store.open(store, storage_options, mode="r+") if Store.exists(store, storage_options) else None
@@ -142,7 +145,8 @@ def _extract_locked(model, data, store, name, path, started, *, limit, bos, suff
 
     loaded = load_model(model, trust_remote_code=trust_remote_code)
     tokenizer, net = loaded.tokenizer, loaded.model
-    tokens = tokenize(tokenizer, data.examples(), bos=bos, suffixes=suffixes)
+    tokens = media_layout(loaded.processor, net, data, data.examples(), bos=bos, suffixes=suffixes, templates=templates) \
+        or tokenize(tokenizer, data.examples(), bos=bos, suffixes=suffixes)
     text_config = net.config.get_text_config()
     d_model = int(text_config.hidden_size)
     n_layers = int(text_config.num_hidden_layers) + 1
@@ -151,7 +155,7 @@ def _extract_locked(model, data, store, name, path, started, *, limit, bos, suff
     config = {
         "model": name, "model_checksum": loaded.checksum, "dataset": data.name, "dataset_version": data.version,
         "dataset_checksum": data.checksum, "variants": list(data.variants), "limit": limit, "bos": bos,
-        "suffixes": suffixes or {}, "dtype": dtype, "batch_size": batch_size, "chunk_tokens": chunk,
+        "suffixes": suffixes or {}, **({"templates": templates} if templates else {}), "dtype": dtype, "batch_size": batch_size, "chunk_tokens": chunk,
         "format": layout.FORMAT_VERSION,
     }
     digest = config_hash(config)
@@ -189,7 +193,8 @@ def _extract_locked(model, data, store, name, path, started, *, limit, bos, suff
                 "dataset": data.name, "dataset_version": data.version, "dataset_checksum": data.checksum,
                 "dataset_source": data.source, "variants": list(data.variants),
                 "tokenization": {"bos": bos, "suffixes": suffixes or {}, "template": None,
-                                 "tokenizer": type(tokenizer).__name__},
+                                 "tokenizer": type(tokenizer).__name__,
+                                 **(tokens.provenance if isinstance(tokens, MediaLayout) else {})},
                 "versions": _versions(),
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             },
@@ -241,7 +246,7 @@ def _fill(net, tokens, writer, batch_size: int, pad_id: int, dtype: str, progres
             tqdm(total=total, initial=done, unit="tok", unit_scale=True, disable=not progress,
                  desc="extract", dynamic_ncols=True) as bar:
         for start in range(first_batch * batch_size, len(tokens.ids), batch_size):
-            hidden = capture(net, tokens.ids[start:start + batch_size], pad_id)
+            hidden = capture(net, tokens.ids[start:start + batch_size], pad_id, **tokens.model_inputs(start, start + batch_size))
             skip = max(0, done - position)
             position += hidden.shape[1]
             if skip:

@@ -41,6 +41,10 @@ class TokenLayout:
             "modality": np.array(["text"] * int(counts.sum()), dtype=object),
         }
 
+    def model_inputs(self, start: int, stop: int) -> dict:
+        """Inputs the model needs beside the ids of examples [start, stop) (media layouts add pixels, audio)."""
+        return {}
+
     def example_coords(self) -> dict[str, np.ndarray]:
         return {
             "item": np.array([e.item for e in self.examples], dtype=object),

@@ -8,11 +8,15 @@ from ...errors import ActstoreError
 from .arithmetic import arithmetic
 from .base import Dataset, Example
 from .files import from_file
+from .media import colors, colors_split, spoken_words
 from .multilingual import django_ui
 
 BUILTIN: dict[str, Callable[[], Dataset]] = {
     "django-ui": django_ui,
     "arithmetic": arithmetic,
+    "colors": colors,
+    "colors-split": colors_split,
+    "spoken-words": spoken_words,
 }
 DEFAULT_DATASET = "django-ui"
 

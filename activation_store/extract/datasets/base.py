@@ -37,5 +37,9 @@ class Dataset:
 
     @property
     def checksum(self) -> str:
-        payload = json.dumps([self.name, self.version, list(self.variants), self.items], ensure_ascii=False)
+        parts = [self.name, self.version, list(self.variants), self.items]
+        hashes = self.meta.get("media_sha256")
+        if hashes:  # media contents, not just their paths: a changed image changes the checksum
+            parts.append([hashes.get(f"{i}\t{v}") for i, texts in self.items for v in self.variants if v in texts])
+        payload = json.dumps(parts, ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()
