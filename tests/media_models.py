@@ -14,6 +14,17 @@ IMAGE_SIZE = 16        # pixels; LLaVA: 4×4 patches of 4 px; Chameleon: 4×4 VQ
 N_CODES = 16           # Chameleon's VQ codebook
 
 
+WORDS = ["red", "green", "blue", "black", "white", "yellow", "orange", "purple", "dog", "cat", "sofa"]
+
+
+def media_tokenizer(special: list[str]):
+    """The tests' byte-level BPE plus the media placeholders and whole-word tokens for colours and a few nouns."""
+    tokenizer = build_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": special})
+    tokenizer.add_tokens(WORDS)
+    return tokenizer
+
+
 def _text_kwargs(vocab_size: int) -> dict:
     return dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
@@ -30,8 +41,7 @@ def build_llava(path: Path) -> Path:
     from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)
 
-    tokenizer = build_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tokenizer = media_tokenizer(["<image>"])
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                               image_size=IMAGE_SIZE, patch_size=4, projection_dim=32)
@@ -54,8 +64,7 @@ def build_chameleon(path: Path) -> Path:
     from transformers import (ChameleonConfig, ChameleonForConditionalGeneration, ChameleonImageProcessor,
                               ChameleonProcessor, ChameleonVQVAEConfig)
 
-    tokenizer = build_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>", "<racm3:break>", "<eoss>", "<reserved08706>"]})
+    tokenizer = media_tokenizer(["<image>", "<racm3:break>", "<eoss>", "<reserved08706>"])
     tokenizer.add_tokens([_code_name(code) for code in range(N_CODES)])
     tokenizer.sep_token = "<reserved08706>"
     vq = ChameleonVQVAEConfig(embed_dim=8, num_embeddings=N_CODES, latent_channels=8, resolution=IMAGE_SIZE,
@@ -79,8 +88,7 @@ def build_qwen2_audio(path: Path) -> Path:
     from transformers import (Qwen2AudioConfig, Qwen2AudioEncoderConfig, Qwen2AudioForConditionalGeneration,
                               Qwen2AudioProcessor, Qwen2Config, WhisperFeatureExtractor)
 
-    tokenizer = build_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]})
+    tokenizer = media_tokenizer(["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"])
     audio_id = tokenizer.convert_tokens_to_ids("<|AUDIO|>")
     encoder = Qwen2AudioEncoderConfig(num_mel_bins=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32,
                                       d_model=32, max_source_positions=1500)

@@ -35,15 +35,17 @@ class Projection:
     language_mass: np.ndarray | None
 
 
-def _block(h, w, vocab_ids, target_logit, target_id, table, *, k, cap, bias):
+def _block(h, w, vocab_ids, target_logit, target_id, table, *, k, cap, bias, masked):
     """Partial reductions of one (states × vocab chunk) logits block, packed along a last axis."""
     scores = h @ w.T                                                    # (..., vocab chunk)
     if bias is not None:
         scores = scores + bias[vocab_ids]
     if cap:
         scores = cap * np.tanh(scores / cap)
+    if masked is not None:                                              # media codes: probability 0, never top-k
+        scores[..., masked[vocab_ids]] = -np.inf
     peak = scores.max(axis=-1, keepdims=True)
-    weights = scores - peak
+    weights = scores - np.where(np.isfinite(peak), peak, 0.0)          # a wholly masked chunk adds exp(−inf) = 0
     np.exp(weights, out=weights)
     above = _above(scores, vocab_ids, target_logit, target_id) if target_logit is not None else np.zeros_like(peak)
     mass = weights @ table if table is not None else None
@@ -104,6 +106,7 @@ def project(hidden: xr.DataArray, lens: xr.Dataset, k: int = 5, target_logit: xr
     vocab_ids = da.arange(w.shape[0], chunks=(w.chunks[0],))
     bias = lens[layout.LOGIT_BIAS].values if layout.LOGIT_BIAS in lens else None
     cap = lens.attrs.get("final_logit_softcapping")
+    masked = lens[layout.MEDIA_CODE].values.astype(bool) if layout.MEDIA_CODE in lens else None
     n_lang = 0 if table is None else table.sizes["language"]
     state = "".join(chr(ord("a") + i) for i in range(h.ndim - 1))      # one index letter per state dim
     args = [h, state + "z", w, "vz", vocab_ids, "v"]
@@ -121,7 +124,7 @@ def project(hidden: xr.DataArray, lens: xr.Dataset, k: int = 5, target_logit: xr
     with warnings.catch_warnings():  # more chunks is the point: one task per (states × vocab chunk) block
         warnings.simplefilter("ignore", da.PerformanceWarning)
         partial = da.blockwise(_block, state + "vf", *args, new_axes={"f": width}, adjust_chunks={"v": 1},
-                               concatenate=True, dtype=np.float64, k=k, cap=cap, bias=bias,
+                               concatenate=True, dtype=np.float64, k=k, cap=cap, bias=bias, masked=masked,
                                meta=np.empty((0,) * (h.ndim + 1)))
     merged = partial.rechunk({h.ndim - 1: -1}).map_blocks(
         _merge, k=k, n_lang=n_lang, drop_axis=h.ndim - 1, chunks=(*h.chunks[:-1], (2 + 2 * k + n_lang,)), dtype=np.float64)

@@ -16,6 +16,7 @@ from ..store import open_lens, open_run
 from . import plots
 from .languages import DEFAULT_LANGUAGES, language_mass, language_table
 from .logit_lens import readout
+from .media_lens import colour_lens, keyword_lens
 from .results import file_name, save_csv, save_to_store
 from .selection import examples_of, tokens_of
 from .similarity import variant_similarity
@@ -40,11 +41,14 @@ def _check_layers(ds: xr.Dataset, layers: list[int] | None) -> xr.Dataset:
 
 def similarity_report(store: str, model: str, dataset: str, variants: list[str] | None, out: Path, *,
                       pool: str = "last", center: bool = True, n_boot: int = 1000, layers: list[int] | None = None,
+                      modality: str | dict[str, str] | None = None,
                       storage_options: dict[str, Any] | None = None) -> Report:
     ds = _check_layers(open_run(store, model, dataset, storage_options), layers)
     variants = variants or sorted(set(ds.variant.values))
-    result = variant_similarity(ds, variants, pool=pool, center=center, n_boot=n_boot)
+    result = variant_similarity(ds, variants, pool=pool, center=center, n_boot=n_boot, modality=modality)
     name = f"similarity-{pool}-{'centered' if center else 'raw'}"
+    if modality:
+        name += "-" + (modality if isinstance(modality, str) else "-".join(f"{k}.{v}" for k, v in modality.items()))
     table = result.drop_vars(["per_item", "item"]).to_dataframe().reset_index()
     columns = [c for c in ("pair", "layer", "score", "ci_low", "ci_high", "paired", "unpaired", "n_items") if c in table]
     per_item = result.per_item.to_dataframe().dropna().reset_index()[["pair", "layer", "item", "per_item"]]
@@ -61,7 +65,8 @@ def _targets(spec: str | None, ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArray
 
 def logit_lens_report(store: str, model: str, dataset: str, out: Path, *, example: int | None = None,
                       variant: str | None = None, item: str | None = None, targets: str | None = None, k: int = 5,
-                      layers: list[int] | None = None, storage_options: dict[str, Any] | None = None) -> Report:
+                      layers: list[int] | None = None, modality: str | None = None,
+                      storage_options: dict[str, Any] | None = None) -> Report:
     """Logit lens over one example (a Figure-1 table and heatmap) or over all examples of a variant/item."""
     ds = _check_layers(open_run(store, model, dataset, storage_options), layers)
     lens = open_lens(store, model, storage_options)
@@ -70,14 +75,14 @@ def logit_lens_report(store: str, model: str, dataset: str, out: Path, *, exampl
     examples = examples_of(ds, variant=variant, item=item, example=example)
     if not len(examples):
         raise ActstoreError(f"no example has variant {variant!r} and item {item!r}")
-    tokens = tokens_of(ds, examples)
+    tokens = tokens_of(ds, examples, modality=modality)
     target_ids = _targets(targets, ds, lens)
     hidden = ds.hidden.isel(token=tokens)
     result = readout(hidden, lens, k=k, targets=target_ids.isel(token=tokens) if target_ids is not None else None)
     single = len(examples) == 1
     vocab = lens.vocab_token.values
     selection = "-".join(str(part) for part in (f"example-{example}" if example is not None else None,
-                                                   variant, item) if part is not None)
+                                                   variant, item, modality) if part is not None)
     result.attrs.update(input_tokens=[str(vocab[i]) for i in ds.token_id.values[tokens]] if single else [],
                         selection=selection, k=k, text=str(ds.text.values[examples[0]]) if single else "")
     name = f"logit-lens-{selection}"
@@ -123,4 +128,54 @@ def languages_report(store: str, model: str, dataset: str, out: Path, *, variant
     result.attrs.update(variant=variant or "all", table=table.attrs.get("source", ""))
     files = [save_csv(mass.to_pandas().reset_index(), out, name), plots.language_plot(mass, out / f"{file_name(name)}.png",
              title=f"Logit lens on {variant or 'all'} input: probability mass per language")]
+    return Report(result, files, save_to_store(result, store, model, dataset, name, storage_options))
+
+
+def _media_states(ds: xr.Dataset, variant: str, modality: str | None) -> xr.DataArray:
+    """States of one variant's media tokens (image or audio), with each token's ``item``."""
+    examples = examples_of(ds, variant=variant)
+    if modality is None:
+        present = set(ds.modality.values[tokens_of(ds, examples)]) - {"text"}
+        if not present:
+            raise ActstoreError(f"variant {variant!r} has no image or audio tokens; name the media variant with --variant")
+        modality = sorted(present)[0]
+    tokens = tokens_of(ds, examples, modality=modality)
+    return ds.hidden.isel(token=tokens).assign_coords(item=("token", ds["item"].values[ds.token_example.values[tokens]]))
+
+
+def _texts(ds: xr.Dataset, variant: str) -> dict[str, str]:
+    examples = examples_of(ds, variant=variant)
+    return {str(ds["item"].values[e]): str(ds.text.values[e]) for e in examples}
+
+
+def colour_lens_report(store: str, model: str, dataset: str, out: Path, *, variant: str = "image", words: str = "en",
+                       layers: list[int] | None = None, storage_options: dict[str, Any] | None = None) -> Report:
+    """The colour lens: share of ``variant``'s image tokens whose top-1 lens token is the item's word in ``words``."""
+    ds = _check_layers(open_run(store, model, dataset, storage_options), layers)
+    lens = open_lens(store, model, storage_options)
+    result = colour_lens(_media_states(ds, variant, "image"), lens, _texts(ds, words))
+    name = f"colour-lens-{variant}"
+    table = result.share_per_item.to_dataframe().reset_index().merge(result.share.to_dataframe().reset_index(), on="layer")
+    files = [save_csv(table[["layer", "item", "share_per_item", "share"]], out, name),
+             plots.layer_curves_plot({"all colours": result.share.values,
+                                      **{str(i): result.share_per_item.sel(item=i).values for i in result.item.values}},
+                                     result.layer.values, out / f"{file_name(name)}.png", "share of image tokens",
+                                     "Colour lens: image tokens whose top-1 token is the colour word")]
+    return Report(result, files, save_to_store(result, store, model, dataset, name, storage_options))
+
+
+def caption_lens_report(store: str, model: str, dataset: str, out: Path, *, variant: str = "image", captions: str = "en",
+                        modality: str | None = None, layers: list[int] | None = None,
+                        storage_options: dict[str, Any] | None = None) -> Report:
+    """The caption-keyword lens over ``variant``'s media tokens, captions from variant ``captions``."""
+    ds = _check_layers(open_run(store, model, dataset, storage_options), layers)
+    lens = open_lens(store, model, storage_options)
+    result = keyword_lens(_media_states(ds, variant, modality), lens, _texts(ds, captions))
+    name = f"caption-lens-{variant}-{captions}"
+    table = result[["keyword_prob", "baseline_prob", "difference"]].to_dataframe().reset_index()
+    files = [save_csv(table, out, name),
+             plots.layer_curves_plot({"own caption's keywords": result.keyword_prob.values,
+                                      "baseline caption's keywords": result.baseline_prob.values},
+                                     result.layer.values, out / f"{file_name(name)}.png", "mean probability",
+                                     "Caption-keyword lens over media tokens")]
     return Report(result, files, save_to_store(result, store, model, dataset, name, storage_options))

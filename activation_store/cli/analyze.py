@@ -32,6 +32,21 @@ def _layers(value):
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint="--layers") from None
 
 
+def _modality(value: str | None, per_variant: bool):
+    """``image`` (every variant) or, where allowed, ``image=image,en=text`` (per variant)."""
+    if value is None or "=" not in value:
+        return value
+    if not per_variant:
+        raise click.BadParameter(f"expected one of text, image, audio, got {value!r}", param_hint="--modality")
+    pairs = {}
+    for part in split_list(value, "--modality"):
+        variant, _, modality = part.partition("=")
+        if not variant.strip() or not modality.strip():
+            raise click.BadParameter(f"expected VARIANT=MODALITY, got {part!r}", param_hint="--modality")
+        pairs[variant.strip()] = modality.strip()
+    return pairs
+
+
 def _done(report):
     for path in report.files:
         click.echo(f"wrote {path}")
@@ -49,14 +64,16 @@ def analyze() -> None:
 @click.option("--pool", type=click.Choice(["last", "mean"]), default="last", show_default=True)
 @click.option("--center/--no-center", default=True, show_default=True, help="Subtract the per-layer mean of the compared states first.")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% interval.")
+@click.option("--modality", default=None, help="Pool only text, image or audio tokens; per variant as image=image,en=text.")
 def similarity(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
-               variants, pool, center, bootstrap):
+               variants, pool, center, bootstrap, modality):
     """Paired-minus-unpaired cosine similarity between variants, per layer (Eq. 1)."""
     from ..analyze.reports import similarity_report
 
     with scheduler(scheduler_address, workers, memory_limit):
         report = similarity_report(store, model, dataset, split_list(variants), out, pool=pool, center=center,
-                                   n_boot=bootstrap, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
+                                   n_boot=bootstrap, layers=_layers(layers), modality=_modality(modality, True),
+                                   storage_options=storage(store, endpoint_url, anon))
     print_similarity_table(report.result)
     _done(report)
 
@@ -68,8 +85,9 @@ def similarity(store, model, dataset, out, layers, scheduler_address, workers, m
 @click.option("--item", default=None, help="The examples of one item (with --variant: one example).")
 @click.option("--targets", default=None, help="A targets file (.jsonl/.csv) or a rule: result-digits, result-words, en-next-word.")
 @click.option("--top-k", type=int, default=5, show_default=True)
+@click.option("--modality", default=None, help="Only the text, image or audio tokens of the selected examples.")
 def logit_lens(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
-               example, variant, item, targets, top_k):
+               example, variant, item, targets, top_k, modality):
     """Top tokens per layer and position through the stored logit lens; log-prob and rank of targets."""
     from ..analyze.reports import logit_lens_report
 
@@ -77,7 +95,8 @@ def logit_lens(store, model, dataset, out, layers, scheduler_address, workers, m
         raise click.UsageError("give --example, or --variant/--item, not both")
     with scheduler(scheduler_address, workers, memory_limit):
         report = logit_lens_report(store, model, dataset, out, example=example, variant=variant, item=item, targets=targets,
-                                   k=top_k, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
+                                   k=top_k, layers=_layers(layers), modality=_modality(modality, False),
+                                   storage_options=storage(store, endpoint_url, anon))
     print_lens_table(report.result)
     _done(report)
 
@@ -96,6 +115,38 @@ def languages(store, model, dataset, out, layers, scheduler_address, workers, me
         report = languages_report(store, model, dataset, out, variant=variant, languages=split_list(languages),
                                   table_path=table_path, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
     print_language_table(report.result.mass)
+    _done(report)
+
+
+@analyze.command("colour-lens")
+@_run_options
+@click.option("--variant", default="image", show_default=True, help="The image variant.")
+@click.option("--words", default="en", show_default=True, help="The variant holding each item's colour word.")
+def colour_lens(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
+                variant, words):
+    """Share of image tokens whose top-1 logit-lens token is the colour word, per layer (e.g. on --dataset colors)."""
+    from ..analyze.reports import colour_lens_report
+
+    with scheduler(scheduler_address, workers, memory_limit):
+        report = colour_lens_report(store, model, dataset, out, variant=variant, words=words, layers=_layers(layers),
+                                    storage_options=storage(store, endpoint_url, anon))
+    click.echo(report.result.share.to_pandas().rename("share").to_string())
+    _done(report)
+
+
+@analyze.command("caption-lens")
+@_run_options
+@click.option("--variant", default="image", show_default=True, help="The media variant (image or audio).")
+@click.option("--captions", default="en", show_default=True, help="The variant holding each item's caption.")
+def caption_lens(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
+                 variant, captions):
+    """Caption keywords' mean probability over media tokens vs the least similar caption's, per layer."""
+    from ..analyze.reports import caption_lens_report
+
+    with scheduler(scheduler_address, workers, memory_limit):
+        report = caption_lens_report(store, model, dataset, out, variant=variant, captions=captions,
+                                     layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
+    click.echo(report.result[["keyword_prob", "baseline_prob", "difference"]].to_dataframe().to_string())
     _done(report)
 
 

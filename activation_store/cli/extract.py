@@ -11,12 +11,14 @@ from .options import parse_pairs, split_list, storage, store_options
 
 @click.command()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name, alias (llama3, …), model directory or .gguf file.")
-@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Built-in name (django-ui, arithmetic) or a .jsonl/.csv/.tsv file.")
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Built-in name (django-ui, arithmetic, colors, colors-split, spoken-words) or a .jsonl/.csv/.tsv file.")
 @click.option("--store", default="./acts.zarr", show_default=True, help="Local directory or fsspec URL (s3://bucket/acts.zarr).")
 @click.option("--variants", default=None, help="Comma-separated variants to extract (default: all).")
 @click.option("--limit", type=int, default=None, help="Only the first N items.")
 @click.option("--bos/--no-bos", default=True, show_default=True, help="Prepend the tokenizer's BOS token.")
 @click.option("--suffix", "suffixes", multiple=True, metavar="VARIANT=TEXT", help='Text appended per variant, e.g. zh=这代表了 (repeatable).')
+@click.option("--template", "templates", multiple=True, metavar="VARIANT=TEXT",
+              help='Prompt of a media variant, holding <image> or <audio> once, e.g. image="USER: <image>\\nWhat is it? ASSISTANT:" (\\n is a newline; repeatable).')
 @click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default="bfloat16", show_default=True)
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--chunk-tokens", type=int, default=None, help="Tokens per chunk (default: ~16 MB per layer chunk).")
@@ -25,7 +27,7 @@ from .options import parse_pairs, split_list, storage, store_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @store_options
 @intervene_options
-def extract(model, dataset, store, variants, limit, bos, suffixes, dtype, batch_size, chunk_tokens, overwrite,
+def extract(model, dataset, store, variants, limit, bos, suffixes, templates, dtype, batch_size, chunk_tokens, overwrite,
             trust_remote_code, quiet, endpoint_url, anon, **intervention):
     """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run)."""
     from ..extract import extract as run_extract
@@ -41,7 +43,9 @@ def extract(model, dataset, store, variants, limit, bos, suffixes, dtype, batch_
 
     result = run_extract(
         model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit, bos=bos,
-        suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
+        suffixes=parse_pairs(suffixes, "--suffix"),
+        templates={k: v.replace("\\n", "\n") for k, v in parse_pairs(templates, "--template").items()} or None,
+        dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
         overwrite=overwrite, trust_remote_code=trust_remote_code, storage_options=storage(store, endpoint_url, anon),
         progress=not quiet,
     )
