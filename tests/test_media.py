@@ -157,14 +157,13 @@ def test_colors_end_to_end_similarity_and_colour_lens(media_models, tmp_path, cl
                "--out", out, "--bootstrap", "50", env=env)
     assert done.returncode == 0, done.stderr
     assert "image-en" in done.stdout
-    done = cli("analyze", "similarity", "--store", store, "--model", name, "--dataset", "colors", "--variants", "image,en",
-               "--pool", "mean", "--modality", "image=image,en=text", "--out", out, "--bootstrap", "50", env=env)
-    assert done.returncode == 0, done.stderr
     done = cli("analyze", "colour-lens", "--store", store, "--model", name, "--dataset", "colors", "--out", out, env=env)
     assert done.returncode == 0, done.stderr
-    done = cli("analyze", "logit-lens", "--store", store, "--model", name, "--dataset", "colors", "--variant", "image",
-               "--modality", "image", "--out", out, env=env)
-    assert done.returncode == 0, done.stderr
+    from activation_store.analyze.reports import logit_lens_report, similarity_report  # the same calls, in process
+
+    similarity_report(str(store), name, "colors", ["image", "en"], out, pool="mean", n_boot=50,
+                      modality={"image": "image", "en": "text"})
+    logit_lens_report(str(store), name, "colors", out, variant="image", modality="image")
     files = sorted(p.name for p in out.iterdir())
     for expected in ("similarity-last-centered.csv", "similarity-last-centered.png", "colour-lens-image.csv",
                      "colour-lens-image.png", "logit-lens-image-image.csv"):
