@@ -195,7 +195,7 @@ def test_colour_and_caption_lens_count_what_they_claim(media_models, mixed, tmp_
     top1 = lens_logits(states, lens).argmax("vocab").values
     assert not lens.media_code.values[top1].any()  # masked image codes never win
     hits = np.array([np.isin(top1[:, t], word_ids(lens, {"red": "red", "noise": "dog"}[i]))
-                     for t, i in enumerate(states["item"].values)]).T
+                     for t, i in enumerate(states["token_item"].values)]).T
     np.testing.assert_allclose(result.share.values, hits.mean(axis=1))
     captions = keyword_lens(states, lens, {"red": "a red dog", "noise": "a cat on a sofa"})
     assert list(captions.baseline_item.values) == ["red", "noise"][::-1] or set(captions.baseline_item.values) == {"red", "noise"}

@@ -6,8 +6,8 @@
 - Caption-keyword lens: for each image, the mean probability of its caption's
   keywords (first token of " word") over the image tokens, against the same
   for the caption that shares the fewest words with it (the baseline), per layer.
-Both take hidden states over the media tokens only (``token`` dim) with a
-per-token ``item`` and read the model's media-code mask through the lens, so
+Both take hidden states over the media tokens only (``token`` dim) with the
+per-token ``token_item`` and read the model's media-code mask through the lens, so
 Chameleon's image codes never win the top-1. Pure: nothing is read or written here."""
 from __future__ import annotations
 
@@ -61,9 +61,9 @@ def caption_keywords(caption: str) -> list[str]:
 def colour_lens(hidden: xr.DataArray, lens: xr.Dataset, words: dict[str, str]) -> xr.Dataset:
     """Share of tokens whose top-1 lens token is their item's colour word, per layer and per item.
 
-    ``hidden``: (layer, token, d_model) over image tokens, with a per-token ``item`` coordinate;
+    ``hidden``: (layer, token, d_model) over image tokens, with the per-token ``token_item`` coordinate;
     ``words``: item → colour word."""
-    items = [str(i) for i in hidden["item"].values]
+    items = [str(i) for i in hidden["token_item"].values]
     missing = sorted(set(items) - set(words))
     if missing:
         raise ActstoreError(f"no colour word for item {missing[0]!r}")
@@ -97,17 +97,17 @@ def fewest_shared(keywords: dict[str, list[str]]) -> dict[str, str]:
 def keyword_lens(hidden: xr.DataArray, lens: xr.Dataset, captions: dict[str, str]) -> xr.Dataset:
     """Mean keyword probability over each item's media tokens, for its own caption and its baseline caption.
 
-    ``hidden``: (layer, token, d_model) over media tokens with a per-token ``item``; ``captions``: item → text."""
+    ``hidden``: (layer, token, d_model) over media tokens with ``token_item``; ``captions``: item → text."""
     keywords = {}
     for item, caption in captions.items():
         ids = [first_token_id(lens, w) for w in caption_keywords(caption)]
         keywords[item] = sorted({i for i in ids if i is not None})
-    empty = [item for item in set(map(str, hidden["item"].values)) if not keywords.get(item)]
+    empty = [item for item in set(map(str, hidden["token_item"].values)) if not keywords.get(item)]
     if empty:
         raise ActstoreError(f"the caption of item {empty[0]!r} has no keyword in the vocabulary")
     baseline = fewest_shared(keywords)
     normaliser = xr.DataArray(project(hidden, lens, k=1).log_normaliser, dims=("layer", "token"))
-    items = np.array([str(i) for i in hidden["item"].values])
+    items = np.array([str(i) for i in hidden["token_item"].values])
     names = sorted(set(items))
     matched, other = [], []
     for name in names:

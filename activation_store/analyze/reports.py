@@ -132,7 +132,7 @@ def languages_report(store: str, model: str, dataset: str, out: Path, *, variant
 
 
 def _media_states(ds: xr.Dataset, variant: str, modality: str | None) -> xr.DataArray:
-    """States of one variant's media tokens (image or audio), with each token's ``item``."""
+    """States of one variant's media tokens (image or audio), labelled with ``token_item``."""
     examples = examples_of(ds, variant=variant)
     if modality is None:
         present = set(ds.modality.values[tokens_of(ds, examples)]) - {"text"}
@@ -140,7 +140,7 @@ def _media_states(ds: xr.Dataset, variant: str, modality: str | None) -> xr.Data
             raise ActstoreError(f"variant {variant!r} has no image or audio tokens; name the media variant with --variant")
         modality = sorted(present)[0]
     tokens = tokens_of(ds, examples, modality=modality)
-    return ds.hidden.isel(token=tokens).assign_coords(item=("token", ds["item"].values[ds.token_example.values[tokens]]))
+    return ds.hidden.isel(token=tokens)
 
 
 def _texts(ds: xr.Dataset, variant: str) -> dict[str, str]:

@@ -43,6 +43,7 @@ from ..store.write import write_lens
 from ..target_sets import all_strings, read_target_sets, vocabulary_index
 from .capture import final_norm_applied, pad_batch
 from .datasets import DEFAULT_DATASET, load_dataset
+from .datasets.media import media_variants
 from .lens_head import lens_head
 from .models import DEFAULT_MODEL, load_model, resolve
 from .tokens import tokenize
@@ -224,6 +225,9 @@ def record_interventions(
         raise ActstoreError(f"--batch-size must be at least 1, got {batch_size}")
     target_sets = read_target_sets(targets) if targets is not None else {}
     data = load_dataset(dataset, variants, limit)
+    if media_variants(data):  # their files would be tokenized as text
+        raise ActstoreError(f"interventions on image/audio variants are not supported yet ({', '.join(media_variants(data))}); "
+                            f"choose text variants with --variants")
     if not Store.exists(store, storage_options):
         raise ActstoreError(f"no actstore store at {store}; extract a run and define a steering vector first")
     name, _, _ = resolve(model)

@@ -155,7 +155,8 @@ def _extract_locked(model, data, store, name, path, started, *, limit, bos, suff
     config = {
         "model": name, "model_checksum": loaded.checksum, "dataset": data.name, "dataset_version": data.version,
         "dataset_checksum": data.checksum, "variants": list(data.variants), "limit": limit, "bos": bos,
-        "suffixes": suffixes or {}, **({"templates": templates} if templates else {}), "dtype": dtype, "batch_size": batch_size, "chunk_tokens": chunk,
+        "suffixes": suffixes or {}, **({"templates": templates} if templates else {}),  # absent: text runs keep their hash
+        "dtype": dtype, "batch_size": batch_size, "chunk_tokens": chunk,
         "format": layout.FORMAT_VERSION,
     }
     digest = config_hash(config)
