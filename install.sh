@@ -12,4 +12,6 @@ pip_install() {  # quiet, minus this machine's notices about absent local packag
 }
 pip_install --upgrade pip
 pip_install torch==2.13.0
-pip_install -e '.[test]'
+# setuptools warns in many lines that the actstore/ alias beside activation_store/ may shadow imports during
+# an editable install; that folder is the alias itself, so the warning is silenced (by its message, nothing else)
+PYTHONWARNINGS="ignore:Editable installation" pip_install -e '.[test]'

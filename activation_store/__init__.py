@@ -5,7 +5,8 @@
 (``ds.actstore`` selects examples, tokens and pooled states); ``analyze`` holds
 the paper's analyses as functions on those objects; ``Store`` is the handle
 they all accept in place of a URL.
-``extract`` (imported on first use, since it needs torch) writes a run."""
+``extract`` (imported on first use, since it needs torch) writes a run; ``torch.loader``
+(likewise imported on first use) feeds a run's states to PyTorch training."""
 from __future__ import annotations
 
 __version__ = "0.1.0"
@@ -18,3 +19,11 @@ from .store import Store, open, open_lens, open_run  # noqa: E402,A004
 
 __all__ = ["ActstoreError", "Store", "__version__", "analyze", "extract", "open", "open_lens", "open_run"]
 
+
+def __getattr__(name: str):
+    """``actstore.torch`` on first use only: importing actstore must not import torch."""
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,14 +15,6 @@ from pathlib import Path
 from .errors import ActstoreError
 
 
-def vocabulary_index(vocab) -> dict[str, int]:
-    """Each vocabulary string's first token id (a few tokenizers spell two ids alike)."""
-    index: dict[str, int] = {}
-    for i, token in enumerate(vocab):
-        index.setdefault(str(token), i)
-    return index
-
-
 def read_target_sets(path: str | Path) -> dict[str, list[str]]:
     """``{set name: [vocabulary strings]}`` from a targets file, in file order."""
     path = Path(path)

@@ -11,7 +11,7 @@ unchanged (b), shifted as predicted (b−1), other. Runs in a few minutes on 2 c
 
 The same steps from the shell:
     actstore extract --model gemma3-270m --dataset arith.jsonl --variants plus1,base --store S
-    actstore steer define --store S --model gemma3-270m --name a-plus-one --layer 6 \\
+    actstore steering define --store S --model gemma3-270m --name a-plus-one --layer 6 \\
         --from-states arith:variant=plus1 --minus arith:variant=base
     actstore extract --model gemma3-270m --dataset arith.jsonl --variants prompt --store S \\
         --intervene a-plus-one --coefficients 0,0.5,1,1.5,2,2.5,3 --positions last --generate 2
@@ -27,9 +27,10 @@ from pathlib import Path
 from num2words import num2words
 
 import actstore
-from activation_store.analyze.intervention_report import intervention_report
-from activation_store.analyze.steering_vectors import define_vector
-from activation_store.extract.intervene import record_interventions
+from activation_store.workflows.intervention import intervention_report
+from activation_store.workflows.steering import define_vector
+from activation_store.extract.interventions import InterventionSpec, record_interventions
+from activation_store.extract.spec import RunSpec
 
 STRENGTHS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
 
@@ -66,9 +67,9 @@ def main() -> None:
                                 minus="arith:variant=base", overwrite=True)
     print(f"vector a-plus-one at layer {args.layer}: |v| = {attrs['norm']:.1f} "
           f"(mean over {attrs['n_source']} + {attrs['n_minus']} last-token states)")
-    recorded = record_interventions(model=args.model, dataset=str(data), store=args.store, vector="a-plus-one",
-                                    coefficients=STRENGTHS, variants=["prompt"], positions="last", generate=2,
-                                    overwrite=True, progress=False)
+    recorded = record_interventions(
+        RunSpec(args.model, str(data), args.store, variants=["prompt"], overwrite=True, progress=False),
+        InterventionSpec("a-plus-one", STRENGTHS, positions="last", generate=2))
     print(recorded.summary())
     report = intervention_report(args.store, run.model, "arith", "a-plus-one", Path(args.out), rule="arithmetic",
                                  n_boot=1000)

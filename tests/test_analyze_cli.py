@@ -9,7 +9,7 @@ import matplotlib.image
 import pytest
 
 import actstore
-from activation_store.analyze.results import load_from_store
+from activation_store.workflows.results import load_from_store
 
 
 def tree_digest(path: Path) -> str:
@@ -74,6 +74,7 @@ BAD = [
     (["similarity", "--variants", "en,en"], "two different variants"),
     (["similarity", "--layers", "99"], "layer 99 is out of range"),
     (["similarity", "--layers", "a,b"], "comma-separated integers"),
+    (["similarity", "--bootstrap", "0"], "bootstrap needs at least 1 resample"),
     (["logit-lens", "--example", "999"], "example 999 is out of range"),
     (["logit-lens", "--variant", "xx"], "variant 'xx'"),
     (["logit-lens", "--targets", "TARGETS"], "no token 'definitely-not-a-token'"),

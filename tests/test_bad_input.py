@@ -54,6 +54,10 @@ ROWS = [
         r"unknown dataset 'nosuchset'; built in: django-ui, arithmetic"),
     Row("builtin variant unknown", ("extract", "--dataset", "arithmetic", "--variants", "roman", "--store", "{store}"),
         r"dataset 'arithmetic' has no variant 'roman'; it has digits, words"),
+    Row("code path missing", ("extract", "--dataset", "code:{files}/nothere", "--store", "{store}"),
+        r"code path not found: .*nothere"),
+    Row("code file not python", ("extract", "--dataset", "code:{files}/broken.py", "--store", "{store}"),
+        r"broken\.py:1: not valid Python"),
     Row("dataset file missing", ("extract", "--dataset", "{files}/missing.jsonl", "--store", "{store}"),
         r"dataset file not found: .*missing\.jsonl"),
     Row("jsonl malformed line", ("extract", "--dataset", "{files}/bad.jsonl", "--store", "{store}"),
@@ -164,6 +168,7 @@ def make_files(files: Path, model_dir: Path) -> None:
     (files / "headeronly.csv").write_text("id,en\n")
     (files / "toolong.csv").write_text("id,en\n1,hello\n2,hi,extra\n")
     (files / "data.txt").write_text("hello\n")
+    (files / "broken.py").write_text("def f(:\n")
     (files / ("数" * 80 + ".jsonl")).write_text(good)
     (files / "notgguf.gguf").write_bytes(b"this is not a GGUF file\n" * 8)
     # a real GGUF header (magic, version 3, 291 tensors, 24 metadata entries), cut off inside the first key

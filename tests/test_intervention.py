@@ -14,8 +14,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import actstore
 from activation_store.analyze.intervention import forecast_states, lens_forecast, per_example, set_ids
-from activation_store.analyze.steering_vectors import define_vector
-from activation_store.extract.intervene import record_interventions
+from activation_store.workflows.steering import define_vector
+from activation_store.extract.interventions import InterventionSpec, record_interventions
+from activation_store.extract.spec import RunSpec
 from activation_store.store.interventions import open_recorded
 
 ROWS = [
@@ -54,8 +55,8 @@ def recorded(request, tiny_model_dir, tmp_path_factory):
     define_vector(store, name, "zero", LAYER, from_file=str(root / "zero.npy"))
     vocab = len(AutoTokenizer.from_pretrained(model_dir))
     for vec in ("en-fr-x20", "zero"):
-        record_interventions(model=str(model_dir), dataset=str(data), store=store, vector=vec, coefficients=COEFFICIENTS,
-                             targets=str(targets), top_k=vocab, generate=GENERATE, batch_size=4, progress=False)
+        record_interventions(RunSpec(str(model_dir), str(data), store, batch_size=4, progress=False),
+                             InterventionSpec(vec, COEFFICIENTS, target_tokens=str(targets), top_k=vocab, generate=GENERATE))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     return model, tokenizer, store, name, vector

@@ -43,9 +43,9 @@ def base(tiny_model_dir, tmp_path_factory):
     (root / "targets.txt").write_text('"The"\n" table"\nLe\n', encoding="utf-8")
     store = root / "acts.zarr"
     for args in (["extract", "--model", model_dir, "--dataset", data, "--store", store, "--dtype", "float32", "--quiet"],
-                 ["steer", "define", "--store", store, "--model", model_dir, "--name", "good-bad", "--layer", "2",
+                 ["steering", "define", "--store", store, "--model", model_dir, "--name", "good-bad", "--layer", "2",
                   "--from-states", "pairs:variant=en:item=good", "--minus", "pairs:variant=en:item=bad"],
-                 ["steer", "define", "--store", store, "--model", model_dir, "--name", "the-table", "--layer", "1",
+                 ["steering", "define", "--store", store, "--model", model_dir, "--name", "the-table", "--layer", "1",
                   "--from-unembedding", "The", "--minus", " table", "--coefficient", "2"]):
         result = run_cli(*args)
         assert result.returncode == 0, result.stderr
@@ -54,7 +54,7 @@ def base(tiny_model_dir, tmp_path_factory):
 
 def record(cli, model_dir, data, store, *extra):
     return cli("extract", "--model", model_dir, "--dataset", data, "--store", store, "--intervene", "good-bad",
-               "--coefficients", "0,5,20", "--generate", "4", "--seed", "0..2", "--targets", data.parent / "targets.txt",
+               "--coefficients", "0,5,20", "--generate", "4", "--seed", "0..2", "--target-tokens", data.parent / "targets.txt",
                "--positions", "all", "--record-layers", "1,2", "--batch-size", "3", "--quiet", *extra)
 
 
@@ -87,7 +87,7 @@ def test_record_is_deterministic_and_analysable(base, cli, tmp_path):
 
     out = tmp_path / "results"
     analysis = cli("analyze", "intervention", "--store", stores[0], "--model", model_dir.name, "--dataset", "pairs",
-                   "--vector", "good-bad", "--targets", root / "targets.txt", "--bootstrap", "100", "--out", out)
+                   "--vector", "good-bad", "--target-tokens", root / "targets.txt", "--bootstrap", "100", "--out", out)
     assert analysis.returncode == 0, analysis.stderr
     assert "coef  20.00" in analysis.stdout and "outcomes" in analysis.stdout
     for name in ("intervention-good-bad.csv", "intervention-good-bad-per-example.csv",
@@ -102,21 +102,21 @@ def test_record_is_deterministic_and_analysable(base, cli, tmp_path):
 
 
 BAD = {
-    "wrong hidden size": (["steer", "define", "--name", "x", "--layer", "2", "--from-file", "{root}/wide.npy"],
+    "wrong hidden size": (["steering", "define", "--name", "x", "--layer", "2", "--from-file", "{root}/wide.npy"],
                           "hidden size"),
-    "layer out of range": (["steer", "define", "--name", "x", "--layer", "9", "--from-unembedding", "The"],
+    "layer out of range": (["steering", "define", "--name", "x", "--layer", "9", "--from-unembedding", "The"],
                            "out of range"),
-    "layer 0": (["steer", "define", "--name", "x", "--layer", "0", "--from-unembedding", "The"], "out of range"),
-    "token not in vocabulary": (["steer", "define", "--name", "x", "--layer", "1", "--from-unembedding", "zebra"],
+    "layer 0": (["steering", "define", "--name", "x", "--layer", "0", "--from-unembedding", "The"], "out of range"),
+    "token not in vocabulary": (["steering", "define", "--name", "x", "--layer", "1", "--from-unembedding", "zebra"],
                                 "no token"),
-    "unknown selector key": (["steer", "define", "--name", "x", "--layer", "1", "--from-states", "pairs:lang=en"],
+    "unknown selector key": (["steering", "define", "--name", "x", "--layer", "1", "--from-states", "pairs:lang=en"],
                              "key=value"),
-    "existing name": (["steer", "define", "--name", "good-bad", "--layer", "1", "--from-unembedding", "The"],
+    "existing name": (["steering", "define", "--name", "good-bad", "--layer", "1", "--from-unembedding", "The"],
                       "already exists"),
     "unknown vector": (["extract", "--intervene", "nope", "--coefficients", "1"], "no steering vector"),
     "coefficients not numbers": (["extract", "--intervene", "good-bad", "--coefficients", "1,two"], "not a number"),
     "coefficients not finite": (["extract", "--intervene", "good-bad", "--coefficients", "1,nan"], "finite"),
-    "targets the vocabulary lacks": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--targets",
+    "targets the vocabulary lacks": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--target-tokens",
                                       "{root}/missing.txt"], "no token"),
     "bad positions": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--positions", "first"], "--positions"),
     "empty positions": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--positions", "50:60"],
@@ -134,7 +134,7 @@ def test_bad_input_is_one_line_and_leaves_the_store(base, cli, case):
     (root / "missing.txt").write_text("zebra-token\n", encoding="utf-8")
     args, expected = BAD[case]
     args = [a.format(root=root) for a in args]
-    where = {"steer": ["--store", store, "--model", model_dir],
+    where = {"steering": ["--store", store, "--model", model_dir],
              "extract": ["--store", store, "--model", model_dir, "--dataset", data, "--quiet"],
              "analyze": ["--store", store, "--model", model_dir.name, "--dataset", "pairs", "--out", root / "res"]}[args[0]]
     before = tree_hash(store)

@@ -159,7 +159,8 @@ def test_colors_end_to_end_similarity_and_colour_lens(media_models, tmp_path, cl
     assert "image-en" in done.stdout
     done = cli("analyze", "colour-lens", "--store", store, "--model", name, "--dataset", "colors", "--out", out, env=env)
     assert done.returncode == 0, done.stderr
-    from activation_store.analyze.reports import logit_lens_report, similarity_report  # the same calls, in process
+    from activation_store.workflows.logit_lens import logit_lens_report
+    from activation_store.workflows.similarity import similarity_report  # the same calls, in process
 
     similarity_report(str(store), name, "colors", ["image", "en"], out, pool="mean", n_boot=50,
                       modality={"image": "image", "en": "text"})
@@ -183,7 +184,7 @@ def test_colour_and_caption_lens_count_what_they_claim(media_models, mixed, tmp_
     import activation_store as actstore
     from activation_store.analyze.lens import logits as lens_logits
     from activation_store.analyze.media_lens import colour_lens, keyword_lens, word_ids
-    from activation_store.analyze.reports import _media_states
+    from activation_store.workflows.media_lens import _media_states
 
     store = str(tmp_path / "s.zarr")
     actstore.extract(model=str(media_models["chameleon"]), dataset=str(mixed), store=store, variants=["image", "en"],
@@ -288,7 +289,9 @@ def test_spoken_words_needs_espeak_and_says_so(tmp_path, monkeypatch):
         load_dataset("spoken-words")
 
 
-@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"), reason="espeak-ng is not installed")
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng"),
+                    reason="spoken-words needs Debian's espeak-ng, which is not installed (apt-get install -y espeak-ng; "
+                           "tests/run.sh installs it where apt-get can)")
 def test_spoken_words_runs_through_an_audio_model(media_models, tmp_path, monkeypatch):
     import activation_store as actstore
     from activation_store.extract.datasets import load_dataset

@@ -20,9 +20,9 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ActstoreError
-from ..target_sets import vocabulary_index
-from ..store import layout
+from ..vocabulary import token_ids, vocabulary_index
 from .lens import logits as lens_logits
+from .stats import grouped_mean_ci
 
 
 def baseline_index(ds: xr.Dataset) -> int:
@@ -38,10 +38,7 @@ def set_ids(ds: xr.Dataset, sets: dict[str, list[str]], vocab: np.ndarray) -> di
     support = ds.support_id.values
     out = {}
     for name, members in sets.items():
-        missing = [m for m in members if m not in index]
-        if missing:
-            raise ActstoreError(f"the vocabulary has no token {missing[0]!r}")
-        ids = np.array([index[m] for m in members], dtype=np.int64)
+        ids = token_ids(index, members)
         for member, token_id in zip(members, ids):
             if not (support == token_id).any(axis=1).all():
                 raise ActstoreError(f"token {member!r} was not recorded for every example; "
@@ -103,32 +100,15 @@ def per_example(ds: xr.Dataset, ids: dict[str, np.ndarray] | None = None) -> xr.
     return out
 
 
-def bootstrap_mean(values: np.ndarray, items: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """Mean over items (examples of one item averaged first) per row, with a bootstrap 95% interval; rows: (n, example)."""
-    labels, owner = np.unique(items, return_inverse=True)
-    per_item = np.zeros((values.shape[0], len(labels)))
-    np.add.at(per_item.T, owner, values.T)
-    per_item /= np.bincount(owner, minlength=len(labels))
-    draws = np.random.default_rng(seed).integers(0, len(labels), size=(n_boot, len(labels)))
-    boot = per_item[:, draws].mean(axis=-1)                # the same draws for every row: paired across conditions
-    low, high = np.percentile(boot, [2.5, 97.5], axis=-1)
-    return per_item.mean(axis=1), low, high, len(labels)
-
-
 def summarize(per: xr.Dataset, n_boot: int = 1000, seed: int = 0) -> xr.Dataset:
     """Each (condition, example[, set]) metric as mean, ci_low, ci_high per condition (and set) over items."""
-    items = per["item"].values.astype(str)
     out = xr.Dataset(coords={"condition": per.condition.values, "coefficient": ("condition", per.coefficient.values)})
     for name, var in per.data_vars.items():
-        extra = [d for d in var.dims if d not in ("condition", "example")]
-        flat = var.transpose("condition", *extra, "example").values
-        shape = flat.shape[:-1]
-        mean, low, high, n = bootstrap_mean(flat.reshape(-1, flat.shape[-1]), items, n_boot, seed)
-        dims = ("condition", *extra)
-        out[name] = (dims, mean.reshape(shape))
-        out[f"{name}_ci_low"] = (dims, low.reshape(shape))
-        out[f"{name}_ci_high"] = (dims, high.reshape(shape))
-        out.attrs["n_items"] = int(n)
+        summary = grouped_mean_ci(var.reset_coords(drop=True).assign_coords(item=per["item"]), "example", "item", n_boot, seed)
+        out[name] = summary["mean"].transpose("condition", ...)
+        out[f"{name}_ci_low"] = summary.ci_low.transpose("condition", ...)
+        out[f"{name}_ci_high"] = summary.ci_high.transpose("condition", ...)
+        out.attrs["n_items"] = summary.attrs["n_samples"]
     if "set" in per.dims:
         out = out.assign_coords(set=per.set.values)
     return out
@@ -190,17 +170,14 @@ def outcomes(ds: xr.Dataset, rule: Callable[[str, str, str], str]) -> xr.DataArr
 def outcome_shares(categories: xr.DataArray, names: tuple[str, ...], n_boot: int = 1000, seed: int = 0) -> xr.Dataset:
     """Share of each category per condition (over samples and items), with a bootstrap 95% interval over items."""
     values = categories.transpose("condition", "sample", "example").values
-    items = categories["item"].values.astype(str)
-    share, low, high = [], [], []
-    for name in names:
-        hit = (values == name).mean(axis=1)                  # (condition, example): share over samples
-        m, lo, hi, n = bootstrap_mean(hit, items, n_boot, seed)
-        share.append(m), low.append(lo), high.append(hi)
-    dims = ("category", "condition")
-    return xr.Dataset({"share": (dims, np.array(share)), "ci_low": (dims, np.array(low)), "ci_high": (dims, np.array(high))},
-                      coords={"category": list(names), "condition": categories.condition.values,
+    hits = xr.DataArray(np.stack([(values == name).mean(axis=1) for name in names]),   # share over samples
+                        dims=("category", "condition", "example"),
+                        coords={"category": list(names), "item": ("example", categories["item"].values)})
+    summary = grouped_mean_ci(hits, "example", "item", n_boot, seed)
+    return xr.Dataset({"share": summary["mean"], "ci_low": summary.ci_low, "ci_high": summary.ci_high},
+                      coords={"condition": categories.condition.values,
                               "coefficient": ("condition", categories.coefficient.values)},
-                      attrs={"n_items": int(n)}).transpose("condition", "category")
+                      attrs={"n_items": summary.attrs["n_samples"]}).transpose("condition", "category")
 
 
 # --- the lens-level forecast ---------------------------------------------------------------------------------------
@@ -247,6 +224,3 @@ def forecast_states(ds: xr.Dataset, layer: int) -> xr.DataArray | None:
     states = states.drop_vars([c for c in states.coords if c not in ("layer", "final_norm_applied")])
     return states.assign_coords(example=ds.example.values, item=("example", ds["item"].values)).load()
 
-
-def vocabulary(lens: xr.Dataset) -> np.ndarray:
-    return lens[layout.VOCAB_TOKEN].values

@@ -22,6 +22,7 @@ from ..cache import cache_root
 from ..errors import ActstoreError
 from ..store import layout
 from .projection import project
+from .selection import examples_of, tokens_of
 
 DEFAULT_LANGUAGES = ("en", "zh", "ja", "ko", "ru", "ar", "hi", "fr", "de", "es")
 
@@ -91,9 +92,28 @@ def _read_table(path: Path, vocab_size: int) -> xr.DataArray:
     return xr.DataArray(probs, dims=("vocab", "language"), coords={"language": header[1:]}, attrs={"source": str(path)})
 
 
-def language_mass(hidden: xr.DataArray, lens: xr.Dataset, table: xr.DataArray) -> xr.DataArray:
-    """Per layer and language, the lens's probability mass averaged over the tokens of ``hidden``."""
-    projected = project(hidden, lens, k=1, table=table)
+def language_mass(hidden: xr.DataArray, lens: xr.Dataset, table: xr.DataArray, mode: str = "normed") -> xr.DataArray:
+    """Per layer and language, the lens's probability mass averaged over the tokens of ``hidden``
+    (``mode``: the normed or raw lens, recorded in the result's attrs)."""
+    projected = project(hidden, lens, k=1, table=table, mode=mode)
     mass = xr.DataArray(projected.language_mass, dims=(*projected.dims, "language"),
                         coords={"language": table.language.values, **{d: hidden[d].values for d in projected.dims if d in hidden.coords}})
-    return mass.mean("token").rename("mass") if "token" in mass.dims else mass.rename("mass")
+    mass.attrs["lens"] = mode
+    return mass.mean("token", keep_attrs=True).rename("mass") if "token" in mass.dims else mass.rename("mass")
+
+
+def languages(ds: xr.Dataset, lens: xr.Dataset, variant: str | None = None, codes: tuple[str, ...] | list[str] | None = None,
+              table: xr.DataArray | None = None, mode: str = "normed") -> xr.DataArray:
+    """Probability mass per language and layer over the tokens of ``variant`` (default: every example).
+
+    ``table`` is p(language | token) (default: ``language_table`` for ``codes``); the BOS state, which
+    says nothing about the input's language, is left out when the run prepended one. ``mode``: the
+    normed or raw lens (see ``lens.lens_input``)."""
+    if table is None:
+        table = language_table(lens, tuple(codes or DEFAULT_LANGUAGES))
+    tokens = tokens_of(ds, examples_of(ds, variant=variant))
+    if ds.attrs.get("config", {}).get("bos"):
+        tokens = tokens[ds.position.values[tokens] > 0]
+    mass = language_mass(ds.hidden.isel(token=tokens), lens, table, mode=mode)
+    mass.attrs.update(variant=variant or "all", table=table.attrs.get("source", ""))
+    return mass

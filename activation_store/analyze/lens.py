@@ -5,7 +5,11 @@ Layers whose states are raw residual stream get the model's final norm first
 layers already normed (``final_norm_applied``) go straight to the unembedding.
 Final logit soft-capping is applied when the model has it; vocabulary ids that
 are media codes (Chameleon's image tokens, ``media_code``) get −inf, as the
-model masks them out of its own logits. Lazy throughout."""
+model masks them out of its own logits. Lazy throughout.
+
+``mode="raw"`` is the paper's own lens (Wu et al.'s code): no final norm on
+any layer, so intermediate layers' raw residual stream meets the unembedding
+(the last layer, already normed by the model, is the same either way)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +17,8 @@ import xarray as xr
 
 from ..errors import ActstoreError
 from ..store import layout
+
+LENS_MODES = ("normed", "raw")
 
 
 def final_norm(hidden: xr.DataArray, lens: xr.Dataset) -> xr.DataArray:
@@ -31,16 +37,26 @@ def final_norm(hidden: xr.DataArray, lens: xr.Dataset) -> xr.DataArray:
     raise ActstoreError(f"unknown final norm kind {spec['kind']!r} in the stored lens")
 
 
-def lens_input(hidden: xr.DataArray, lens: xr.Dataset) -> xr.DataArray:
-    """Hidden states as the unembedding sees them: final-normed where the layer is not already."""
+def check_mode(mode: str) -> str:
+    """``mode`` itself when it names a lens (normed, raw); else one error listing them."""
+    if mode not in LENS_MODES:
+        raise ActstoreError(f"unknown lens {mode!r}; choose one of {', '.join(LENS_MODES)}")
+    return mode
+
+
+def lens_input(hidden: xr.DataArray, lens: xr.Dataset, mode: str = "normed") -> xr.DataArray:
+    """Hidden states as the unembedding sees them: final-normed where the layer is not already
+    (``normed``), or exactly as stored (``raw``)."""
+    if check_mode(mode) == "raw":
+        return hidden
     if "final_norm_applied" not in hidden.coords:
         raise ActstoreError("hidden states carry no 'final_norm_applied' coordinate; open them with actstore.open_run")
     return xr.where(hidden.final_norm_applied, hidden, final_norm(hidden, lens))
 
 
-def logits(hidden: xr.DataArray, lens: xr.Dataset) -> xr.DataArray:
+def logits(hidden: xr.DataArray, lens: xr.Dataset, mode: str = "normed") -> xr.DataArray:
     """Logit-lens logits over ``vocab`` for each hidden state (chunked like the stored unembedding)."""
-    normed = lens_input(hidden, lens).astype(np.float32)
+    normed = lens_input(hidden, lens, mode).astype(np.float32)
     out = xr.dot(normed, lens[layout.UNEMBEDDING], dim="d_model")
     if layout.LOGIT_BIAS in lens:
         out = out + lens[layout.LOGIT_BIAS]

@@ -18,7 +18,7 @@ import xarray as xr
 
 from ..errors import ActstoreError
 from ..store import layout
-from ..target_sets import vocabulary_index
+from ..vocabulary import vocabulary_index
 from .logit_lens import target_logits
 from .projection import project
 

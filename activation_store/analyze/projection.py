@@ -20,7 +20,22 @@ import xarray as xr
 from ..store import layout
 from .lens import lens_input
 
-TOKEN_CHUNK = 512
+ROWS = 1024  # states per block: enough rows for an efficient GEMM, logits block ≈ ROWS × vocab chunk × 4 bytes
+
+
+def state_chunks(shape: tuple[int, ...], rows: int = ROWS) -> tuple[int, ...]:
+    """Chunk sizes for the state dims so a block holds about ``rows`` states: whole last dims, then
+    as many of the earlier ones as fit (e.g. all 18 layers × 56 tokens rather than one layer × 512 tokens),
+    spread evenly so the edge block is not a sliver."""
+    sizes = []
+    room = rows
+    for size in reversed(shape):
+        size = max(size, 1)
+        fit = max(1, min(size, room))
+        n_chunks = -(-size // fit)
+        sizes.append(-(-size // n_chunks))
+        room = max(1, room // sizes[-1])
+    return tuple(reversed(sizes))
 
 
 @dataclass
@@ -36,24 +51,38 @@ class Projection:
 
 
 def _block(h, w, vocab_ids, target_logit, target_id, table, *, k, cap, bias, masked):
-    """Partial reductions of one (states × vocab chunk) logits block, packed along a last axis."""
-    scores = h @ w.T                                                    # (..., vocab chunk)
+    """Partial reductions of one (states × vocab chunk) logits block, packed along a last axis.
+
+    All the block's states go through one GEMM (a batched matmul per layer would run many small, slow
+    ones). The top-k comes first and gives the row maxima; the logits are then turned into exp(logit −
+    max) in place, with the k winners (which top-k overwrote) added back from their kept values: one
+    block-sized array, and two fewer passes over it than max, subtract-into-a-copy, exp."""
+    shape = h.shape[:-1]
+    scores = h.reshape(-1, h.shape[-1]) @ w.T                           # (states, vocab chunk)
     if bias is not None:
-        scores = scores + bias[vocab_ids]
+        scores += bias[vocab_ids]
     if cap:
-        scores = cap * np.tanh(scores / cap)
+        scores /= cap
+        np.tanh(scores, out=scores)
+        scores *= cap
     if masked is not None:                                              # media codes: probability 0, never top-k
-        scores[..., masked[vocab_ids]] = -np.inf
-    peak = scores.max(axis=-1, keepdims=True)
-    weights = scores - np.where(np.isfinite(peak), peak, 0.0)          # a wholly masked chunk adds exp(−inf) = 0
-    np.exp(weights, out=weights)
-    above = _above(scores, vocab_ids, target_logit, target_id) if target_logit is not None else np.zeros_like(peak)
-    mass = weights @ table if table is not None else None
-    top_logit, top_index = _top_k(scores, k)                         # last: it overwrites the block's maxima
-    parts = [peak, weights.sum(axis=-1, keepdims=True), above, top_logit, vocab_ids[top_index].astype(np.float64)]
-    if mass is not None:
-        parts.append(mass)
-    return np.concatenate([p.astype(np.float64) for p in parts], axis=-1)[..., None, :]
+        scores[:, masked[vocab_ids]] = -np.inf
+    if target_logit is not None:
+        above = _above(scores, vocab_ids, target_logit.reshape(-1), target_id.reshape(-1))
+    else:
+        above = np.zeros((scores.shape[0], 1))
+    top_logit, top_index = _top_k(scores, k)                            # winners now −inf in ``scores``
+    peak = top_logit[:, :1]
+    shift = np.where(np.isfinite(peak), peak, 0.0)                      # a wholly masked chunk adds exp(−inf) = 0
+    scores -= shift
+    np.exp(scores, out=scores)
+    top_weight = np.exp(top_logit - shift)                              # −inf padding → 0
+    total = scores.sum(axis=-1, keepdims=True, dtype=np.float64) + top_weight.sum(axis=-1, keepdims=True)
+    parts = [peak, total, above, top_logit, vocab_ids[top_index].astype(np.float64)]
+    if table is not None:
+        parts.append(scores @ table + np.einsum("rk,rkg->rg", top_weight, table[top_index]))
+    packed = np.concatenate([p.astype(np.float64) for p in parts], axis=-1)
+    return packed.reshape(*shape, 1, packed.shape[-1])
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,12 +123,10 @@ def _merge(partials, *, k, n_lang):
 
 
 def project(hidden: xr.DataArray, lens: xr.Dataset, k: int = 5, target_logit: xr.DataArray | None = None,
-            target_id: xr.DataArray | None = None, table: xr.DataArray | None = None) -> Projection:
-    """Run the one-pass projection of ``hidden`` (…, d_model) through ``lens``; computes."""
-    normed = lens_input(hidden, lens).astype(np.float32)
-    if "token" in normed.dims:
-        normed = normed.chunk({"token": TOKEN_CHUNK})
-    normed = normed.transpose(..., "d_model")
+            target_id: xr.DataArray | None = None, table: xr.DataArray | None = None, mode: str = "normed") -> Projection:
+    """Run the one-pass projection of ``hidden`` (…, d_model) through ``lens`` (``mode``: normed or raw); computes."""
+    normed = lens_input(hidden, lens, mode).astype(np.float32).transpose(..., "d_model")
+    normed = normed.chunk(dict(zip(normed.dims, (*state_chunks(normed.shape[:-1]), -1))))
     h = normed.data if isinstance(normed.data, da.Array) else da.from_array(normed.data)
     w = lens[layout.UNEMBEDDING].data
     w = w if isinstance(w, da.Array) else da.from_array(w, chunks=(16384, -1))

@@ -45,6 +45,17 @@ def examples_of(ds: xr.Dataset, variant: str | None = None, item: str | None = N
     return np.flatnonzero(mask)
 
 
+def select_layers(ds: xr.Dataset, layers: list[int] | None) -> xr.Dataset:
+    """The run at the given layers only (all when ``layers`` is empty); an absent layer is an error naming it."""
+    if not layers:
+        return ds
+    present = set(ds.layer.values.tolist())
+    bad = [layer for layer in layers if layer not in present]
+    if bad:
+        raise ActstoreError(f"layer {bad[0]} is out of range; the run has layers 0..{int(ds.layer.max())}")
+    return ds.sel(layer=layers)
+
+
 def tokens_of(ds: xr.Dataset, examples: np.ndarray, modality: str | None = None) -> np.ndarray:
     """Token indices of the given examples, end to end (only those of ``modality`` when given)."""
     offsets = ds.token_offset.values[examples]

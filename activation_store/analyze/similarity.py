@@ -20,6 +20,7 @@ import xarray as xr
 
 from ..errors import ActstoreError
 from .selection import pooled
+from .stats import mean_ci
 
 
 def pair_by_item(states: xr.DataArray, variant_a: str, variant_b: str) -> tuple[xr.DataArray, xr.DataArray]:
@@ -41,34 +42,52 @@ def pair_by_item(states: xr.DataArray, variant_a: str, variant_b: str) -> tuple[
     return sides[0].sel(item=common), sides[1].sel(item=common)
 
 
-def _unit(states: xr.DataArray) -> xr.DataArray:
-    return states / np.sqrt((states**2).sum("d_model"))
+BLOCK_BYTES = 256 << 20  # float64 states of both variants held at once: layers are done in groups this size
+
+
+def _layer_groups(n_layers: int, per_layer_bytes: int) -> list[slice]:
+    step = max(1, BLOCK_BYTES // max(1, per_layer_bytes))
+    return [slice(start, min(start + step, n_layers)) for start in range(0, n_layers, step)]
+
+
+def _paired_and_cross(x: np.ndarray, y: np.ndarray, center: bool) -> tuple[np.ndarray, np.ndarray]:
+    """x_i·y_i and x_i·Σy of unit (optionally centred) states, for (layer, item, d_model) float64 blocks."""
+    if center:
+        mean = (x.mean(axis=1, keepdims=True) + y.mean(axis=1, keepdims=True)) / 2
+        x, y = x - mean, y - mean
+    x /= np.sqrt(np.einsum("lid,lid->li", x, x))[..., None]
+    y /= np.sqrt(np.einsum("lid,lid->li", y, y))[..., None]
+    paired = np.einsum("lid,lid->li", x, y)
+    cross = np.einsum("lid,ld->li", x, y.sum(axis=1))
+    return paired, cross
 
 
 def similarity(x: xr.DataArray, y: xr.DataArray, center: bool = True, n_boot: int = 1000, seed: int = 0) -> xr.Dataset:
-    """Paired-minus-unpaired cosine per layer for aligned (layer, item, d_model) states, with a bootstrap CI."""
+    """Paired-minus-unpaired cosine per layer for aligned (layer, item, d_model) states, with a bootstrap CI.
+
+    The pooled states are small next to the run (one vector per item and layer), so they are read in one
+    dask pass per group of layers (all layers at once up to ``BLOCK_BYTES``) and scored with numpy:
+    building and scheduling a dask graph for the arithmetic cost far more than the arithmetic."""
     n = x.sizes["item"]
-    if center:
-        mean = (x.mean("item") + y.mean("item")) / 2
-        x, y = x - mean, y - mean
-    xu, yu = _unit(x.astype(np.float64)), _unit(y.astype(np.float64))
-    paired = (xu * yu).sum("d_model")                                      # (layer, item)
-    cross = (xu * yu.sum("item")).sum("d_model")                           # x_i · Σy
-    paired, cross = dask.compute(paired, cross)                            # one pass over the data
-    per_item = paired - (cross - paired) / (n - 1)
-    unpaired = (cross.sum("item") - paired.sum("item")) / (n * (n - 1))
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(n_boot, n))
-    boot = per_item.values[:, draws].mean(axis=-1)                         # (layer, n_boot)
-    low, high = np.percentile(boot, [2.5, 97.5], axis=-1)
-    score = per_item.mean("item")
+    x, y = x.transpose("layer", "item", "d_model"), y.transpose("layer", "item", "d_model")
+    n_layers = x.sizes["layer"]
+    paired, cross = np.empty((n_layers, n)), np.empty((n_layers, n))
+    for group in _layer_groups(n_layers, 2 * n * x.sizes["d_model"] * 8):
+        xs, ys = dask.compute(x.data[group], y.data[group])                # one read of these layers' chunks
+        paired[group], cross[group] = _paired_and_cross(np.asarray(xs, dtype=np.float64),
+                                                        np.asarray(ys, dtype=np.float64), center)
+    unpaired = (cross.sum(axis=1) - paired.sum(axis=1)) / (n * (n - 1))
+    layer_coords = {name: c.variable for name, c in x.coords.items() if c.dims == ("layer",)}
+    per_item = xr.DataArray(paired - (cross - paired) / (n - 1), dims=("layer", "item"),
+                            coords={**layer_coords, "item": x["item"].values})
+    score = mean_ci(per_item, "item", n_boot, seed)                       # the interval: items resampled
     return xr.Dataset(
         {
-            "score": score,
-            "ci_low": ("layer", low),
-            "ci_high": ("layer", high),
-            "paired": paired.mean("item"),
-            "unpaired": unpaired,
+            "score": score["mean"],
+            "ci_low": score.ci_low,
+            "ci_high": score.ci_high,
+            "paired": ("layer", paired.mean(axis=1)),
+            "unpaired": ("layer", unpaired),
             "per_item": per_item,
             "n_items": n,
         },
@@ -78,12 +97,13 @@ def similarity(x: xr.DataArray, y: xr.DataArray, center: bool = True, n_boot: in
     )
 
 
-def variant_similarity(ds: xr.Dataset, variants: list[str], pool: str = "last", center: bool = True,
+def variant_similarity(ds: xr.Dataset, variants: list[str] | None = None, pool: str = "last", center: bool = True,
                        n_boot: int = 1000, seed: int = 0, modality: str | dict[str, str] | None = None) -> xr.Dataset:
-    """Similarity for every pair of ``variants`` in a run: a ``pair`` dimension ("en-zh", …).
+    """Similarity for every pair of ``variants`` (default: all of the run's) in a run: a ``pair`` dimension ("en-zh", …).
 
     ``modality`` pools only that modality's tokens, for every variant or per variant
     (``{"image": "image", "en": "text"}``: mean over the image tokens vs over the words)."""
+    variants = variants or sorted(set(ds.variant.values))
     if len(variants) < 2:
         raise ActstoreError("similarity needs at least two variants, e.g. --variants en,zh")
     per_variant = modality if isinstance(modality, dict) else {v: modality for v in variants}

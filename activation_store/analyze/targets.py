@@ -18,9 +18,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ActstoreError
-from ..target_sets import vocabulary_index
+from ..vocabulary import token_ids, vocabulary_index
 from ..store import layout
-from .logit_lens import vocabulary_ids
 from .selection import examples_of
 
 RULES = ("result-digits", "result-words", "en-next-word")
@@ -68,7 +67,7 @@ def from_file(path: str | Path, ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArra
     if not wanted:
         raise ActstoreError(f"{path}: no target rows")
     try:
-        ids = vocabulary_ids(lens, [target for _, target in wanted])
+        ids = token_ids(lens[layout.VOCAB_TOKEN].values, [target for _, target in wanted])
     except ActstoreError as exc:
         raise ActstoreError(f"{path}: {exc}") from None
     for (token, _), token_id in zip(wanted, ids):

@@ -13,7 +13,7 @@ from ..errors import ActstoreError
 from .analyze import analyze
 from .extract import extract
 from .inspect import info, ls
-from .steer import steer
+from .steering import steer, steering
 from .transfer import pull, push
 from .verify import verify
 
@@ -31,6 +31,7 @@ cli.add_command(analyze)
 cli.add_command(push)
 cli.add_command(pull)
 cli.add_command(verify)
+cli.add_command(steering)
 cli.add_command(steer)
 
 

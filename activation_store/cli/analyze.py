@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..analyze.cluster import scheduler
+from ..workflows.cluster import scheduler
 from .options import split_list, storage, store_options
 from .tables import print_language_table, print_lens_table, print_similarity_table
 
@@ -45,6 +45,9 @@ def _modality(value: str | None, per_variant: bool):
             raise click.BadParameter(f"expected VARIANT=MODALITY, got {part!r}", param_hint="--modality")
         pairs[variant.strip()] = modality.strip()
     return pairs
+def _lens_option(func):
+    return click.option("--lens", "lens_mode", type=click.Choice(["normed", "raw"]), default="normed", show_default=True,
+                        help="normed: final norm on every layer (tuned-lens convention); raw: none, as the paper's code.")(func)
 
 
 def _done(report):
@@ -64,12 +67,26 @@ def analyze() -> None:
 @click.option("--pool", type=click.Choice(["last", "mean"]), default="last", show_default=True)
 @click.option("--center/--no-center", default=True, show_default=True, help="Subtract the per-layer mean of the compared states first.")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% interval.")
+@click.option("--baseline", default=None, metavar="VARIANT",
+              help="Compare with this variant of each item (e.g. form-swapped) instead of all unpaired items.")
 @click.option("--modality", default=None, help="Pool only text, image or audio tokens; per variant as image=image,en=text.")
 def similarity(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
-               variants, pool, center, bootstrap, modality):
-    """Paired-minus-unpaired cosine similarity between variants, per layer (Eq. 1)."""
-    from ..analyze.reports import similarity_report
+               variants, pool, center, bootstrap, baseline, modality):
+    """Paired-minus-unpaired cosine similarity between variants, per layer (Eq. 1); or matched minus baseline."""
+    from ..workflows.similarity import baseline_similarity_report, similarity_report
 
+    if baseline is not None:
+        if modality is not None:
+            raise click.UsageError("--modality applies to all-pairs similarity, not with --baseline")
+        from .grid_tables import print_baseline_table
+
+        with scheduler(scheduler_address, workers, memory_limit):
+            report = baseline_similarity_report(store, model, dataset, split_list(variants), baseline, out, pool=pool,
+                                                center=center, n_boot=bootstrap, layers=_layers(layers),
+                                                storage_options=storage(store, endpoint_url, anon))
+        print_baseline_table(report.result)
+        _done(report)
+        return
     with scheduler(scheduler_address, workers, memory_limit):
         report = similarity_report(store, model, dataset, split_list(variants), out, pool=pool, center=center,
                                    n_boot=bootstrap, layers=_layers(layers), modality=_modality(modality, True),
@@ -85,18 +102,19 @@ def similarity(store, model, dataset, out, layers, scheduler_address, workers, m
 @click.option("--item", default=None, help="The examples of one item (with --variant: one example).")
 @click.option("--targets", default=None, help="A targets file (.jsonl/.csv) or a rule: result-digits, result-words, en-next-word.")
 @click.option("--top-k", type=int, default=5, show_default=True)
+@_lens_option
 @click.option("--modality", default=None, help="Only the text, image or audio tokens of the selected examples.")
 def logit_lens(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
-               example, variant, item, targets, top_k, modality):
+               example, variant, item, targets, top_k, lens_mode, modality):
     """Top tokens per layer and position through the stored logit lens; log-prob and rank of targets."""
-    from ..analyze.reports import logit_lens_report
+    from ..workflows.logit_lens import logit_lens_report
 
     if example is not None and (variant is not None or item is not None):
         raise click.UsageError("give --example, or --variant/--item, not both")
     with scheduler(scheduler_address, workers, memory_limit):
         report = logit_lens_report(store, model, dataset, out, example=example, variant=variant, item=item, targets=targets,
-                                   k=top_k, layers=_layers(layers), modality=_modality(modality, False),
-                                   storage_options=storage(store, endpoint_url, anon))
+                                   k=top_k, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon),
+                                   lens_mode=lens_mode, modality=_modality(modality, False))
     print_lens_table(report.result)
     _done(report)
 
@@ -106,14 +124,16 @@ def logit_lens(store, model, dataset, out, layers, scheduler_address, workers, m
 @click.option("--variant", default=None, help="Input variant to read (default: all examples).")
 @click.option("--languages", default=None, help="Comma-separated language codes (default: en,zh,ja,ko,ru,ar,hi,fr,de,es).")
 @click.option("--table", "table_path", default=None, help="Your own p(language|token) CSV: token_id,<lang>,<lang>,…")
+@_lens_option
 def languages(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
-              variant, languages, table_path):
+              variant, languages, table_path, lens_mode):
     """Probability mass per language through the logit lens, per layer."""
-    from ..analyze.reports import languages_report
+    from ..workflows.languages import languages_report
 
     with scheduler(scheduler_address, workers, memory_limit):
         report = languages_report(store, model, dataset, out, variant=variant, languages=split_list(languages),
-                                  table_path=table_path, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
+                                  table_path=table_path, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon),
+                                  lens_mode=lens_mode)
     print_language_table(report.result.mass)
     _done(report)
 
@@ -125,7 +145,7 @@ def languages(store, model, dataset, out, layers, scheduler_address, workers, me
 def colour_lens(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
                 variant, words):
     """Share of image tokens whose top-1 logit-lens token is the colour word, per layer (e.g. on --dataset colors)."""
-    from ..analyze.reports import colour_lens_report
+    from ..workflows.media_lens import colour_lens_report
 
     with scheduler(scheduler_address, workers, memory_limit):
         report = colour_lens_report(store, model, dataset, out, variant=variant, words=words, layers=_layers(layers),
@@ -141,7 +161,7 @@ def colour_lens(store, model, dataset, out, layers, scheduler_address, workers, 
 def caption_lens(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
                  variant, captions):
     """Caption keywords' mean probability over media tokens vs the least similar caption's, per layer."""
-    from ..analyze.reports import caption_lens_report
+    from ..workflows.media_lens import caption_lens_report
 
     with scheduler(scheduler_address, workers, memory_limit):
         report = caption_lens_report(store, model, dataset, out, variant=variant, captions=captions,
@@ -155,7 +175,7 @@ def caption_lens(store, model, dataset, out, layers, scheduler_address, workers,
 @click.option("--model", required=True)
 @click.option("--dataset", required=True)
 @click.option("--vector", required=True, help="The steering vector whose recorded run (extract --intervene) to analyse.")
-@click.option("--targets", default=None, help="Target sets: one vocabulary string a line, or a .json of named sets.")
+@click.option("--target-tokens", "targets", default=None, help="Target sets (as extract --target-tokens): one vocabulary string a line, or a .json of named sets.")
 @click.option("--rule", default=None, help="Outcome rule for continuations: arithmetic[:SHIFT] or same-as-baseline.")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% interval.")
 @click.option("--no-forecast", is_flag=True, help="Skip the logit-lens forecast at the vector's layer.")
@@ -163,10 +183,64 @@ def caption_lens(store, model, dataset, out, layers, scheduler_address, workers,
 @store_options
 def intervention(store, model, dataset, vector, targets, rule, bootstrap, no_forecast, out, endpoint_url, anon):
     """Deltas of a recorded intervention against its baseline, per coefficient, with a lens-level forecast."""
-    from ..analyze.intervention_report import intervention_report
+    from ..workflows.intervention import intervention_report
     from .intervention_table import print_intervention_table
 
     report = intervention_report(store, model, dataset, vector, out, targets=targets, rule=rule, n_boot=bootstrap,
                                  forecast=not no_forecast, storage_options=storage(store, endpoint_url, anon))
     print_intervention_table(report.table, report.shares)
+    _done(report)
+
+
+@analyze.command()
+@_run_options
+@click.option("--variant", default=None, help="Only the annotated positions of this variant (default: all).")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% interval.")
+@_lens_option
+def target(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
+           variant, bootstrap, lens_mode):
+    """log p(target) − max log p(alternative) per layer at a run's annotated positions (" and" vs " or"/" not", …)."""
+    from ..workflows.target_margin import target_report
+    from .grid_tables import print_margin_table
+
+    with scheduler(scheduler_address, workers, memory_limit):
+        report = target_report(store, model, dataset, out, variant=variant, lens_mode=lens_mode, n_boot=bootstrap,
+                               layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
+    print_margin_table(report.result)
+    _done(report)
+
+
+@analyze.command()
+@_run_options
+@click.option("--variant", default=None, help="Only the annotated positions of this variant (default: all).")
+@_lens_option
+def roles(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
+          variant, lens_mode):
+    """The semantic-role confusion matrix: role log-prob at each gold role, minus that role's mean over gold roles."""
+    from ..workflows.roles import roles_report
+    from .grid_tables import print_roles_table
+
+    with scheduler(scheduler_address, workers, memory_limit):
+        report = roles_report(store, model, dataset, out, variant=variant, lens_mode=lens_mode, layers=_layers(layers),
+                              storage_options=storage(store, endpoint_url, anon))
+    print_roles_table(report.result)
+    _done(report)
+
+
+@analyze.command()
+@_run_options
+@click.option("--variant", required=True, help="The variant whose last-token states to trace (e.g. result-first).")
+@click.option("--anchors", default=None, help='Comma-separated anchor tokens (default: "0".."9" and " zero".." nine").')
+def trajectories(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
+                 variant, anchors):
+    """Per-layer last-token paths in the PCA plane of the digit and number-word unembeddings."""
+    from ..workflows.trajectories import trajectories_report
+    from ..analyze.trajectories import DIGITS, WORDS
+
+    strings = tuple(a for a in anchors.split(",") if a) if anchors else DIGITS + WORDS
+    with scheduler(scheduler_address, workers, memory_limit):
+        report = trajectories_report(store, model, dataset, out, variant=variant, anchors=strings,
+                                     layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
+    explained = report.result.explained_variance.values
+    click.echo(f"{report.result.sizes['example']} trajectories; anchor PCA explains {explained[0]:.1%} + {explained[1]:.1%}")
     _done(report)

@@ -5,13 +5,17 @@ import click
 
 from ..extract.datasets import DEFAULT_DATASET
 from ..extract.models import DEFAULT_MODEL
-from .intervene_options import INTERVENTION_KEYS, intervene_options, run_intervention
-from .options import parse_pairs, split_list, storage, store_options
+from .interventions import INTERVENTION_KEYS, intervention_options, run_intervention
+from .options import parse_columns, parse_pairs, split_list, storage, store_options
 
 
 @click.command()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name, alias (llama3, …), model directory or .gguf file.")
-@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Built-in name (django-ui, arithmetic, colors, colors-split, spoken-words) or a .jsonl/.csv/.tsv file.")
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Built-in name (django-ui, arithmetic, colors, colors-split, spoken-words…), a .jsonl/.csv/.tsv file, or hf:NAME[:CONFIG][:SPLIT] "
+              "(a save_to_disk directory, local data files or the local datasets cache; never downloaded).")
+@click.option("--columns", default=None, metavar="VARIANT=COLUMN,…",
+              help="hf: datasets: the text column of each variant (default: every string column).")
+@click.option("--id-column", default=None, help="hf: datasets: the column naming each item (default: 'id', else the row number).")
 @click.option("--store", default="./acts.zarr", show_default=True, help="Local directory or fsspec URL (s3://bucket/acts.zarr).")
 @click.option("--variants", default=None, help="Comma-separated variants to extract (default: all).")
 @click.option("--limit", type=int, default=None, help="Only the first N items.")
@@ -26,27 +30,19 @@ from .options import parse_pairs, split_list, storage, store_options
 @click.option("--trust-remote-code", is_flag=True, help="Allow a checkpoint's own Python code (off by default).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @store_options
-@intervene_options
-def extract(model, dataset, store, variants, limit, bos, suffixes, templates, dtype, batch_size, chunk_tokens, overwrite,
-            trust_remote_code, quiet, endpoint_url, anon, **intervention):
+@intervention_options
+def extract(model, dataset, columns, id_column, store, variants, limit, bos, suffixes, templates, dtype, batch_size,
+            chunk_tokens, overwrite, trust_remote_code, quiet, endpoint_url, anon, **intervention):
     """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run)."""
-    from ..extract import extract as run_extract
+    from ..extract.run import extract_run
+    from ..extract.spec import RunSpec
 
-    recorded = run_intervention(
-        {k: intervention[k] for k in INTERVENTION_KEYS}, model=model, dataset=dataset, store=store,
-        variants=split_list(variants, "--variants"), limit=limit, bos=bos, suffixes=parse_pairs(suffixes, "--suffix"),
-        batch_size=batch_size, overwrite=overwrite, trust_remote_code=trust_remote_code,
-        storage_options=storage(store, endpoint_url, anon), progress=not quiet)
-    if recorded:
-        click.echo(recorded)
-        return
-
-    result = run_extract(
-        model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit, bos=bos,
-        suffixes=parse_pairs(suffixes, "--suffix"),
-        templates={k: v.replace("\\n", "\n") for k, v in parse_pairs(templates, "--template").items()} or None,
-        dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens,
-        overwrite=overwrite, trust_remote_code=trust_remote_code, storage_options=storage(store, endpoint_url, anon),
-        progress=not quiet,
-    )
-    click.echo(result.summary())
+    spec = RunSpec(model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit,
+                   bos=bos, suffixes=parse_pairs(suffixes, "--suffix"),
+                   templates={k: v.replace("\\n", "\n") for k, v in parse_pairs(templates, "--template").items()},
+                   dtype=dtype, batch_size=batch_size,
+                   chunk_tokens=chunk_tokens, overwrite=overwrite, trust_remote_code=trust_remote_code,
+                   storage_options=storage(store, endpoint_url, anon), progress=not quiet,
+                   columns=parse_columns(columns), id_column=id_column)
+    recorded = run_intervention({k: intervention[k] for k in INTERVENTION_KEYS}, spec)
+    click.echo(recorded or extract_run(spec).summary())

@@ -29,6 +29,16 @@ def split_list(value: str | None, option: str | None = None) -> list[str] | None
     return items
 
 
+def parse_columns(value: str | None) -> dict[str, str] | None:
+    """``--columns en=sentence_en,zh=sentence_zh`` → {variant: column}."""
+    if value is None:
+        return None
+    pairs = parse_pairs(tuple(split_list(value, "--columns")), "--columns")
+    if not pairs or any(not k or not v.strip() for k, v in pairs.items()):
+        raise click.BadParameter(f"expected VARIANT=COLUMN,…, got {value!r}", param_hint="--columns")
+    return {k: v.strip() for k, v in pairs.items()}
+
+
 def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     pairs = {}
     for value in values:

@@ -6,7 +6,7 @@ Gemma's RMSNorm multiplies by (1 + weight), Llama's by weight — rather than
 guessed from class names."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ from ..errors import ActstoreError
 from ..store import layout
 from .capture import final_norm
 from .media import media_code_ids
+
+if TYPE_CHECKING:
+    from .models import ModelPlan
 
 
 def _norm_eps(norm: torch.nn.Module) -> float:
@@ -77,3 +80,10 @@ def lens_head(model, tokenizer) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         "d_model": int(unembedding.shape[1]),
     }
     return arrays, attrs
+
+
+def model_head(net, model: ModelPlan) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``lens_head`` with the model's identity in the attributes: what a run writes under ``/<model>``."""
+    arrays, attrs = lens_head(net, model.tokenizer)
+    return arrays, {**attrs, "model": model.name, "model_source": model.source, "model_checksum": model.checksum,
+                    "architecture": type(net).__name__, "n_layers": model.n_layers}

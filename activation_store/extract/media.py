@@ -11,6 +11,7 @@ ids (pixels, mel features) are made again per batch from the files, checked
 against the ids computed up front, so memory stays bounded by a batch."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from math import isqrt
 from typing import Any
@@ -20,14 +21,14 @@ import numpy as np
 from ..errors import ActstoreError
 from .datasets import Dataset, Example
 from .datasets.media import AUDIO_RATE, load_media, media_variants
+from .models import ModelPlan
 from .tokens import TokenLayout, tokenize
 
 PLACEHOLDERS = {"image": "<image>", "audio": "<audio>"}
 
 
-def model_media(model: Any) -> tuple[str, ...]:
-    """The media kinds a loaded model reads, from its config: vision tower or VQ model → image; audio tower → audio."""
-    config = model.config
+def model_media(config: Any) -> tuple[str, ...]:
+    """The media kinds a model reads, from its config: vision tower or VQ model → image; audio tower → audio."""
     kinds = []
     if getattr(config, "vision_config", None) is not None or getattr(config, "vq_config", None) is not None:
         kinds.append("image")
@@ -145,17 +146,19 @@ class MediaLayout(TokenLayout):
 class MediaEncoder:
     """Turns media examples into token ids and model inputs with a loaded model's processor."""
 
-    def __init__(self, processor: Any, model: Any, dataset: Dataset, templates: dict[str, str], bos: bool):
-        self.processor, self.model, self.bos = processor, model, bos
+    def __init__(self, model: ModelPlan, weights: Callable[[], Any], dataset: Dataset, templates: dict[str, str], bos: bool):
+        self.processor, self.weights, self.bos = model.processor, weights, bos
+        processor = model.processor
+        self.discrete = getattr(model.config, "vq_config", None) is not None  # images become vocabulary ids (Chameleon)
         self.kinds = media_variants(dataset)
         self.lines = dataset.meta.get("lines", {})
         self.hashes = dataset.meta.get("media_sha256", {})
         self.source = dataset.source or dataset.name
-        takes = model_media(model)
+        takes = model_media(model.config)
         for variant, kind in self.kinds.items():
             if kind not in takes:
                 what = "a text-only model" if not takes else f"a model that reads {' and '.join(takes)} only"
-                raise ActstoreError(f"variant {variant!r} holds {kind} but {type(model).__name__} is {what}; "
+                raise ActstoreError(f"variant {variant!r} holds {kind} but {architecture(model)} is {what}; "
                                     f"choose text variants with --variants, or {'an audio' if kind == 'audio' else 'a vision'}-language model")
         unknown = sorted(set(templates) - set(self.kinds))
         if unknown:
@@ -196,10 +199,10 @@ class MediaEncoder:
         positions = np.flatnonzero(np.asarray(ids) == token_id)
         if not len(positions):
             raise ActstoreError(f"{self._where(example)}: the processor produced no {kind} tokens")
-        base = self.model.base_model
-        if kind == "image" and hasattr(base, "get_image_tokens"):  # discrete codes: the ids the language model reads
+        if kind == "image" and self.discrete:
+            net = self.weights()  # discrete codes: the ids the language model reads, made by the model's own VQ encoder
             with torch.inference_mode():
-                codes = base.get_image_tokens(out["pixel_values"].to(self.model.device, self.model.dtype))[0].cpu().tolist()
+                codes = net.base_model.get_image_tokens(out["pixel_values"].to(net.device, net.dtype))[0].cpu().tolist()
             if len(codes) != len(positions):
                 raise ActstoreError(f"{self._where(example)}: {len(codes)} image codes for {len(positions)} image tokens")
             for position, code in zip(positions, codes):
@@ -244,21 +247,29 @@ class MediaEncoder:
                 raise ActstoreError(f"{self._where(example)}: {example.text} now gives other tokens than when the run began")
             for name, value in encoded.inputs.items():
                 parts.setdefault(name, []).append(value)
-        device, dtype = self.model.device, self.model.dtype
+        net = self.weights()
+        device, dtype = net.device, net.dtype
         return {name: torch.cat(values).to(device, dtype if values[0].is_floating_point() else values[0].dtype)
                 for name, values in parts.items()}
 
 
-def media_layout(processor: Any, model: Any, dataset: Dataset, examples: list[Example], *, bos: bool,
-                 suffixes: dict[str, str] | None, templates: dict[str, str] | None) -> TokenLayout | None:
-    """The token layout of a run: plain ``tokenize`` for text-only datasets, else media spliced in via the processor."""
+def architecture(model: ModelPlan) -> str:
+    """The model's class name as its config names it (the weights need not be loaded)."""
+    return next(iter(getattr(model.config, "architectures", None) or []), type(model.config).__name__)
+
+
+def media_layout(model: ModelPlan, dataset: Dataset, examples: list[Example], *, bos: bool,
+                 suffixes: dict[str, str] | None, templates: dict[str, str] | None,
+                 weights: Callable[[], Any]) -> TokenLayout | None:
+    """The token layout of a run: None for text-only datasets (the caller tokenizes as always), else media
+    spliced in via the processor. ``weights`` loads the model, only if its own encoder makes the media's ids."""
     kinds = media_variants(dataset)
     if not kinds:
         if templates:
             raise ActstoreError(f"--template is for media variants (image, audio); dataset {dataset.name!r} has none")
         return None  # the caller tokenizes text as always
-    if processor is None:
+    if model.processor is None:
         first = next(iter(kinds))
-        raise ActstoreError(f"variant {first!r} holds {kinds[first]} but {type(model).__name__} is a text-only model; "
+        raise ActstoreError(f"variant {first!r} holds {kinds[first]} but {architecture(model)} is a text-only model; "
                             f"choose text variants with --variants, or {'an audio' if kinds[first] == 'audio' else 'a vision'}-language model")
-    return MediaEncoder(processor, model, dataset, templates or {}, bos).layout(examples, suffixes)
+    return MediaEncoder(model, weights, dataset, templates or {}, bos).layout(examples, suffixes)

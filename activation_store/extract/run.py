@@ -8,9 +8,7 @@ byte-identical to an uninterrupted one, because batches are a fixed partition
 of the examples and a resumed block is recomputed from its batch's start."""
 from __future__ import annotations
 
-import datetime
 import os
-import platform
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,18 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
 from ..checksums import config_hash
-from ..errors import ActstoreError, ConfigConflictError
+from ..errors import ActstoreError
 from ..store import Store, layout, location
-from ..store.precision import DTYPES, encode, storage_dtype
+from ..store.precision import encode, storage_dtype
 from ..store.lock import run_lock
 from ..store.write import consolidate_if_stale, create_run, reopen_run, run_attrs, write_lens
 from .capture import capture, final_norm_applied
-from .datasets import DEFAULT_DATASET, load_dataset
-from .lens_head import lens_head
+from .datasets import DEFAULT_DATASET, Dataset
+from .lens_head import model_head
 from .media import MediaLayout, media_layout
-from .models import DEFAULT_MODEL, load_model, resolve
+from .models import DEFAULT_MODEL, ModelPlan, plan_model
+from .progress import progress_bar, quiet_loading
+from .spec import RunSpec, stored_config_matches
 from .tokens import tokenize
 
 CHUNK_BYTES = 16 << 20
@@ -65,14 +64,6 @@ def default_chunk_tokens(d_model: int, dtype: str) -> int:
     """Tokens per chunk so that one layer's chunk is about 16 MB (a power of two, 256…65536)."""
     target = CHUNK_BYTES // (d_model * storage_dtype(dtype).itemsize)
     return int(min(65536, max(256, 1 << int(np.log2(max(target, 1))))))
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-    import zarr
-
-    return {"actstore": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "zarr": zarr.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
 def _check_writable(store: str) -> None:
@@ -110,114 +101,91 @@ def extract(
     trust_remote_code: bool = False,
     storage_options: dict[str, Any] | None = None,
     progress: bool = True,
+    columns: dict[str, str] | None = None,
+    id_column: str | None = None,
 ) -> ExtractResult:
-    """Run ``model`` over ``dataset`` once and store every layer's hidden states in ``store``."""
-    started = time.perf_counter()
-    if dtype not in DTYPES:
-        raise ActstoreError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if batch_size < 1:
-        raise ActstoreError(f"--batch-size must be at least 1, got {batch_size}")
-    if chunk_tokens is not None and chunk_tokens < 1:
-        raise ActstoreError(f"--chunk-tokens must be at least 1, got {chunk_tokens}")
-    data = load_dataset(dataset, variants, limit)
-    unknown_suffix = sorted(set(suffixes or {}) - set(data.variants))
-    if unknown_suffix:
-        raise ActstoreError(f"suffix given for unknown variant {unknown_suffix[0]!r}; variants: {', '.join(data.variants)}")
-    if data.name in layout.RESERVED_GROUPS:
-        raise ActstoreError(f"a dataset may not be named {data.name!r}: that group holds {data.name} data; rename the file")
-    _check_writable(store)
-    name, _, checksum = resolve(model)
-    if name in layout.RESERVED_ROOT_GROUPS:
-        raise ActstoreError(f"a model may not be named {name!r}: that group holds saved {name}; rename the model directory")
-    path = layout.run_path(name, data.name)
-    with run_lock(store, path, storage_options):  # one writer per run: a second is refused, naming the first
-        return _extract_locked(model, data, store, name, path, started, limit=limit, bos=bos, suffixes=suffixes,
-                               templates=templates,
+    """Run ``model`` over ``dataset`` once and store every layer's hidden states in ``store``.
+
+    ``columns`` (variant → column) and ``id_column`` pick the texts of an ``hf:`` dataset; ``templates``
+    (media variant → prompt holding ``<image>`` or ``<audio>``) frame image and audio variants."""
+    return extract_run(RunSpec(model, dataset, store, variants=variants, limit=limit, bos=bos, suffixes=suffixes or {},
                                dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens, overwrite=overwrite,
-                               trust_remote_code=trust_remote_code, storage_options=storage_options, progress=progress)
+                               trust_remote_code=trust_remote_code, storage_options=storage_options, progress=progress,
+                               columns=columns, id_column=id_column, templates=templates))
 
 
-def _extract_locked(model, data, store, name, path, started, *, limit, bos, suffixes, templates, dtype, batch_size, chunk_tokens,
-                    overwrite, trust_remote_code, storage_options, progress) -> ExtractResult:
-    """The part of ``extract`` that reads and writes the run, under its lock."""
-    target = Store.open(store, storage_options, mode="r+") if Store.exists(store, storage_options) else None
+def extract_run(spec: RunSpec) -> ExtractResult:
+    """Extract the run ``spec`` describes: everything is checked before the store is touched."""
+    started = time.perf_counter()
+    data = spec.load_data()
+    _check_writable(spec.store)
+    with quiet_loading(not spec.progress):
+        model = plan_model(spec.model, trust_remote_code=spec.trust_remote_code)
+    if model.name in layout.RESERVED_ROOT_GROUPS:
+        raise ActstoreError(f"a model may not be named {model.name!r}: that group holds saved {model.name}; "
+                            f"rename the model directory")
+    path = layout.run_path(model.name, data.name)
+    with run_lock(spec.store, path, spec.storage_options):  # one writer per run: a second is refused, naming the first
+        return _extract_locked(spec, data, model, path, started)
+
+
+def _extract_locked(spec: RunSpec, data: Dataset, model: ModelPlan, path: str, started: float) -> ExtractResult:
+    """The part of ``extract_run`` that reads and writes the run, under its lock."""
+    store, options = spec.store, spec.storage_options
+    target = Store.open(store, options, mode="r+") if Store.exists(store, options) else None
     existing = run_attrs(target, path) if target is not None else None
 
-    loaded = load_model(model, trust_remote_code=trust_remote_code)
-    tokenizer, net = loaded.tokenizer, loaded.model
-    tokens = media_layout(loaded.processor, net, data, data.examples(), bos=bos, suffixes=suffixes, templates=templates) \
-        or tokenize(tokenizer, data.examples(), bos=bos, suffixes=suffixes)
-    text_config = net.config.get_text_config()
-    d_model = int(text_config.hidden_size)
-    n_layers = int(text_config.num_hidden_layers) + 1
+    loaded: list = []
+
+    def weights():  # loaded once, when there is work (or when media must be encoded by the model itself)
+        if not loaded:
+            with quiet_loading(not spec.progress):
+                loaded.append(model.load_weights())
+        return loaded[0]
+
+    tokens = media_layout(model, data, data.examples(), bos=spec.bos, suffixes=spec.suffixes, templates=spec.templates,
+                          weights=weights) or tokenize(model.tokenizer, data.examples(), bos=spec.bos, suffixes=spec.suffixes)
+    n_layers = model.n_layers
     # a run smaller than one default chunk gets one exactly-sized chunk: Zarr stores edge chunks whole
-    chunk = chunk_tokens or min(default_chunk_tokens(d_model, dtype), max(1, tokens.n_tokens))
-    config = {
-        "model": name, "model_checksum": loaded.checksum, "dataset": data.name, "dataset_version": data.version,
-        "dataset_checksum": data.checksum, "variants": list(data.variants), "limit": limit, "bos": bos,
-        "suffixes": suffixes or {}, **({"templates": templates} if templates else {}),  # absent: text runs keep their hash
-        "dtype": dtype, "batch_size": batch_size, "chunk_tokens": chunk,
-        "format": layout.FORMAT_VERSION,
-    }
-    digest = config_hash(config)
+    chunk = spec.chunk_tokens or min(default_chunk_tokens(model.d_model, spec.dtype), max(1, tokens.n_tokens))
+    config = {**spec.config(data, model), "dtype": spec.dtype, "chunk_tokens": chunk}
     resuming = False
-    if existing is not None and not overwrite:
-        if existing.get("config_hash") != digest:
-            old = existing.get("config", {})
-            differs = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            raise ConfigConflictError(
-                f"{store} already holds {name}/{data.name} made with a different configuration "
-                f"({', '.join(differs) or 'unknown'} differ); pass --overwrite to replace it"
-            )
+    if existing is not None and not spec.overwrite:
+        stored_config_matches(existing, config, f"{model.name}/{data.name}", store)
         if existing.get("progress", {}).get("complete"):
             consolidate_if_stale(target, path)  # a kill after the last block may have missed it
-            return ExtractResult(store, name, data.name, "already complete", len(tokens.examples), tokens.n_tokens,
-                                 n_layers, 0, time.perf_counter() - started)
+            return ExtractResult(store, model.name, data.name, "already complete", len(tokens.examples),
+                                 tokens.n_tokens, n_layers, 0, time.perf_counter() - started)
         resuming = True
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    target = target or Store.open(store, storage_options, mode="a")
-    head_arrays, head_attrs = lens_head(net, tokenizer)
-    write_lens(target, layout.encode_name(name), head_arrays,
-               {**head_attrs, "model": name, "model_source": loaded.source, "model_checksum": loaded.checksum,
-                "architecture": type(net).__name__, "n_layers": n_layers})
+    net = weights()
+    target = target or Store.open(store, options, mode="a")
+    write_lens(target, layout.encode_name(model.name), *model_head(net, model))
     if resuming:
         writer = reopen_run(target, path)
         consolidate_if_stale(target, path)  # killed before its first consolidation: readers see it
     else:
-        applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], pad_id)
-        attrs = {
-            "config": config, "config_hash": digest,
-            "provenance": {
-                "model": name, "model_source": loaded.source, "model_checksum": loaded.checksum,
-                "architecture": type(net).__name__, "dtype": dtype,
-                "dataset": data.name, "dataset_version": data.version, "dataset_checksum": data.checksum,
-                "dataset_source": data.source, "variants": list(data.variants),
-                "tokenization": {"bos": bos, "suffixes": suffixes or {}, "template": None,
-                                 "tokenizer": type(tokenizer).__name__,
-                                 **(tokens.provenance if isinstance(tokens, MediaLayout) else {})},
-                "versions": _versions(),
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            },
-        }
-        writer = create_run(target, path, n_layers=n_layers, d_model=d_model, dtype=dtype, chunk_tokens=chunk,
+        applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], model.pad_id)
+        provenance = {**spec.provenance(data, model, type(net).__name__), "dtype": spec.dtype}
+        if isinstance(tokens, MediaLayout):  # templates, media variants, the processor's preprocessing
+            provenance["tokenization"].update(tokens.provenance)
+        attrs = {"config": config, "config_hash": config_hash(config), "provenance": provenance}
+        writer = create_run(target, path, n_layers=n_layers, d_model=model.d_model, dtype=spec.dtype, chunk_tokens=chunk,
                             token_coords=tokens.token_coords(), example_coords=tokens.example_coords(),
                             final_norm_applied=np.array(applied), attrs=attrs)
         target.consolidate()
     done = writer.tokens_done
     fill_started = time.perf_counter()
-    written = _fill(net, tokens, writer, batch_size, pad_id, dtype, progress)
+    written = _fill(net, tokens, writer, spec.batch_size, model.pad_id, spec.dtype, spec.progress)
     fill_seconds = time.perf_counter() - fill_started
     target.consolidate()
     status = "resumed" if resuming and done else "written"
-    return ExtractResult(store, name, data.name, status, len(tokens.examples), tokens.n_tokens, n_layers, written,
+    return ExtractResult(store, model.name, data.name, status, len(tokens.examples), tokens.n_tokens, n_layers, written,
                          time.perf_counter() - started, fill_seconds)
 
 
 def _fill(net, tokens, writer, batch_size: int, pad_id: int, dtype: str, progress: bool) -> int:
     """Forward every batch from the first uncommitted block on; write finished blocks on a thread."""
-    from tqdm.auto import tqdm
-
     done, total, chunk = writer.tokens_done, tokens.n_tokens, writer.chunk_tokens
     if done >= total:
         return 0
@@ -244,8 +212,7 @@ def _fill(net, tokens, writer, batch_size: int, pad_id: int, dtype: str, progres
             buffered -= size
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-writer") as executor, \
-            tqdm(total=total, initial=done, unit="tok", unit_scale=True, disable=not progress,
-                 desc="extract", dynamic_ncols=True) as bar:
+            progress_bar(total, initial=done, unit="tok", desc="extract", enabled=progress) as bar:
         for start in range(first_batch * batch_size, len(tokens.ids), batch_size):
             hidden = capture(net, tokens.ids[start:start + batch_size], pad_id, **tokens.model_inputs(start, start + batch_size))
             skip = max(0, done - position)

@@ -21,7 +21,9 @@ FORMAT_ATTR = "actstore_format"
 
 # array names in a run group
 HIDDEN = "hidden"
-TOKEN_COORDS = ("token_id", "token_example", "position", "modality")
+TOKEN_COORDS = ("token_id", "token_example", "position", "modality", "target", "alternatives")
+# ``target``/``alternatives`` (annotated datasets only): the word the lens should read at a token, as its first
+# token's vocabulary string ("" where none), and a JSON list of the words it is compared against
 EXAMPLE_COORDS = ("item", "variant", "text", "token_offset", "token_count")
 LAYER_COORDS = ("final_norm_applied",)
 # runs over image/audio inputs also carry, per token, the grid cell (image) or time slot (audio) of a media

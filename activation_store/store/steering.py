@@ -88,17 +88,6 @@ def read_vector(store: Store, model: str, name: str) -> SteeringVector:
     if group is None:
         known = list_vectors(store, model)
         raise ActstoreError(f"no steering vector {name!r} for model {model!r} in {store.url}; "
-                            + (f"it has {', '.join(known)}" if known else "define one with `actstore steer define`"))
+                            + (f"it has {', '.join(known)}" if known else "define one with `actstore steering define`"))
     return SteeringVector(name, np.asarray(group[VECTOR][...], dtype=np.float32), dict(group.attrs))
 
-
-def model_store_name(model: str) -> str:
-    """The name a model has in a store, from what a user typed (a name, a model directory, a .gguf file)."""
-    from pathlib import Path
-
-    path = Path(model).expanduser()
-    if path.suffix == ".gguf":
-        return path.stem
-    if path.is_dir():
-        return path.resolve().name
-    return model

@@ -291,6 +291,23 @@ def _conflicts(src_docs: dict[str, dict | None], dst_docs: dict[str, dict | None
     return found
 
 
+@dataclass
+class _Plan:
+    """What phase 1 finds and the later phases share: both ends, the objects and units in scope."""
+    src: _Side
+    dst: _Side
+    scope: str  # how the summary names what is copied
+    src_root: dict[str, Any]
+    src_root_bytes: bytes
+    src_objects: dict[str, _Object]
+    dst_objects: dict[str, _Object]  # phase 2 drops the objects of replaced units
+    arrays: set[tuple[str, str]]
+    units: set[str]
+    model_units: set[str]
+    keys: list[str]  # the source objects to copy, sorted
+    src_docs: dict[str, dict[str, Any] | None]  # the group metadata of each unit with a group, at the source
+
+
 def copy_store(
     source: str,
     destination: str,
@@ -308,17 +325,26 @@ def copy_store(
     """Copy a store, one model (its lens head and runs) or one run to ``destination``; resumable and verified.
 
     ``after_object(key)`` is called after each object sent (progress hooks; raising stops the copy there)."""
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
+    plan = _plan(source, destination, model, dataset, source_options, destination_options, jobs)
+    result = TransferResult(source, destination, plan.scope, objects=len(plan.keys))
+    replaced = _make_room(plan, result, overwrite, jobs)
+    sent = _send(plan, result, jobs, progress, verb, after_object)
+    landed = _verify(plan, result, sent, jobs)
+    _publish(plan, landed, replaced, destination_options)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _plan(source: str, destination: str, model: str | None, dataset: str | None,
+          source_options: dict[str, Any] | None, destination_options: dict[str, Any] | None, jobs: int) -> _Plan:
+    """Phase 1, the source: an actstore store, and the objects in scope; refuses before anything is written."""
     if jobs < 1:
         raise ActstoreError(f"--jobs must be at least 1, got {jobs}")
     model_key, run_key, scope_name = _scope(model, dataset)
     src, dst = _Side(source, source_options), _Side(destination, destination_options)
     if src.same_place(dst):
         raise ActstoreError(f"{source} and {destination} overlap; copy to a different place")
-
-    # 1. the source: an actstore store, and the objects in scope
     src_root_bytes = src.read(ROOT)
     if src_root_bytes is None:
         raise location.missing_store(source, source_options)
@@ -351,71 +377,81 @@ def copy_store(
                 raise ActstoreError(f"{side}: run {name} is being written (lock {lock_key(unit)}); wait for the "
                                     f"extraction to finish, or delete that object if none is running")
     model_units = {u for u in units if u and "/" not in u}
+    src_docs = src.docs(sorted(u for u in units if u), jobs)
+    return _Plan(src, dst, scope_name, src_root, src_root_bytes, src_objects, dst_objects, arrays, units,
+                 model_units, keys, src_docs)
 
-    # 2. the destination: refuse another store there unless told to replace it
-    group_units = sorted(u for u in units if u)
-    src_docs = src.docs(group_units, jobs)
-    dst_root = _doc(dst.read(ROOT), f"{destination}/{ROOT}")
-    dst_docs = dst.docs(group_units, jobs)
+
+def _make_room(plan: _Plan, result: TransferResult, overwrite: bool, jobs: int) -> set[str]:
+    """Phase 2, the destination: refuse another store there unless told to replace it; with ``overwrite``,
+    hide the units being replaced from readers, then delete them. Returns the replaced units."""
+    dst, src_docs, model_units = plan.dst, plan.src_docs, plan.model_units
+    dst_root = _doc(dst.read(ROOT), f"{dst.url}/{ROOT}")
+    dst_docs = dst.docs(list(src_docs), jobs)  # the same units, in the same order
     problems = _conflicts(src_docs, dst_docs, model_units)
     if dst_root is not None:
         found = dst_root.get("attributes", {}).get(layout.FORMAT_ATTR)
         if found != layout.FORMAT_VERSION:
             problems.insert(0, "it is not an actstore store" if found is None else f"it has store format {found}")
     if problems and not overwrite:
-        raise ConfigConflictError(f"{destination} holds a different store: {problems[0]}"
+        raise ConfigConflictError(f"{dst.url} holds a different store: {problems[0]}"
                                   f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
                                   f"pass --overwrite to replace it")
-    result = TransferResult(source, destination, scope_name, objects=len(keys))
     replaced: set[str] = set()
-    if problems:  # --overwrite: hide the units being replaced from readers, then delete them
-        dst_units = {_unit(k, arrays) for k in dst_objects} - {None, ""}
-        for unit, doc in dst_docs.items():
-            if doc is None or not _conflicts({unit: src_docs[unit]}, {unit: doc}, model_units):
-                continue
-            replaced |= {u for u in dst_units if u == unit.split("/")[0] or u.startswith(unit.split("/")[0] + "/")} \
-                if unit in model_units else {unit}
-        if dst_root is not None and dst_root.get("attributes", {}).get(layout.FORMAT_ATTR) != layout.FORMAT_VERSION:
-            replaced |= dst_units
-        if replaced:
-            if _consolidated(dst_root) is not None:
-                dst_root = _without(dst_root, replaced)
-                dst.write(ROOT, _dumps(dst_root))
-            doomed = [k for k in dst_objects if _unit(k, arrays) in replaced]
-            dst.remove(doomed)
-            for key in doomed:
-                dst_objects.pop(key, None)
-            result.replaced = sorted("/".join(layout.decode_name(p) for p in u.split("/")) for u in replaced)
+    if not problems:
+        return replaced
+    dst_units = {_unit(k, plan.arrays) for k in plan.dst_objects} - {None, ""}
+    for unit, doc in dst_docs.items():
+        if doc is None or not _conflicts({unit: src_docs[unit]}, {unit: doc}, model_units):
+            continue
+        replaced |= {u for u in dst_units if u == unit.split("/")[0] or u.startswith(unit.split("/")[0] + "/")} \
+            if unit in model_units else {unit}
+    if dst_root is not None and dst_root.get("attributes", {}).get(layout.FORMAT_ATTR) != layout.FORMAT_VERSION:
+        replaced |= dst_units
+    if replaced:
+        if _consolidated(dst_root) is not None:
+            dst_root = _without(dst_root, replaced)
+            dst.write(ROOT, _dumps(dst_root))
+        doomed = [k for k in plan.dst_objects if _unit(k, plan.arrays) in replaced]
+        dst.remove(doomed)
+        for key in doomed:
+            plan.dst_objects.pop(key, None)
+        result.replaced = sorted("/".join(layout.decode_name(p) for p in u.split("/")) for u in replaced)
+    return replaced
 
-    # 3. copy: data, then array metadata, then group metadata (deepest first); the root comes last
-    sums: dict[str, str] = {}
-    sent: set[str] = set()
+
+def _send(plan: _Plan, result: TransferResult, jobs: int, progress: bool, verb: str,
+          after_object: Callable[[str], None] | None) -> dict[str, str]:
+    """Phase 3, copy: data, then array metadata, then group metadata (deepest first); the root comes last.
+    Returns the MD5 of each object sent, by key."""
+    from tqdm.auto import tqdm
+
+    src, dst, src_objects, keys = plan.src, plan.dst, plan.src_objects, plan.keys
+    sent: dict[str, str] = {}
     bar = tqdm(total=sum(src_objects[k].size for k in keys), unit="B", unit_scale=True, unit_divisor=1024,
                desc=verb, disable=not progress, dynamic_ncols=True)
 
     def copy_one(key: str) -> None:
-        obj, there = src_objects[key], dst_objects.get(key)
+        obj, there = src_objects[key], plan.dst_objects.get(key)
         data = None
         if there is not None and there.size == obj.size:
             src_sum, data = src.md5(key, obj)
             dst_sum, _ = dst.md5(key, there)
             if src_sum is not None and src_sum == dst_sum:
-                sums[key] = src_sum
                 bar.update(obj.size)
                 return
         if data is None:
             data = src.read(key)
         unit = key[: -len(ROOT) - 1] if key.endswith(f"/{ROOT}") else None
-        if data is None or len(data) != obj.size or (unit in src_docs and _doc(data, key) != src_docs[unit]):
-            raise ActstoreError(f"{source} changed during the copy ({key}); run the command again")
+        if data is None or len(data) != obj.size or (unit in plan.src_docs and _doc(data, key) != plan.src_docs[unit]):
+            raise ActstoreError(f"{src.url} changed during the copy ({key}); run the command again")
         digest = _md5(data).hexdigest()
         if obj.md5 is not None and digest != obj.md5:  # the source's ETag disagrees: corrupted on the way, or an
             again = src.read(key)                      # ETag that is no MD5 (KMS); a second read tells them apart
             if again is None or _md5(again).hexdigest() != digest:
-                raise ActstoreError(f"{key} read differently twice from {source}; run the command again")
+                raise ActstoreError(f"{key} read differently twice from {src.url}; run the command again")
         dst.write(key, data)
-        sums[key] = digest
-        sent.add(key)
+        sent[key] = digest
         bar.update(obj.size)
         if after_object is not None:
             after_object(key)
@@ -430,35 +466,43 @@ def copy_store(
         bar.close()
     result.sent, result.skipped = len(sent), len(keys) - len(sent)
     result.bytes_sent = sum(src_objects[k].size for k in sent)
+    return sent
 
-    # 4. verify every object in scope (sizes, and checksums of what was sent), then drop stale objects
+
+def _verify(plan: _Plan, result: TransferResult, sent: dict[str, str], jobs: int) -> dict[str, _Object]:
+    """Phase 4: verify every object in scope (sizes, and checksums of what was sent), then drop stale objects.
+    Returns what the destination now lists."""
+    dst, arrays = plan.dst, plan.arrays
     landed = {k: v for k, v in dst.list().items() if not _hidden(k)}
 
     def verify(key: str) -> str | None:
         there = landed.get(key)
-        if there is None or there.size != src_objects[key].size:
+        if there is None or there.size != plan.src_objects[key].size:
             return key
-        if key in sent and there.md5 != sums[key]:
+        if key in sent and there.md5 != sent[key]:
             data = dst.read(key)  # no MD5 in the listing (local, multipart, KMS): read it back
-            if data is None or _md5(data).hexdigest() != sums[key]:
+            if data is None or _md5(data).hexdigest() != sent[key]:
                 return key
         return None
 
-    bad = sorted(k for k in _parallel(verify, keys, jobs) if k)
+    bad = sorted(k for k in _parallel(verify, plan.keys, jobs) if k)
     if bad:
-        raise ActstoreError(f"verification failed for {len(bad)} objects at {destination} (e.g. {bad[0]}); "
+        raise ActstoreError(f"verification failed for {len(bad)} objects at {dst.url} (e.g. {bad[0]}); "
                             f"run the command again")
-    stale = [k for k in landed if k not in src_objects and _unit(k, arrays) in units and _unit(k, arrays)]
+    stale = [k for k in landed if k not in plan.src_objects and _unit(k, arrays) in plan.units and _unit(k, arrays)]
     dst.remove(stale)
     result.removed = len(stale)
+    return landed
 
-    # 5. the root, last: the source's own when the destination holds nothing else, else merged metadata
-    # read again just before writing, so a push of other runs that finished meanwhile is kept (one GET of a window)
-    dst_root = _doc(dst.read(ROOT), f"{destination}/{ROOT}")
-    kept = {_unit(k, arrays) for k in landed if k.endswith(f"/{ROOT}") and k.count("/") <= 2} - {None, ""} - units
-    _write_root(src_root, src_root_bytes, dst, destination_options, dst_root, units | replaced, units, kept)
-    result.seconds = time.perf_counter() - started
-    return result
+
+def _publish(plan: _Plan, landed: dict[str, _Object], replaced: set[str],
+             destination_options: dict[str, Any] | None) -> None:
+    """Phase 5, the root, last: the source's own when the destination holds nothing else, else merged metadata.
+    Read again just before writing, so a push of other runs that finished meanwhile is kept (one GET of a window)."""
+    dst, units = plan.dst, plan.units
+    dst_root = _doc(dst.read(ROOT), f"{dst.url}/{ROOT}")
+    kept = {_unit(k, plan.arrays) for k in landed if k.endswith(f"/{ROOT}") and k.count("/") <= 2} - {None, ""} - units
+    _write_root(plan.src_root, plan.src_root_bytes, dst, destination_options, dst_root, units | replaced, units, kept)
 
 
 def _dumps(doc: dict[str, Any]) -> bytes:

@@ -23,30 +23,29 @@ writes identical arrays."""
 from __future__ import annotations
 
 import math
-import platform
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from .. import __version__
 from ..checksums import config_hash
-from ..errors import ActstoreError, ConfigConflictError
+from ..errors import ActstoreError
 from ..store import Store, layout
 from ..store.interventions import intervention_path, recorded_attrs, write_recorded
 from ..store.lock import run_lock
-from ..store.steering import INTERVENTIONS, read_vector
+from ..store.steering import INTERVENTIONS, SteeringVector, read_vector
 from ..store.write import write_lens
-from ..target_sets import all_strings, read_target_sets, vocabulary_index
+from ..target_sets import all_strings, read_target_sets
+from ..vocabulary import token_ids
 from .capture import final_norm_applied, pad_batch
-from .datasets import DEFAULT_DATASET, load_dataset
 from .datasets.media import media_variants
-from .lens_head import lens_head
-from .models import DEFAULT_MODEL, load_model, resolve
-from .tokens import tokenize
+from .lens_head import model_head
+from .models import ModelPlan, plan_model
+from .progress import progress_bar, quiet_loading
+from .spec import RunSpec, stored_config_matches
+from .tokens import TokenLayout, tokenize
 
 GREEDY = -1
 
@@ -183,109 +182,102 @@ def _support(target_ids: list[int], tops: np.ndarray, baseline_order: np.ndarray
     return np.array(list(chosen)[:width], dtype=np.int64)
 
 
-def _vocabulary(head_arrays: dict[str, np.ndarray]) -> dict[str, int]:
-    return vocabulary_index(head_arrays[layout.VOCAB_TOKEN])
+@dataclass(frozen=True)
+class InterventionSpec:
+    """What to do to the run a ``RunSpec`` describes: which stored vector, how strongly, where, what to record.
+
+    Built from text or numbers alike (the CLI's strings, a notebook's lists) and validated here once."""
+
+    vector: str
+    coefficients: tuple[float, ...] | list[float] | str
+    positions: str = "last"
+    generate: int = 0
+    seeds: tuple[int, ...] | list[int] | str | None = None
+    target_tokens: str | None = None
+    top_k: int = 20
+    record_layers: tuple[int, ...] | list[int] | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "coefficients", tuple(parse_coefficients(self.coefficients)))
+        seeds = parse_seeds(self.seeds) if isinstance(self.seeds, str) else self.seeds
+        set_(self, "seeds", tuple(seeds) if seeds is not None else None)
+        set_(self, "record_layers", tuple(sorted(set(self.record_layers))) if self.record_layers else None)
+        parse_positions(self.positions)
+        if self.generate < 0:
+            raise ActstoreError(f"--generate must be 0 or more tokens, got {self.generate}")
+        if self.seeds is not None and not self.generate:
+            raise ActstoreError("--seed samples continuations; give --generate N too")
+        if self.top_k < 1:
+            raise ActstoreError(f"--top-k must be at least 1, got {self.top_k}")
+
+    @property
+    def where(self) -> str | slice:
+        return parse_positions(self.positions)
+
+    @property
+    def samples(self) -> list[int]:
+        """One entry per recorded continuation: the seeds, or ``GREEDY`` once, or none without ``generate``."""
+        return list(self.seeds) if self.seeds is not None else ([GREEDY] if self.generate else [])
 
 
-def record_interventions(
-    model: str = DEFAULT_MODEL,
-    dataset: str = DEFAULT_DATASET,
-    store: str = "./acts.zarr",
-    *,
-    vector: str,
-    coefficients: list[float] | str,
-    positions: str = "last",
-    generate: int = 0,
-    seeds: list[int] | str | None = None,
-    targets: str | None = None,
-    top_k: int = 20,
-    layers: list[int] | None = None,
-    variants: list[str] | None = None,
-    limit: int | None = None,
-    bos: bool = True,
-    suffixes: dict[str, str] | None = None,
-    batch_size: int = 16,
-    overwrite: bool = False,
-    trust_remote_code: bool = False,
-    storage_options: dict[str, Any] | None = None,
-    progress: bool = True,
-) -> InterventionResult:
-    """Run ``model`` over ``dataset`` once per coefficient of steering ``vector``; record outputs in ``store``."""
+def record_interventions(spec: RunSpec, steering: InterventionSpec) -> InterventionResult:
+    """Run ``spec``'s model over its dataset once per coefficient of ``steering``'s vector; record the outputs."""
     started = time.perf_counter()
-    coefficients = parse_coefficients(coefficients)
-    seeds = parse_seeds(seeds) if isinstance(seeds, str) else (list(seeds) if seeds is not None else None)
-    where = parse_positions(positions)
-    if generate < 0:
-        raise ActstoreError(f"--generate must be 0 or more tokens, got {generate}")
-    if seeds is not None and not generate:
-        raise ActstoreError("--seed samples continuations; give --generate N too")
-    if top_k < 1:
-        raise ActstoreError(f"--top-k must be at least 1, got {top_k}")
-    if batch_size < 1:
-        raise ActstoreError(f"--batch-size must be at least 1, got {batch_size}")
-    target_sets = read_target_sets(targets) if targets is not None else {}
-    data = load_dataset(dataset, variants, limit)
+    store, options = spec.store, spec.storage_options
+    target_sets = read_target_sets(steering.target_tokens) if steering.target_tokens is not None else {}
+    data = spec.load_data()
     if media_variants(data):  # their files would be tokenized as text
         raise ActstoreError(f"interventions on image/audio variants are not supported yet ({', '.join(media_variants(data))}); "
                             f"choose text variants with --variants")
-    if not Store.exists(store, storage_options):
+    if not Store.exists(store, options):
         raise ActstoreError(f"no actstore store at {store}; extract a run and define a steering vector first")
-    name, _, _ = resolve(model)
-    target = Store.open(store, storage_options, mode="r+")
-    steer = read_vector(target, name, vector)
-    path = intervention_path(name, data.name, vector)
-
-    loaded = load_model(model, trust_remote_code=trust_remote_code)
-    net, tokenizer = loaded.model, loaded.tokenizer
-    text_config = net.config.get_text_config()
-    d_model, n_decoder = int(text_config.hidden_size), int(text_config.num_hidden_layers)
+    with quiet_loading(not spec.progress):
+        model = plan_model(spec.model, trust_remote_code=spec.trust_remote_code)
+    target = Store.open(store, options, mode="r+")
+    steer = read_vector(target, model.name, steering.vector)
+    path = intervention_path(model.name, data.name, steering.vector)
+    d_model, n_decoder = model.d_model, model.n_decoder_layers
     if steer.vector.shape != (d_model,):
-        raise ActstoreError(f"vector {vector!r} has {steer.vector.shape[0]} dimensions but the model's hidden size is {d_model}")
+        raise ActstoreError(f"vector {steering.vector!r} has {steer.vector.shape[0]} dimensions but the model's hidden "
+                            f"size is {d_model}")
     if not 1 <= steer.layer <= n_decoder - 1:
-        raise ActstoreError(f"vector {vector!r} is for layer {steer.layer}, out of range for this model (1..{n_decoder - 1})")
-    layers = sorted(set(layers)) if layers else [steer.layer]
+        raise ActstoreError(f"vector {steering.vector!r} is for layer {steer.layer}, out of range for this model "
+                            f"(1..{n_decoder - 1})")
+    layers = list(steering.record_layers or [steer.layer])
     bad = [layer for layer in layers if not 0 <= layer <= n_decoder]
     if bad:
         raise ActstoreError(f"--record-layers: layer {bad[0]} is out of range; the model has layers 0..{n_decoder}")
-    head_arrays, head_attrs = lens_head(net, tokenizer)
-    vocab = _vocabulary(head_arrays)
     wanted = all_strings(target_sets)
-    missing = [s for s in wanted if s not in vocab]
-    if missing:
-        raise ActstoreError(f"the vocabulary has no token {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    target_ids = [vocab[s] for s in wanted]
-    tokens = tokenize(tokenizer, data.examples(), bos=bos, suffixes=suffixes)
+    with quiet_loading(not spec.progress):
+        net = model.load_weights()  # target ids come from the lens head, checked before "already complete"
+    head_arrays, head_attrs = model_head(net, model)
+    target_ids = token_ids(head_arrays[layout.VOCAB_TOKEN], wanted).tolist()
+    tokens = tokenize(model.tokenizer, data.examples(), bos=spec.bos, suffixes=spec.suffixes)
     for example, ids in zip(tokens.examples, tokens.ids):
-        if not len(steered_positions(where, len(ids))):
-            raise ActstoreError(f"--positions {positions} selects no token of example {example.item!r} ({example.variant}, "
-                                f"{len(ids)} tokens)")
+        if not len(steered_positions(steering.where, len(ids))):
+            raise ActstoreError(f"--positions {steering.positions} selects no token of example {example.item!r} "
+                                f"({example.variant}, {len(ids)} tokens)")
     config = {
-        "model": name, "model_checksum": loaded.checksum, "dataset": data.name, "dataset_version": data.version,
-        "dataset_checksum": data.checksum, "variants": list(data.variants), "limit": limit, "bos": bos,
-        "suffixes": suffixes or {}, "batch_size": batch_size, "vector": vector, "vector_attrs": steer.attrs,
+        **spec.config(data, model), "vector": steering.vector, "vector_attrs": steer.attrs,
         "vector_sha": config_hash({"v": steer.vector.astype(np.float64).tolist()}),
-        "coefficients": coefficients, "positions": positions, "generate": generate, "seeds": seeds,
-        "targets": wanted, "top_k": top_k, "record_layers": layers, "format": layout.FORMAT_VERSION,
+        "coefficients": list(steering.coefficients), "positions": steering.positions, "generate": steering.generate,
+        "seeds": list(steering.seeds) if steering.seeds is not None else None, "targets": wanted,
+        "top_k": steering.top_k, "record_layers": layers,
     }
-    digest = config_hash(config)
+    what = f"intervention {steering.vector!r} on {model.name}/{data.name}"
     existing = recorded_attrs(target, path)
-    if existing is not None and not overwrite:
-        if existing.get("config_hash") == digest:
-            return InterventionResult(store, name, data.name, vector, "already complete", len(coefficients),
-                                      len(tokens.examples), time.perf_counter() - started)
-        old = existing.get("config", {})
-        differs = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-        raise ConfigConflictError(f"{store} already holds intervention {vector!r} on {name}/{data.name} made with a "
-                                  f"different configuration ({', '.join(differs)} differ); pass --overwrite to replace it")
+    if existing is not None and not spec.overwrite:
+        stored_config_matches(existing, config, what, store)
+        return InterventionResult(store, model.name, data.name, steering.vector, "already complete",
+                                  len(steering.coefficients), len(tokens.examples), time.perf_counter() - started)
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    arrays = _run(net, tokenizer, tokens, torch.from_numpy(steer.vector), steer.layer, coefficients, where, generate,
-                  seeds, target_ids, top_k, layers, batch_size, pad_id, progress)
-    applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], pad_id)
+    arrays = _run(net, model, tokens, spec, steering, steer, target_ids, layers)
+    applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], model.pad_id)
     token_coords = tokens.token_coords()
     arrays.update({
-        "condition": (("condition",), np.arange(len(coefficients), dtype=np.int32)),
-        "coefficient": (("condition",), np.array(coefficients, dtype=np.float64)),
+        "condition": (("condition",), np.arange(len(steering.coefficients), dtype=np.int32)),
+        "coefficient": (("condition",), np.array(steering.coefficients, dtype=np.float64)),
         "example": (("example",), np.arange(len(tokens.examples), dtype=np.int64)),
         **{k: (("example",), v) for k, v in tokens.example_coords().items()},
         "token_id": (("token",), token_coords["token_id"]),
@@ -293,43 +285,34 @@ def record_interventions(
         "position": (("token",), token_coords["position"]),
         "target_token": (("target",), np.array(wanted, dtype=object)),
         "target_id": (("target",), np.array(target_ids, dtype=np.int64)),
-        "seed": (("sample",), np.array(seeds if seeds is not None else ([GREEDY] if generate else []), dtype=np.int64)),
+        "seed": (("sample",), np.array(steering.samples, dtype=np.int64)),
         "layer": (("layer",), np.array(layers, dtype=np.int32)),
         "final_norm_applied": (("layer",), np.array([applied[layer] for layer in layers], dtype=bool)),
     })
-    import transformers
-    import zarr
-
     attrs = {
-        "config": config, "config_hash": digest, "vector": vector, "layer": steer.layer,
-        "hook": steer.attrs.get("hook", ""), "positions": positions,
-        "provenance": {"model": name, "model_source": loaded.source, "model_checksum": loaded.checksum,
-                       "architecture": type(net).__name__, "dataset_source": data.source,
-                       "versions": {"actstore": __version__, "torch": torch.__version__,
-                                    "transformers": transformers.__version__, "zarr": zarr.__version__,
-                                    "numpy": np.__version__, "python": platform.python_version()}},
+        "config": config, "config_hash": config_hash(config), "vector": steering.vector, "layer": steer.layer,
+        "hook": steer.attrs.get("hook", ""), "positions": steering.positions,
+        "provenance": spec.provenance(data, model, type(net).__name__, created=False),  # reruns write identical bytes
     }
-    lock_path = f"{layout.encode_name(name)}/{INTERVENTIONS}"
+    lock_path = f"{layout.encode_name(model.name)}/{INTERVENTIONS}"
     with run_lock(target, lock_path):
-        write_lens(target, layout.encode_name(name), head_arrays,
-                   {**head_attrs, "model": name, "model_source": loaded.source, "model_checksum": loaded.checksum,
-                    "architecture": type(net).__name__, "n_layers": n_decoder + 1})
+        write_lens(target, layout.encode_name(model.name), head_arrays, head_attrs)
         write_recorded(target, path, arrays, attrs)
         target.consolidate()
-    return InterventionResult(store, name, data.name, vector, "written", len(coefficients), len(tokens.examples),
-                              time.perf_counter() - started)
+    return InterventionResult(store, model.name, data.name, steering.vector, "written", len(steering.coefficients),
+                              len(tokens.examples), time.perf_counter() - started)
 
 
-def _run(net, tokenizer, tokens, vector, layer, coefficients, where, generate, seeds, target_ids, top_k, layers,
-         batch_size, pad_id, progress) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+def _run(net, model: ModelPlan, tokens: TokenLayout, spec: RunSpec, steering: InterventionSpec, steer: SteeringVector,
+         target_ids: list[int], layers: list[int]) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
     """Every condition over every batch: the recorded arrays, by name (dims, values)."""
-    from tqdm.auto import tqdm
-
+    coefficients, where, generate, samples = steering.coefficients, steering.where, steering.generate, steering.samples
+    batch_size, pad_id, tokenizer = spec.batch_size, model.pad_id, model.tokenizer
+    vector = torch.from_numpy(steer.vector)
     n_cond, n_ex = len(coefficients), len(tokens.ids)
     vocab_size = net.get_output_embeddings().weight.shape[0]
-    k = min(top_k, vocab_size)
+    k = min(steering.top_k, vocab_size)
     width = min(vocab_size, len(set(target_ids)) + k * n_cond)
-    samples = seeds if seeds is not None else ([GREEDY] if generate else [])
     support_id = np.zeros((n_ex, width), np.int64)
     logprob = np.zeros((n_cond, n_ex, width), np.float32)
     top_id = np.zeros((n_cond, n_ex, k), np.int64)
@@ -338,8 +321,8 @@ def _run(net, tokenizer, tokens, vector, layer, coefficients, where, generate, s
     generated = np.zeros((n_cond, len(samples), n_ex, generate), np.int64)
     hidden = np.zeros((n_cond, len(layers), tokens.n_tokens, vector.shape[0]), np.float32)
     token_start = 0
-    with Steering(decoder_layers(net)[layer - 1], vector.float()) as steering, \
-            tqdm(total=n_cond * n_ex, unit="ex", disable=not progress, desc="intervene", dynamic_ncols=True) as bar:
+    with Steering(decoder_layers(net)[steer.layer - 1], vector.float()) as steering_hook, \
+            progress_bar(n_cond * n_ex, unit="ex", desc="intervene", enabled=spec.progress) as bar:
         for start in range(0, n_ex, batch_size):
             rows = tokens.ids[start:start + batch_size]
             lengths = torch.tensor([len(r) for r in rows])
@@ -349,7 +332,7 @@ def _run(net, tokenizer, tokens, vector, layer, coefficients, where, generate, s
                 steer_mask[i, steered_positions(where, len(row))] = 1.0
             batch_logprobs = []
             for c, coefficient in enumerate(coefficients):
-                steering.set(coefficient, steer_mask)
+                steering_hook.set(coefficient, steer_mask)
                 logits, states = _forward(net, ids, mask, lengths)
                 logp = torch.log_softmax(logits, dim=-1)
                 batch_logprobs.append(logp)
@@ -363,7 +346,7 @@ def _run(net, tokenizer, tokens, vector, layer, coefficients, where, generate, s
                     target_logprob[c, start:start + len(rows)] = logp[:, target_ids].numpy()
                 for s, seed in enumerate(samples):
                     generated[c, s, start:start + len(rows)] = _generate(
-                        net, rows, logits, steering, coefficient, where, generate, seed, start // batch_size, pad_id)
+                        net, rows, logits, steering_hook, coefficient, where, generate, seed, start // batch_size, pad_id)
                 bar.update(len(rows))
             baseline_order = torch.sort(batch_logprobs[0], dim=-1, descending=True, stable=True).indices[:, :width]
             for i in range(len(rows)):
@@ -397,7 +380,7 @@ def _pick(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
 
 
 @torch.inference_mode()
-def _generate(net, rows, first_logits, steering, coefficient, where, steps, seed, batch_index, pad_id) -> np.ndarray:
+def _generate(net, rows, first_logits, hook, coefficient, where, steps, seed, batch_index, pad_id) -> np.ndarray:
     """``steps`` tokens after each prompt of a batch (no KV cache: each step reruns the steered prompt)."""
     generator = None if seed == GREEDY else torch.Generator().manual_seed(int(seed) * 1_000_003 + batch_index)
     lengths = torch.tensor([len(r) for r in rows])
@@ -419,7 +402,7 @@ def _generate(net, rows, first_logits, steering, coefficient, where, steps, seed
             steer_mask[i, steered_positions(where, n)] = 1.0
             if where == "all":
                 steer_mask[i, : n + t + 1] = 1.0
-        steering.set(coefficient, steer_mask)
+        hook.set(coefficient, steer_mask)
         width = int(lengths.max()) + t + 1
         logits, _ = _forward(net, ids[:, :width], mask[:, :width], lengths + t + 1)
     return out.numpy()

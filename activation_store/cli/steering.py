@@ -1,4 +1,10 @@
-"""``actstore steer``: steering vectors as data in the store (defined without the model)."""
+"""``actstore steering``: steering vectors as data in the store (defined without the model).
+
+The vocabulary, everywhere: a *steering vector* is a stored direction
+(``/<model>/steering/<name>``, ``store/steering.py``, this command); an *intervention* is
+a recorded run of the model with a vector added at some coefficients
+(``/<model>/interventions/<dataset>/<vector>``, ``store/interventions.py``,
+``extract/interventions.py``, ``actstore extract --intervene VECTOR``)."""
 from __future__ import annotations
 
 import click
@@ -7,11 +13,11 @@ from .options import storage, store_options
 
 
 @click.group()
-def steer() -> None:
+def steering() -> None:
     """Define steering vectors from stored states, unembedding rows or a .npy file."""
 
 
-@steer.command()
+@steering.command()
 @click.option("--store", required=True, help="Local directory or fsspec URL.")
 @click.option("--model", required=True, help="The model's name in the store (or its directory / .gguf file).")
 @click.option("--name", required=True, help="The vector's name (used by extract --intervene NAME).")
@@ -27,12 +33,16 @@ def steer() -> None:
 def define(store, model, name, layer, from_states, from_unembedding, from_file, minus, coefficient, overwrite,
            endpoint_url, anon):
     """Compute a steering vector and store it under the model (/<model>/steering/<name>)."""
-    from ..analyze.steering_vectors import define_vector
-    from ..store.steering import model_store_name
+    from ..workflows.steering import define_vector
+    from ..extract.models import store_name
 
-    path, vector, attrs = define_vector(store, model_store_name(model), name, layer, from_states=from_states,
+    path, vector, attrs = define_vector(store, store_name(model), name, layer, from_states=from_states,
                                         from_unembedding=from_unembedding, from_file=from_file, minus=minus,
                                         coefficient=coefficient, overwrite=overwrite,
                                         storage_options=storage(store, endpoint_url, anon))
     click.echo(f"defined {name!r} ({attrs['method']}, layer {layer}, |v| = {attrs['norm']:.4g}, "
                f"d_model {vector.shape[0]}) at {path}")
+
+
+# the first landing's name for this command, kept working for existing scripts but not listed
+steer = click.Group("steer", commands=steering.commands, hidden=True, help=steering.help)

@@ -5,13 +5,15 @@ from typing import Any, Callable
 
 import click
 
-INTERVENTION_KEYS = ("intervene", "coefficients", "positions", "generate", "seed", "targets", "top_k", "record_layers")
+from ..extract.spec import RunSpec
+
+INTERVENTION_KEYS = ("intervene", "coefficients", "positions", "generate", "seed", "target_tokens", "top_k", "record_layers")
 
 
-def intervene_options(func: Callable) -> Callable:
+def intervention_options(func: Callable) -> Callable:
     func = click.option("--record-layers", default=None, help="Comma-separated layers whose prompt states to keep per condition (default: the vector's layer).")(func)
     func = click.option("--top-k", "top_k", type=int, default=20, show_default=True, help="With --intervene: next-token top-k kept per condition.")(func)
-    func = click.option("--targets", default=None, type=click.Path(dir_okay=False), help="With --intervene: vocabulary strings to record (one a line, or a .json of named sets).")(func)
+    func = click.option("--target-tokens", default=None, type=click.Path(dir_okay=False), help="With --intervene: vocabulary strings to record (one a line, or a .json of named sets).")(func)
     func = click.option("--seed", default=None, help="With --generate: sample with these seeds (0..9 or 0,3,7) instead of greedy decoding.")(func)
     func = click.option("--generate", type=int, default=0, show_default=True, help="With --intervene: tokens of continuation per condition.")(func)
     func = click.option("--positions", default="last", show_default=True, help="With --intervene: all, last or START:END prompt positions that get the vector.")(func)
@@ -20,12 +22,12 @@ def intervene_options(func: Callable) -> Callable:
     return func
 
 
-def run_intervention(options: dict[str, Any], **common: Any) -> str:
-    """Call the recorder with the CLI's values; returns its summary line."""
-    from ..extract.intervene import record_interventions
+def run_intervention(options: dict[str, Any], spec: RunSpec) -> str:
+    """Call the recorder with the CLI's values; returns its summary line ("" without --intervene)."""
+    from ..extract.interventions import InterventionSpec, record_interventions
 
     if not options.get("intervene"):
-        given = [f"--{k.replace('_', '-')}" for k in ("coefficients", "seed", "targets", "record_layers") if options.get(k)]
+        given = [f"--{k.replace('_', '-')}" for k in ("coefficients", "seed", "target_tokens", "record_layers") if options.get(k)]
         if given or options.get("generate"):
             raise click.UsageError(f"{(given or ['--generate'])[0]} goes with --intervene VECTOR")
         return ""
@@ -37,7 +39,7 @@ def run_intervention(options: dict[str, Any], **common: Any) -> str:
             layers = [int(v) for v in options["record_layers"].split(",") if v.strip()]
         except ValueError:
             raise click.BadParameter("expected comma-separated integers", param_hint="--record-layers") from None
-    result = record_interventions(vector=options["intervene"], coefficients=options["coefficients"],
-                                  positions=options["positions"], generate=options["generate"], seeds=options["seed"],
-                                  targets=options["targets"], top_k=options["top_k"], layers=layers, **common)
-    return result.summary()
+    steering = InterventionSpec(vector=options["intervene"], coefficients=options["coefficients"],
+                                positions=options["positions"], generate=options["generate"], seeds=options["seed"],
+                                target_tokens=options["target_tokens"], top_k=options["top_k"], record_layers=layers)
+    return record_interventions(spec, steering).summary()

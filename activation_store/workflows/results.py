@@ -1,15 +1,29 @@
-"""Saving analysis results: back under the store (next to the activations, for collaborators)
-and as CSV in an output folder."""
+"""Saving analysis results: under the store's results tree (for collaborators) and as CSV in an output folder.
+
+Results live at ``/results/<model>/<dataset>/<name>``, apart from the runs, so a
+result's own dimensions (a ``token`` of another length, ``pair``, ``condition``)
+never meet a run's and ``actstore.open`` can show the whole store as one tree."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import xarray as xr
 
 from ..store import Store, layout
 from ..store.handle import quiet_zarr
+
+
+@dataclass
+class Report:
+    """What one analysis step produced: the result, the files written, and where it was saved in the store."""
+
+    result: xr.Dataset
+    files: list[Path] = field(default_factory=list)
+    store_path: str = ""
 
 
 def _storable(result: xr.Dataset) -> xr.Dataset:
@@ -19,6 +33,8 @@ def _storable(result: xr.Dataset) -> xr.Dataset:
         if var.dtype == object:
             out[name] = var.astype(str)
     out.attrs = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in out.attrs.items()}
+    for var in out.variables.values():
+        var.attrs = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in var.attrs.items()}
     return out
 
 
@@ -35,6 +51,7 @@ def save_to_store(result: xr.Dataset, store: str | Store, model: str, dataset: s
 
 def load_from_store(store: str | Store, model: str, dataset: str, name: str,
                     storage_options: dict[str, Any] | None = None) -> xr.Dataset:
+    """A saved result, read into memory."""
     store = Store.open(store, storage_options)
     with quiet_zarr():
         return xr.open_zarr(store.zarr_store, group=layout.results_path(model, dataset, name), consolidated=False).load()
@@ -45,7 +62,8 @@ def file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "result"
 
 
-def save_csv(frame, out: Path, name: str) -> Path:
+def save_csv(frame: pd.DataFrame, out: Path, name: str) -> Path:
+    """``frame`` as ``<out>/<name>.csv`` (without the index)."""
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{file_name(name)}.csv"
     frame.to_csv(target, index=False)

@@ -15,7 +15,10 @@ def scheduler(address: str | None = None, workers: int | None = None,
     if address is None and not workers:
         from dask.diagnostics import ProgressBar
 
-        with ProgressBar(minimum=2.0, out=sys.stderr):  # shown only for computations longer than 2 s
+        # a bar only for a person watching a terminal, and only for computations longer than 2 s: never in logs,
+        # pipes or tests, where it would push a one-line error off its line
+        bar = ProgressBar(minimum=2.0, out=sys.stderr) if sys.stderr.isatty() else contextlib.nullcontext()
+        with bar:
             yield None
         return
     from distributed import Client, LocalCluster

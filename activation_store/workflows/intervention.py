@@ -1,28 +1,24 @@
-"""The intervention analysis end to end: open a recorded run, compute deltas and forecasts, write CSV, PNG and
-the result under the store (``/<model>/interventions/<dataset>/<vector>/results/<name>``). No model is loaded."""
+"""The intervention analysis end to end: open a recorded run, compute deltas and forecasts, write CSV and PNG,
+and save the result under the store's results tree (``/results/<model>/<dataset>/intervention-<vector>``).
+No model is loaded."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pandas as pd
+import xarray as xr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from ..errors import ActstoreError  # noqa: E402
-from ..store import Store, open_lens  # noqa: E402
-from ..store.interventions import intervention_path, open_recorded  # noqa: E402
-from ..store.handle import quiet_zarr  # noqa: E402
-from ..target_sets import read_target_sets  # noqa: E402
-from . import plots  # noqa: E402
-from .intervention import (forecast_states, lens_forecast, outcome_rule, outcome_shares, outcomes,  # noqa: E402
-                           per_example, set_ids, summarize, vocabulary)
-from .results import _storable, file_name, save_csv  # noqa: E402
+from ..analyze.intervention import (forecast_states, lens_forecast, outcome_rule, outcome_shares, outcomes,
+                                    per_example, set_ids, summarize)
+from ..errors import ActstoreError
+from ..plot.intervention import intervention_plot
+from ..store import Store, layout, open_lens
+from ..store.interventions import open_recorded
+from ..store.steering import read_vector
+from ..target_sets import read_target_sets
+from .results import file_name, save_csv, save_to_store
 
 
 @dataclass
@@ -55,31 +51,6 @@ def long_table(summary: xr.Dataset, source: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def intervention_plot(table: pd.DataFrame, shares: xr.Dataset | None, path: Path, title: str) -> Path:
-    """One panel per metric over the coefficient (measured solid, lens forecast dashed), plus outcome shares."""
-    metrics = [m for m in dict.fromkeys(table.metric) if m in ("kl", "top1_changed", "delta_logprob", "delta_share")]
-    panels = len(metrics) + (1 if shares is not None else 0)
-    fig, axes = plt.subplots(1, max(panels, 1), figsize=(4 * max(panels, 1), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for (source, target), rows in table[table.metric == metric].groupby(["source", "set"], sort=False):
-            style = "-" if source == "measured" else "--"
-            label = f"{source}{' ' + target if target else ''}"
-            ax.plot(rows.coefficient, rows["mean"], style, marker="o", ms=3, label=label)
-            ax.fill_between(rows.coefficient, rows.ci_low, rows.ci_high, alpha=0.2)
-        ax.set(xlabel="coefficient", title=metric)
-        ax.legend(fontsize=7)
-    if shares is not None:
-        ax = axes[0][-1]
-        for category in shares.category.values:
-            row = shares.sel(category=category)
-            ax.plot(shares.coefficient, row.share, marker="o", ms=3, label=str(category))
-            ax.fill_between(shares.coefficient, row.ci_low, row.ci_high, alpha=0.2)
-        ax.set(xlabel="coefficient", ylabel="share of continuations", title="outcomes", ylim=(0, 1))
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    return plots._save(fig, path)
-
-
 def intervention_report(store: str, model: str, dataset: str, vector: str, out: Path, *, targets: str | None = None,
                         rule: str | None = None, n_boot: int = 1000, forecast: bool = True,
                         storage_options: dict[str, Any] | None = None) -> InterventionReport:
@@ -90,15 +61,13 @@ def intervention_report(store: str, model: str, dataset: str, vector: str, out: 
     ds = open_recorded(store, model, dataset, vector)
     lens = open_lens(store, model)
     check_rule = outcome_rule(rule) if rule else None
-    ids = set_ids(ds, read_target_sets(targets), vocabulary(lens)) if targets else None
+    ids = set_ids(ds, read_target_sets(targets), lens[layout.VOCAB_TOKEN].values) if targets else None
     per = per_example(ds, ids)
     summary = summarize(per, n_boot)
     table = long_table(summary, "measured")
     predicted = None
     states = forecast_states(ds, int(ds.attrs["layer"])) if forecast else None
     if states is not None:
-        from ..store.steering import read_vector
-
         steer = read_vector(store, model, vector)
         per_forecast = lens_forecast(states, lens, steer.vector, ds.coefficient.values, ids, ds.support_id.values)
         predicted = summarize(per_forecast, n_boot)
@@ -124,9 +93,5 @@ def intervention_report(store: str, model: str, dataset: str, vector: str, out: 
     result.attrs = {"vector": vector, "layer": int(ds.attrs["layer"]), "positions": str(ds.attrs.get("positions")),
                     "rule": rule or "", "targets": targets or "", "n_items": int(summary.attrs.get("n_items", 0)),
                     "kl": per.attrs["kl"]}
-    path = f"{intervention_path(model, dataset, vector)}/results/{file_name(name)}"
-    writable = Store.open(store, mode="r+")
-    with quiet_zarr():
-        _storable(result).to_zarr(writable.zarr_store, group=path, mode="w", consolidated=False, zarr_format=3)
-    writable.consolidate()
+    path = save_to_store(result, store, model, dataset, name)
     return InterventionReport(summary, predicted, shares, table, files, path)

@@ -1,41 +1,19 @@
-"""PNG figures of analysis results, layers on the x axis (matplotlib, no display needed)."""
+"""PNG figures of analysis results, layers on the x axis."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import warnings
+import numpy as np
+import xarray as xr
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-
-# CJK and other scripts render where such a font is installed (e.g. Debian's fonts-noto-cjk); else as boxes
-_WANTED = ["DejaVu Sans", "Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Zen Hei", "Noto Sans Devanagari", "Noto Sans Arabic"]
-FONTS = [name for name in _WANTED if name in {f.name for f in font_manager.fontManager.ttflist}] or ["DejaVu Sans"]
+from .figure import new_figure, save
+from .fonts import cjk_fonts
 
 
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for ax in fig.axes:
-        if ax.get_xlabel() == "layer":
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        warnings.filterwarnings("ignore", message="findfont")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
+@cjk_fonts()
 def similarity_plot(result: xr.Dataset, path: Path, title: str = "") -> Path:
     """Score per layer for each variant pair, with its bootstrap 95% band."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure()
     layers = result.layer.values
     for pair in result.pair.values:
         row = result.sel(pair=pair)
@@ -46,19 +24,15 @@ def similarity_plot(result: xr.Dataset, path: Path, title: str = "") -> Path:
     ax.set(xlabel="layer", ylabel="paired − unpaired cosine",
            title=title or f"Cross-variant similarity ({result.attrs.get('pool', 'last')} token, {centred})")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
+@cjk_fonts()
 def logit_lens_plot(result: xr.Dataset, path: Path, title: str = "") -> Path:
     """Top-1 probability per layer × position for one example, labelled with the top-1 token."""
     top = result.isel(rank=0).transpose("layer", "token")
     prob, tokens = top.top_prob.values, top.top_token.values
-    with plt.rc_context({"font.family": FONTS}):
-        return _lens_figure(result, prob, tokens, path, title)
-
-
-def _lens_figure(result: xr.Dataset, prob: np.ndarray, tokens: np.ndarray, path: Path, title: str) -> Path:
-    fig, ax = plt.subplots(figsize=(1.1 * prob.shape[1] + 2, 0.32 * prob.shape[0] + 1.5))
+    fig, ax = new_figure(figsize=(1.1 * prob.shape[1] + 2, 0.32 * prob.shape[0] + 1.5))
     image = ax.imshow(prob, aspect="auto", origin="lower", cmap="Blues", vmin=0, vmax=1)
     for (i, j), token in np.ndenumerate(tokens):
         ax.text(j, i, repr(str(token))[1:-1][:10], ha="center", va="center", fontsize=6,
@@ -69,34 +43,37 @@ def _lens_figure(result: xr.Dataset, prob: np.ndarray, tokens: np.ndarray, path:
     ax.set_yticks(range(prob.shape[0]), result.layer.values, fontsize=6)
     ax.set(xlabel="input position", ylabel="layer", title=title or "Logit lens: top-1 token and its probability")
     fig.colorbar(image, ax=ax, label="p(top-1)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
+@cjk_fonts()
 def target_plot(summary: xr.Dataset, path: Path, title: str = "") -> Path:
     """Mean target log-probability per layer with a 95% band."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure()
     layers = summary.layer.values
     ax.plot(layers, summary.mean_logprob, marker="o", ms=3)
     ax.fill_between(layers, summary.ci_low, summary.ci_high, alpha=0.25)
     ax.set(xlabel="layer", ylabel="target log-probability", title=title or "Logit lens: target log-probability")
-    return _save(fig, path)
+    return save(fig, path)
 
 
+@cjk_fonts()
 def language_plot(mass: xr.DataArray, path: Path, title: str = "") -> Path:
     """Probability mass per language, layer by layer."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure()
     for language in mass.language.values:
         ax.plot(mass.layer.values, mass.sel(language=language), marker="o", ms=3, label=str(language))
     ax.set(xlabel="layer", ylabel="probability mass", title=title or "Logit lens: probability mass per language")
     ax.legend(fontsize=8, ncol=2)
-    return _save(fig, path)
+    return save(fig, path)
 
 
+@cjk_fonts()
 def layer_curves_plot(curves: dict[str, np.ndarray], layers: np.ndarray, path: Path, ylabel: str, title: str) -> Path:
     """A few named per-layer curves on one axis (e.g. keyword vs baseline probability)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure()
     for label, values in curves.items():
         ax.plot(layers, values, marker="o", ms=3, label=label)
     ax.set(xlabel="layer", ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)

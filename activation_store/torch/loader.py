@@ -1,0 +1,312 @@
+"""A shuffled PyTorch loader over one run's hidden states, for training probes, SAEs and transcoders.
+
+The unit of reading is one stored chunk of one layer (``hidden[layer, chunk]``),
+so every read is chunk-aligned and whole. An epoch is a permutation of those
+units, fixed by (seed, epoch); rank ``r`` takes every ``world_size``-th unit from
+``r`` on, and its DataLoader workers deal those out the same way, so workers and
+ranks read disjoint chunks and together every selected token exactly once. Each shard
+pours its chunks into a shuffle buffer of fixed size and draws batches from it
+uniformly at random: tokens of many chunks mix, and memory is set by the user
+(``buffer_bytes`` / ``buffer_tokens``), never by the store's size.
+
+bfloat16 states stay as their uint16 bits in the buffer (half the memory) and
+are decoded to float32 per batch."""
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..errors import ActstoreError
+from ..store import Store, layout
+from ..store.open import open_run
+from ..store.precision import decode_bfloat16
+
+DEFAULT_BUFFER_BYTES = 1 << 30
+_META_BYTES = 8 + 2  # per buffered row: index into the selection (int64) and layer (int16)
+
+
+class Batch(NamedTuple):
+    """``hidden`` (B, d_model) float32; ``layer``, ``example``, ``position``, ``token_id`` (B,) int64."""
+
+    hidden: torch.Tensor
+    layer: torch.Tensor
+    example: torch.Tensor
+    position: torch.Tensor
+    token_id: torch.Tensor
+
+    def to(self, *args: Any, **kwargs: Any) -> "Batch":
+        return Batch(*(t.to(*args, **kwargs) for t in self))
+
+
+def _choose(values: np.ndarray, wanted: Sequence[Any] | None, what: str) -> np.ndarray:
+    """A boolean mask of ``values`` in ``wanted`` (all when None); an unknown name is a one-line error."""
+    if wanted is None:
+        return np.ones(len(values), dtype=bool)
+    if isinstance(wanted, str):
+        wanted = [wanted]
+    present = set(values.tolist())
+    missing = [w for w in wanted if w not in present]
+    if missing:
+        shown = ", ".join(sorted(map(str, present))[:12])
+        raise ActstoreError(f"{what} {missing[0]!r} is not in this run; it has {shown}")
+    return np.isin(values, list(wanted))
+
+
+def _layers(layers: Sequence[int] | None, n_layers: int) -> np.ndarray:
+    if layers is None:
+        return np.arange(n_layers)
+    chosen = [int(layer) for layer in ([layers] if isinstance(layers, int) else layers)]
+    bad = [layer for layer in chosen if not -n_layers <= layer < n_layers]
+    if bad:
+        raise ActstoreError(f"layer {bad[0]} is out of range: the run has layers 0..{n_layers - 1}")
+    if not chosen:
+        raise ActstoreError("no layers selected")
+    return np.unique(np.asarray(chosen) % n_layers)
+
+
+def _position_mask(positions: str | Sequence[int] | None, position: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Tokens at the chosen positions: ``None``/``"all"``, ``"last"``, or ints (negative ones count from each example's end)."""
+    if positions is None or (isinstance(positions, str) and positions == "all"):
+        return np.ones(len(position), dtype=bool)
+    if isinstance(positions, str):
+        if positions != "last":
+            raise ActstoreError(f"unknown positions {positions!r}; use 'all', 'last' or a list of positions")
+        positions = [-1]
+    try:
+        chosen = [int(p) for p in ([positions] if isinstance(positions, int) else positions)]
+    except (TypeError, ValueError):
+        raise ActstoreError(f"positions must be 'all', 'last' or a list of integers, got {positions!r}") from None
+    from_start = np.asarray([p for p in chosen if p >= 0], dtype=np.int64)
+    from_end = np.asarray([p for p in chosen if p < 0], dtype=np.int64)
+    return np.isin(position, from_start) | np.isin(position.astype(np.int64) - count, from_end)
+
+
+class StoreDataset(IterableDataset):
+    """Batches of selected tokens from one run; see the module docstring for the order and sharding."""
+
+    def __init__(self, url: str | Store, model: str, dataset: str, *, layers: Sequence[int] | None = None,
+                 variants: Sequence[str] | None = None, items: Sequence[str] | None = None,
+                 positions: str | Sequence[int] | None = None, batch_size: int = 4096, shuffle: bool = True,
+                 seed: int = 0, epoch: int = 0, buffer_tokens: int | None = None, buffer_bytes: int | None = None,
+                 read_ahead: int = 2, rank: int = 0, world_size: int = 1,
+                 storage_options: dict[str, Any] | None = None) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ActstoreError(f"batch_size must be at least 1, got {batch_size!r}")
+        if read_ahead < 1:
+            raise ActstoreError(f"read_ahead must be at least 1, got {read_ahead}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ActstoreError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
+        store = Store.open(url, storage_options)
+        ds = open_run(store, model, dataset)
+        self.url, self.storage_options = store.url, store.storage_options  # workers reopen: a handle does not pickle
+        self.path = layout.run_path(model, dataset)
+        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, int(seed), int(epoch)
+        self.rank, self.world_size, self.read_ahead = rank, world_size, read_ahead
+        self.layers = _layers(layers, ds.sizes["layer"])
+        self.bfloat16 = ds.hidden.attrs.get("dtype") == "bfloat16"
+        self.d_model = ds.sizes["d_model"]
+        self.chunk_tokens = int(ds.hidden.attrs.get("chunk_tokens") or ds.hidden.data.chunksize[1])
+
+        wanted = _choose(ds.variant.values, variants, "variant") & _choose(ds["item"].values, items, "item")
+        token_example = ds.token_example.values
+        position = ds.position.values
+        picked = wanted[token_example] & _position_mask(positions, position, ds.token_count.values[token_example])
+        self.tokens = np.flatnonzero(picked)                            # token indices, ascending
+        if not len(self.tokens):
+            raise ActstoreError(f"the selection matches no tokens of model {model!r} / dataset {dataset!r}")
+        self.example = token_example[self.tokens].astype(np.int64)
+        self.position = position[self.tokens].astype(np.int64)
+        self.token_id = ds.token_id.values[self.tokens].astype(np.int64)
+        chunk = self.tokens // self.chunk_tokens
+        self.chunks, self.bounds = np.unique(chunk, return_index=True)   # chunks holding selected tokens
+        self.bounds = np.append(self.bounds, len(self.tokens))
+
+        itemsize = 2 if self.bfloat16 else 4
+        self.row_bytes = self.d_model * itemsize + _META_BYTES
+        largest = int(np.diff(self.bounds).max())
+        # what a shard holds besides the buffer: chunks being read (raw + selected rows), rows evicted for
+        # the last chunk (up to a chunk and a batch), and one batch out as float32
+        in_flight = read_ahead * 2 * self.chunk_tokens * self.d_model * itemsize
+        out = (largest + batch_size) * self.row_bytes + batch_size * self.d_model * (itemsize + 4)
+        need = batch_size + largest
+        capacity = None if buffer_tokens is None else int(buffer_tokens)
+        if buffer_bytes is not None or capacity is None:
+            budget = DEFAULT_BUFFER_BYTES if buffer_bytes is None else int(buffer_bytes)
+            by_bytes = (budget - in_flight - out) // self.row_bytes
+            if by_bytes < need:
+                floor = need * self.row_bytes + in_flight + out
+                raise ActstoreError(f"buffer_bytes {budget:,} is too small for batch_size {batch_size} and chunks of "
+                                    f"{self.chunk_tokens} tokens × d_model {self.d_model}; it needs at least {floor:,}")
+            capacity = by_bytes if capacity is None else min(capacity, by_bytes)
+        if capacity < need:
+            raise ActstoreError(f"buffer_tokens {capacity} is too small: it must hold a batch ({batch_size}) "
+                                f"and a chunk's selected tokens ({largest}), at least {need}")
+        self.capacity = capacity
+
+    @property
+    def n_rows(self) -> int:
+        """Rows (token × layer) per epoch, over all ranks and workers."""
+        return len(self.tokens) * len(self.layers)
+
+    def __iter__(self) -> Iterator[Batch]:
+        # not a generator itself: the epoch is read now, when the DataLoader makes its iterator
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        n_units = len(self.layers) * len(self.chunks)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(n_units) if self.shuffle else np.arange(n_units)
+        mine = order[self.rank::self.world_size][worker::n_workers]   # disjoint whatever each rank's worker count
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        return self._batches(mine, rng)
+
+    def _read(self, hidden, unit: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """One chunk of one layer, reduced to its selected tokens: (rows, selection indices, layer)."""
+        layer = int(self.layers[unit // len(self.chunks)])
+        j = unit % len(self.chunks)
+        lo, hi = int(self.bounds[j]), int(self.bounds[j + 1])
+        start = int(self.chunks[j]) * self.chunk_tokens
+        block = hidden[layer, start:min(start + self.chunk_tokens, hidden.shape[1])]
+        local = self.tokens[lo:hi] - start
+        rows = block[: hi - lo] if local[-1] == hi - lo - 1 else block[local]  # sorted, so a full run is a prefix
+        return rows, np.arange(lo, hi), layer
+
+    def _chunks(self, units: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """The shard's chunks in order, ``read_ahead`` of them in flight at once (reads overlap over S3)."""
+        hidden = Store.open(self.url, self.storage_options).root[self.path][layout.HIDDEN]
+        with ThreadPoolExecutor(max_workers=self.read_ahead) as pool:
+            pending: deque = deque()
+            for unit in units:
+                pending.append(pool.submit(self._read, hidden, int(unit)))
+                if len(pending) >= self.read_ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def _batch(self, rows: np.ndarray, picked: np.ndarray, layers: np.ndarray) -> Batch:
+        hidden = torch.from_numpy(decode_bfloat16(rows) if self.bfloat16 else rows)
+        return Batch(hidden, torch.from_numpy(layers.astype(np.int64)), torch.from_numpy(self.example[picked]),
+                     torch.from_numpy(self.position[picked]), torch.from_numpy(self.token_id[picked]))
+
+    def _batches(self, units: np.ndarray, rng: np.random.Generator) -> Iterator[Batch]:
+        """Fill the buffer; then each chunk evicts as many uniformly drawn buffered rows as it brings and
+        takes their slots. Evicted rows leave in batches, so no row is copied more than in, out and to float32."""
+        if not self.shuffle:
+            yield from self._in_order(units)
+            return
+        capacity = self.capacity
+        dtype = np.uint16 if self.bfloat16 else np.float32
+        rows_buf = np.empty((capacity, self.d_model), dtype=dtype)
+        picked_buf = np.empty(capacity, dtype=np.int64)
+        layer_buf = np.empty(capacity, dtype=np.int16)
+        n = 0
+        out = _Outbox(self)
+        for rows, picked, layer in self._chunks(units):
+            free = capacity - n
+            if len(rows) > free:                                        # evict into the outbox, refill the slots
+                slots = rng.choice(n, size=len(rows) - free, replace=False)
+                out.put(np.take(rows_buf, slots, axis=0), picked_buf[slots], layer_buf[slots])
+                rows_buf[slots], picked_buf[slots], layer_buf[slots] = rows[:len(slots)], picked[:len(slots)], layer
+                rows, picked = rows[len(slots):], picked[len(slots):]
+                yield from out.full_batches()
+            rows_buf[n:n + len(rows)], picked_buf[n:n + len(rows)], layer_buf[n:n + len(rows)] = rows, picked, layer
+            n += len(rows)
+        order = rng.permutation(n)                                      # the rest, in random order, a batch at a time
+        for start in range(0, n, self.batch_size):
+            index = order[start:start + self.batch_size]
+            out.put(np.take(rows_buf, index, axis=0), picked_buf[index], layer_buf[index])
+            yield from out.full_batches()
+        yield from out.rest()
+
+    def _in_order(self, units: np.ndarray) -> Iterator[Batch]:
+        """Store order, no buffer: batches cut from consecutive chunks."""
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        held = 0
+        for rows, picked, layer in self._chunks(units):
+            parts.append((rows, picked, np.full(len(rows), layer, dtype=np.int64)))
+            held += len(rows)
+            while held >= self.batch_size:
+                rows_all, picked_all, layers_all = (np.concatenate(p) for p in zip(*parts))
+                yield self._batch(rows_all[:self.batch_size], picked_all[:self.batch_size], layers_all[:self.batch_size])
+                parts = [(rows_all[self.batch_size:], picked_all[self.batch_size:], layers_all[self.batch_size:])]
+                held -= self.batch_size
+        if held:
+            yield self._batch(*(np.concatenate(p) for p in zip(*parts)))
+
+
+class _Outbox:
+    """Rows on their way out, cut into batches of ``batch_size`` (views where a part holds a whole batch)."""
+
+    def __init__(self, dataset: StoreDataset) -> None:
+        self.dataset, self.parts, self.held = dataset, [], 0
+
+    def put(self, rows: np.ndarray, picked: np.ndarray, layers: np.ndarray) -> None:
+        self.parts.append((rows, picked, layers))
+        self.held += len(rows)
+
+    def full_batches(self) -> Iterator[Batch]:
+        b = self.dataset.batch_size
+        while self.held >= b:
+            if len(self.parts[0][0]) < b:                               # join the first parts up to a batch
+                joined = [np.concatenate(p) for p in zip(*self.parts)]
+                self.parts = [tuple(joined)]
+            rows, picked, layers = self.parts[0]
+            yield self.dataset._batch(rows[:b], picked[:b], layers[:b])
+            self.parts[0] = (rows[b:], picked[b:], layers[b:])
+            self.held -= b
+            if not len(self.parts[0][0]):
+                self.parts.pop(0)
+
+    def rest(self) -> Iterator[Batch]:
+        if self.held:
+            yield self.dataset._batch(*(np.concatenate(p) for p in zip(*self.parts)))
+            self.parts, self.held = [], 0
+
+
+class StoreLoader(DataLoader):
+    """A DataLoader over a ``StoreDataset`` that moves to the next epoch each time it is iterated."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix the next iteration's epoch (as with ``DistributedSampler.set_epoch``)."""
+        self.dataset.epoch = int(epoch)
+
+    def __iter__(self):
+        iterator = super().__iter__()  # workers (if any) take their copy of the dataset, and its epoch, here
+        self.dataset.epoch += 1
+        return iterator
+
+
+def _distributed() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def loader(url: str | Store, model: str, dataset: str, layers: Sequence[int] | None = None,
+           variants: Sequence[str] | None = None, items: Sequence[str] | None = None,
+           positions: str | Sequence[int] | None = None, batch_size: int = 4096, shuffle: bool = True,
+           seed: int = 0, epoch: int = 0, buffer_tokens: int | None = None, buffer_bytes: int | None = None,
+           num_workers: int = 0, read_ahead: int = 2, rank: int | None = None, world_size: int | None = None,
+           pin_memory: bool = False, storage_options: dict[str, Any] | None = None) -> StoreLoader:
+    """A DataLoader of ``Batch``es over the selected tokens of one run (a ``Store``, local path or any fsspec URL).
+
+    Each iteration is one epoch: every selected (token, layer) exactly once over all workers and ranks,
+    in an order fixed by ``seed`` and the epoch (0, 1, … or ``set_epoch``). ``rank``/``world_size``
+    default to torch.distributed's when it is initialised. The shuffle buffer holds at most
+    ``buffer_tokens`` rows, or what fits in ``buffer_bytes`` (default 1 GiB) per worker, chunks in flight
+    and the outgoing batch included."""
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ActstoreError(f"num_workers must be 0 or more, got {num_workers!r}")
+    found_rank, found_size = _distributed()
+    data = StoreDataset(url, model, dataset, layers=layers, variants=variants, items=items, positions=positions,
+                        batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch, buffer_tokens=buffer_tokens,
+                        buffer_bytes=buffer_bytes, read_ahead=read_ahead,
+                        rank=found_rank if rank is None else rank,
+                        world_size=found_size if world_size is None else world_size,
+                        storage_options=storage_options)
+    return StoreLoader(data, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
