@@ -74,6 +74,21 @@ def test_specs_have_one_canonical_form():
     assert steering.coefficients == (0.0, 2.0, 1.0) and steering.samples == [0, 1, 2]
 
 
+def test_templates_join_the_config_only_when_given():
+    """Media templates are part of a run's identity, but text runs keep the config (and hash) they had before."""
+    from pathlib import Path
+
+    from activation_store.checksums import config_hash
+    from activation_store.extract.datasets import load_dataset
+    from activation_store.extract.models import ModelPlan
+
+    data, model = load_dataset("arithmetic", limit=2), ModelPlan("m", Path("."), "m", "0" * 64, None, None)
+    plain = RunSpec(templates={}).config(data, model)
+    assert RunSpec(templates={}) == RunSpec() and "templates" not in plain
+    framed = RunSpec(templates={"image": "USER: <image> ASSISTANT:"}).config(data, model)
+    assert framed.pop("templates") == {"image": "USER: <image> ASSISTANT:"} and config_hash(framed) == config_hash(plain)
+
+
 def test_progress_bar_into_a_log_writes_rarely():
     with progress_bar(10, desc="extract", unit="tok", enabled=True) as bar:  # pytest's stderr is not a terminal
         assert bar.mininterval == LOG_INTERVAL

@@ -3,7 +3,9 @@
 Layers whose states are raw residual stream get the model's final norm first
 (with its stored convention: Gemma multiplies by 1 + weight, Llama by weight);
 layers already normed (``final_norm_applied``) go straight to the unembedding.
-Final logit soft-capping is applied when the model has it. Lazy throughout.
+Final logit soft-capping is applied when the model has it; vocabulary ids that
+are media codes (Chameleon's image tokens, ``media_code``) get −inf, as the
+model masks them out of its own logits. Lazy throughout.
 
 ``mode="raw"`` is the paper's own lens (Wu et al.'s code): no final norm on
 any layer, so intermediate layers' raw residual stream meets the unembedding
@@ -61,5 +63,7 @@ def logits(hidden: xr.DataArray, lens: xr.Dataset, mode: str = "normed") -> xr.D
     cap = lens.attrs.get("final_logit_softcapping")
     if cap:
         out = cap * np.tanh(out / cap)
+    if layout.MEDIA_CODE in lens:
+        out = out.where(~lens[layout.MEDIA_CODE].astype(bool), -np.inf)
     return out.rename("logits")
 

@@ -73,11 +73,11 @@ def target_summary(result: xr.Dataset, n_boot: int = 1000, seed: int = 0) -> xr.
 
 def logit_lens(ds: xr.Dataset, lens: xr.Dataset, *, example: int | None = None, variant: str | None = None,
                item: str | None = None, targets: xr.DataArray | None = None, k: int = 5,
-               mode: str = "normed") -> xr.Dataset:
+               mode: str = "normed", modality: str | None = None) -> xr.Dataset:
     """The logit lens over one example (default: example 0; the Figure-1 table) or over all examples of a
     variant and/or item: ``readout`` of their tokens, with the selection, and for one example its text and
     input tokens, in the attributes. ``targets``: one token id per stored token (−1 for none); ``mode``:
-    the normed or raw lens (see ``lens.lens_input``)."""
+    the normed or raw lens (see ``lens.lens_input``); ``modality``: only the text, image or audio tokens."""
     if example is not None and (variant is not None or item is not None):
         raise ActstoreError("give example, or variant/item, not both")
     if example is None and variant is None and item is None:
@@ -85,13 +85,13 @@ def logit_lens(ds: xr.Dataset, lens: xr.Dataset, *, example: int | None = None, 
     examples = examples_of(ds, variant=variant, item=item, example=example)
     if not len(examples):
         raise ActstoreError(f"no example has variant {variant!r} and item {item!r}")
-    tokens = tokens_of(ds, examples)
+    tokens = tokens_of(ds, examples, modality=modality)
     result = readout(ds.hidden.isel(token=tokens), lens, k=k,
                      targets=targets.isel(token=tokens) if targets is not None else None, mode=mode)
     single = len(examples) == 1
     vocab = lens[layout.VOCAB_TOKEN].values
     selection = "-".join(str(part) for part in (f"example-{example}" if example is not None else None,
-                                                   variant, item) if part is not None)
+                                                   variant, item, modality) if part is not None)
     result.attrs.update(input_tokens=[str(vocab[i]) for i in ds.token_id.values[tokens]] if single else [],
                         selection=selection, k=k, n_examples=len(examples), text=str(ds.text.values[examples[0]]) if single else "")
     return result

@@ -50,7 +50,7 @@ class Projection:
     language_mass: np.ndarray | None
 
 
-def _block(h, w, vocab_ids, target_logit, target_id, table, *, k, cap, bias):
+def _block(h, w, vocab_ids, target_logit, target_id, table, *, k, cap, bias, masked):
     """Partial reductions of one (states × vocab chunk) logits block, packed along a last axis.
 
     All the block's states go through one GEMM (a batched matmul per layer would run many small, slow
@@ -65,15 +65,18 @@ def _block(h, w, vocab_ids, target_logit, target_id, table, *, k, cap, bias):
         scores /= cap
         np.tanh(scores, out=scores)
         scores *= cap
+    if masked is not None:                                              # media codes: probability 0, never top-k
+        scores[:, masked[vocab_ids]] = -np.inf
     if target_logit is not None:
         above = _above(scores, vocab_ids, target_logit.reshape(-1), target_id.reshape(-1))
     else:
         above = np.zeros((scores.shape[0], 1))
     top_logit, top_index = _top_k(scores, k)                            # winners now −inf in ``scores``
     peak = top_logit[:, :1]
-    scores -= peak
+    shift = np.where(np.isfinite(peak), peak, 0.0)                      # a wholly masked chunk adds exp(−inf) = 0
+    scores -= shift
     np.exp(scores, out=scores)
-    top_weight = np.exp(top_logit - peak)                               # −inf padding → 0
+    top_weight = np.exp(top_logit - shift)                              # −inf padding → 0
     total = scores.sum(axis=-1, keepdims=True, dtype=np.float64) + top_weight.sum(axis=-1, keepdims=True)
     parts = [peak, total, above, top_logit, vocab_ids[top_index].astype(np.float64)]
     if table is not None:
@@ -130,6 +133,7 @@ def project(hidden: xr.DataArray, lens: xr.Dataset, k: int = 5, target_logit: xr
     vocab_ids = da.arange(w.shape[0], chunks=(w.chunks[0],))
     bias = lens[layout.LOGIT_BIAS].values if layout.LOGIT_BIAS in lens else None
     cap = lens.attrs.get("final_logit_softcapping")
+    masked = lens[layout.MEDIA_CODE].values.astype(bool) if layout.MEDIA_CODE in lens else None
     n_lang = 0 if table is None else table.sizes["language"]
     state = "".join(chr(ord("a") + i) for i in range(h.ndim - 1))      # one index letter per state dim
     args = [h, state + "z", w, "vz", vocab_ids, "v"]
@@ -147,7 +151,7 @@ def project(hidden: xr.DataArray, lens: xr.Dataset, k: int = 5, target_logit: xr
     with warnings.catch_warnings():  # more chunks is the point: one task per (states × vocab chunk) block
         warnings.simplefilter("ignore", da.PerformanceWarning)
         partial = da.blockwise(_block, state + "vf", *args, new_axes={"f": width}, adjust_chunks={"v": 1},
-                               concatenate=True, dtype=np.float64, k=k, cap=cap, bias=bias,
+                               concatenate=True, dtype=np.float64, k=k, cap=cap, bias=bias, masked=masked,
                                meta=np.empty((0,) * (h.ndim + 1)))
     merged = partial.rechunk({h.ndim - 1: -1}).map_blocks(
         _merge, k=k, n_lang=n_lang, drop_axis=h.ndim - 1, chunks=(*h.chunks[:-1], (2 + 2 * k + n_lang,)), dtype=np.float64)

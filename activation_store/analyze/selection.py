@@ -1,6 +1,7 @@
 """Picking states out of a run: examples by variant or item, last tokens, mean over tokens.
 
-Each returns a lazy DataArray with an ``example`` dimension carrying the
+Each can be restricted to one ``modality`` (text, image, audio): the last text
+token, the mean over an image's tokens, the audio slots. Each returns a lazy DataArray with an ``example`` dimension carrying the
 ``item`` and ``variant`` coordinates, so analyses can pair variants by item."""
 from __future__ import annotations
 
@@ -9,8 +10,22 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ActstoreError
+from ..store.layout import MODALITIES
 
 POOLS = ("last", "mean")
+
+
+def modality_mask(ds: xr.Dataset, modality: str | None) -> np.ndarray:
+    """Per token, whether it has ``modality`` (all True for None)."""
+    if modality is None:
+        return np.ones(ds.sizes["token"], dtype=bool)
+    if modality not in MODALITIES:
+        raise ActstoreError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+    mask = ds.modality.values == modality
+    if not mask.any():
+        present = sorted(set(ds.modality.values)) if ds.sizes["token"] else []
+        raise ActstoreError(f"this run has no {modality} tokens; it has {', '.join(present) or 'none'}")
+    return mask
 
 
 def examples_of(ds: xr.Dataset, variant: str | None = None, item: str | None = None,
@@ -41,17 +56,33 @@ def select_layers(ds: xr.Dataset, layers: list[int] | None) -> xr.Dataset:
     return ds.sel(layer=layers)
 
 
-def tokens_of(ds: xr.Dataset, examples: np.ndarray) -> np.ndarray:
-    """Token indices of the given examples, end to end."""
+def tokens_of(ds: xr.Dataset, examples: np.ndarray, modality: str | None = None) -> np.ndarray:
+    """Token indices of the given examples, end to end (only those of ``modality`` when given)."""
     offsets = ds.token_offset.values[examples]
     counts = ds.token_count.values[examples]
-    return np.concatenate([np.arange(o, o + c) for o, c in zip(offsets, counts)]) if len(examples) else np.zeros(0, int)
+    tokens = np.concatenate([np.arange(o, o + c) for o, c in zip(offsets, counts)]) if len(examples) else np.zeros(0, int)
+    if modality is None:
+        return tokens
+    tokens = tokens[modality_mask(ds, modality)[tokens]]
+    if not len(tokens):
+        raise ActstoreError(f"the selected examples have no {modality} tokens")
+    return tokens
 
 
-def last_tokens(ds: xr.Dataset, examples: np.ndarray | None = None) -> xr.DataArray:
-    """The last token's state of each example: (layer, example, d_model)."""
+def last_tokens(ds: xr.Dataset, examples: np.ndarray | None = None, modality: str | None = None) -> xr.DataArray:
+    """The last token's state of each example (its last ``modality`` token when given): (layer, example, d_model)."""
     examples = np.arange(ds.sizes["example"]) if examples is None else np.asarray(examples)
     index = (ds.token_offset.values + ds.token_count.values - 1)[examples]
+    if modality is not None:
+        mask = modality_mask(ds, modality)
+        owner = ds.token_example.values
+        last = np.full(ds.sizes["example"], -1, dtype=np.int64)
+        np.maximum.at(last, owner[mask], np.flatnonzero(mask))
+        index = last[examples]
+        if (index < 0).any():
+            bad = examples[np.flatnonzero(index < 0)[0]]
+            raise ActstoreError(f"example {int(bad)} ({ds.variant.values[bad]}, item {ds['item'].values[bad]!r}) "
+                                f"has no {modality} token")
     states = ds.hidden.isel(token=xr.DataArray(index, dims="example"))
     return _with_example_coords(states, ds, examples)
 
@@ -68,13 +99,15 @@ def _segment_sums(block: np.ndarray, owner: np.ndarray, n_out: int) -> np.ndarra
     return out
 
 
-def mean_tokens(ds: xr.Dataset, examples: np.ndarray | None = None, skip_first: bool | None = None) -> xr.DataArray:
+def mean_tokens(ds: xr.Dataset, examples: np.ndarray | None = None, skip_first: bool | None = None,
+                modality: str | None = None) -> xr.DataArray:
     """Each example's states averaged over its tokens: (layer, example, d_model).
 
     A segment sum per token chunk, then a tree sum over chunks: memory stays at a
     chunk plus one (examples × d_model) partial, whatever the run's size.
     ``skip_first`` leaves out position 0 (default: when the run prepended BOS,
-    whose state is an outlier the mean would be dominated by)."""
+    whose state is an outlier the mean would be dominated by). With ``modality``
+    only that modality's tokens count (e.g. the mean over an image's tokens)."""
     if skip_first is None:
         skip_first = bool(ds.attrs.get("config", {}).get("bos", False))
     examples = np.arange(ds.sizes["example"]) if examples is None else np.asarray(examples)
@@ -83,9 +116,12 @@ def mean_tokens(ds: xr.Dataset, examples: np.ndarray | None = None, skip_first: 
     owner = slot[ds.token_example.values]
     if skip_first:
         owner[ds.position.values == 0] = -1
+    if modality is not None:
+        owner[~modality_mask(ds, modality)] = -1
     counts = np.bincount(owner[owner >= 0], minlength=len(examples))
     if (counts == 0).any():
-        raise ActstoreError("some examples have no tokens left to average (only BOS); use --pool last")
+        raise ActstoreError(f"some examples have no {modality + ' ' if modality else ''}tokens to average"
+                            + ("" if modality else " (only BOS); use --pool last"))
     data = ds.hidden.data
     token_chunks = data.chunks[1]
     owners = da.from_array(owner, chunks=(token_chunks,))
@@ -100,11 +136,11 @@ def mean_tokens(ds: xr.Dataset, examples: np.ndarray | None = None, skip_first: 
     return _with_example_coords(means, ds, examples)
 
 
-def pooled(ds: xr.Dataset, pool: str, examples: np.ndarray | None = None) -> xr.DataArray:
+def pooled(ds: xr.Dataset, pool: str, examples: np.ndarray | None = None, modality: str | None = None) -> xr.DataArray:
     if pool == "last":
-        return last_tokens(ds, examples)
+        return last_tokens(ds, examples, modality=modality)
     if pool == "mean":
-        return mean_tokens(ds, examples)
+        return mean_tokens(ds, examples, modality=modality)
     raise ActstoreError(f"unknown pooling {pool!r}; choose one of {', '.join(POOLS)}")
 
 

@@ -98,18 +98,30 @@ def similarity(x: xr.DataArray, y: xr.DataArray, center: bool = True, n_boot: in
 
 
 def variant_similarity(ds: xr.Dataset, variants: list[str] | None = None, pool: str = "last", center: bool = True,
-                       n_boot: int = 1000, seed: int = 0) -> xr.Dataset:
-    """Similarity for every pair of ``variants`` (default: all of the run's) in a run: a ``pair`` dimension ("en-zh", …)."""
+                       n_boot: int = 1000, seed: int = 0, modality: str | dict[str, str] | None = None) -> xr.Dataset:
+    """Similarity for every pair of ``variants`` (default: all of the run's) in a run: a ``pair`` dimension ("en-zh", …).
+
+    ``modality`` pools only that modality's tokens, for every variant or per variant
+    (``{"image": "image", "en": "text"}``: mean over the image tokens vs over the words)."""
     variants = variants or sorted(set(ds.variant.values))
     if len(variants) < 2:
         raise ActstoreError("similarity needs at least two variants, e.g. --variants en,zh")
-    wanted = np.flatnonzero(np.isin(ds.variant.values, variants))
-    states = pooled(ds, pool, wanted)
+    per_variant = modality if isinstance(modality, dict) else {v: modality for v in variants}
+    unknown = sorted(set(per_variant) - set(variants))
+    if unknown:
+        raise ActstoreError(f"modality given for {unknown[0]!r}, which is not among the compared variants {', '.join(variants)}")
+    groups = {}
+    for variant in variants:
+        groups.setdefault(per_variant.get(variant), []).append(variant)
+    parts = [pooled(ds, pool, np.flatnonzero(np.isin(ds.variant.values, group)), modality=chosen)
+             for chosen, group in groups.items()]
+    states = parts[0] if len(parts) == 1 else xr.concat(parts, dim="example")
     results = []
     for a, b in combinations(variants, 2):
         x, y = pair_by_item(states, a, b)
         result = similarity(x, y, center=center, n_boot=n_boot, seed=seed)
         results.append(result.expand_dims(pair=[f"{a}-{b}"]))
     out = xr.concat(results, dim="pair", join="outer")  # per-item scores: NaN where a pair lacks the item
-    out.attrs.update(results[0].attrs, pool=pool, variants=",".join(variants))
+    out.attrs.update(results[0].attrs, pool=pool, variants=",".join(variants),
+                     modality=",".join(f"{v}={per_variant.get(v) or 'all'}" for v in variants))
     return out

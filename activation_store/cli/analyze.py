@@ -32,6 +32,19 @@ def _layers(value):
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint="--layers") from None
 
 
+def _modality(value: str | None, per_variant: bool):
+    """``image`` (every variant) or, where allowed, ``image=image,en=text`` (per variant)."""
+    if value is None or "=" not in value:
+        return value
+    if not per_variant:
+        raise click.BadParameter(f"expected one of text, image, audio, got {value!r}", param_hint="--modality")
+    pairs = {}
+    for part in split_list(value, "--modality"):
+        variant, _, modality = part.partition("=")
+        if not variant.strip() or not modality.strip():
+            raise click.BadParameter(f"expected VARIANT=MODALITY, got {part!r}", param_hint="--modality")
+        pairs[variant.strip()] = modality.strip()
+    return pairs
 def _lens_option(func):
     return click.option("--lens", "lens_mode", type=click.Choice(["normed", "raw"]), default="normed", show_default=True,
                         help="normed: final norm on every layer (tuned-lens convention); raw: none, as the paper's code.")(func)
@@ -56,12 +69,15 @@ def analyze() -> None:
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% interval.")
 @click.option("--baseline", default=None, metavar="VARIANT",
               help="Compare with this variant of each item (e.g. form-swapped) instead of all unpaired items.")
+@click.option("--modality", default=None, help="Pool only text, image or audio tokens; per variant as image=image,en=text.")
 def similarity(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
-               variants, pool, center, bootstrap, baseline):
+               variants, pool, center, bootstrap, baseline, modality):
     """Paired-minus-unpaired cosine similarity between variants, per layer (Eq. 1); or matched minus baseline."""
     from ..workflows.similarity import baseline_similarity_report, similarity_report
 
     if baseline is not None:
+        if modality is not None:
+            raise click.UsageError("--modality applies to all-pairs similarity, not with --baseline")
         from .grid_tables import print_baseline_table
 
         with scheduler(scheduler_address, workers, memory_limit):
@@ -73,7 +89,8 @@ def similarity(store, model, dataset, out, layers, scheduler_address, workers, m
         return
     with scheduler(scheduler_address, workers, memory_limit):
         report = similarity_report(store, model, dataset, split_list(variants), out, pool=pool, center=center,
-                                   n_boot=bootstrap, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
+                                   n_boot=bootstrap, layers=_layers(layers), modality=_modality(modality, True),
+                                   storage_options=storage(store, endpoint_url, anon))
     print_similarity_table(report.result)
     _done(report)
 
@@ -86,8 +103,9 @@ def similarity(store, model, dataset, out, layers, scheduler_address, workers, m
 @click.option("--targets", default=None, help="A targets file (.jsonl/.csv) or a rule: result-digits, result-words, en-next-word.")
 @click.option("--top-k", type=int, default=5, show_default=True)
 @_lens_option
+@click.option("--modality", default=None, help="Only the text, image or audio tokens of the selected examples.")
 def logit_lens(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
-               example, variant, item, targets, top_k, lens_mode):
+               example, variant, item, targets, top_k, lens_mode, modality):
     """Top tokens per layer and position through the stored logit lens; log-prob and rank of targets."""
     from ..workflows.logit_lens import logit_lens_report
 
@@ -96,7 +114,7 @@ def logit_lens(store, model, dataset, out, layers, scheduler_address, workers, m
     with scheduler(scheduler_address, workers, memory_limit):
         report = logit_lens_report(store, model, dataset, out, example=example, variant=variant, item=item, targets=targets,
                                    k=top_k, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon),
-                                   lens_mode=lens_mode)
+                                   lens_mode=lens_mode, modality=_modality(modality, False))
     print_lens_table(report.result)
     _done(report)
 
@@ -117,6 +135,38 @@ def languages(store, model, dataset, out, layers, scheduler_address, workers, me
                                   table_path=table_path, layers=_layers(layers), storage_options=storage(store, endpoint_url, anon),
                                   lens_mode=lens_mode)
     print_language_table(report.result.mass)
+    _done(report)
+
+
+@analyze.command("colour-lens")
+@_run_options
+@click.option("--variant", default="image", show_default=True, help="The image variant.")
+@click.option("--words", default="en", show_default=True, help="The variant holding each item's colour word.")
+def colour_lens(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
+                variant, words):
+    """Share of image tokens whose top-1 logit-lens token is the colour word, per layer (e.g. on --dataset colors)."""
+    from ..workflows.media_lens import colour_lens_report
+
+    with scheduler(scheduler_address, workers, memory_limit):
+        report = colour_lens_report(store, model, dataset, out, variant=variant, words=words, layers=_layers(layers),
+                                    storage_options=storage(store, endpoint_url, anon))
+    click.echo(report.result.share.to_pandas().rename("share").to_string())
+    _done(report)
+
+
+@analyze.command("caption-lens")
+@_run_options
+@click.option("--variant", default="image", show_default=True, help="The media variant (image or audio).")
+@click.option("--captions", default="en", show_default=True, help="The variant holding each item's caption.")
+def caption_lens(store, model, dataset, out, layers, scheduler_address, workers, memory_limit, endpoint_url, anon,
+                 variant, captions):
+    """Caption keywords' mean probability over media tokens vs the least similar caption's, per layer."""
+    from ..workflows.media_lens import caption_lens_report
+
+    with scheduler(scheduler_address, workers, memory_limit):
+        report = caption_lens_report(store, model, dataset, out, variant=variant, captions=captions,
+                                     layers=_layers(layers), storage_options=storage(store, endpoint_url, anon))
+    click.echo(report.result[["keyword_prob", "baseline_prob", "difference"]].to_dataframe().to_string())
     _done(report)
 
 

@@ -25,7 +25,7 @@ class BatchSize(click.ParamType):
 
 @click.command()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name, alias (llama3, …), model directory or .gguf file.")
-@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Built-in name (django-ui, arithmetic), a .jsonl/.csv/.tsv file, or hf:NAME[:CONFIG][:SPLIT] "
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Built-in name (django-ui, arithmetic, colors, colors-split, spoken-words…), a .jsonl/.csv/.tsv file, or hf:NAME[:CONFIG][:SPLIT] "
               "(a save_to_disk directory, local data files or the local datasets cache; never downloaded).")
 @click.option("--columns", default=None, metavar="VARIANT=COLUMN,…",
               help="hf: datasets: the text column of each variant (default: every string column).")
@@ -35,6 +35,8 @@ class BatchSize(click.ParamType):
 @click.option("--limit", type=int, default=None, help="Only the first N items.")
 @click.option("--bos/--no-bos", default=True, show_default=True, help="Prepend the tokenizer's BOS token.")
 @click.option("--suffix", "suffixes", multiple=True, metavar="VARIANT=TEXT", help='Text appended per variant, e.g. zh=这代表了 (repeatable).')
+@click.option("--template", "templates", multiple=True, metavar="VARIANT=TEXT",
+              help='Prompt of a media variant, holding <image> or <audio> once, e.g. image="USER: <image>\\nWhat is it? ASSISTANT:" (\\n is a newline; repeatable).')
 @click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default="bfloat16", show_default=True)
 @click.option("--batch-size", type=BatchSize(), default="16", show_default=True, help="Examples per forward pass, or 'auto': the largest that fits the device.")
 @click.option("--chunk-tokens", type=int, default=None, help="Tokens per chunk (default: ~16 MB per layer chunk).")
@@ -47,15 +49,18 @@ class BatchSize(click.ParamType):
 @click.option("--dry-run", is_flag=True, help="Print examples, tokens, weights, activations, bytes on disk and free space; load no weights, write nothing.")
 @store_options
 @intervention_options
-def extract(model, dataset, columns, id_column, store, variants, limit, bos, suffixes, dtype, batch_size, chunk_tokens, overwrite,
-            trust_remote_code, quiet, device, compute_dtype, device_map, dry_run, endpoint_url, anon, **intervention):
+def extract(model, dataset, columns, id_column, store, variants, limit, bos, suffixes, templates, dtype, batch_size,
+            chunk_tokens, overwrite, trust_remote_code, quiet, device, compute_dtype, device_map, dry_run, endpoint_url, anon,
+            **intervention):
     """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run)."""
     from ..errors import ActstoreError
     from ..extract.run import extract_run
     from ..extract.spec import RunSpec
 
     spec = RunSpec(model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit,
-                   bos=bos, suffixes=parse_pairs(suffixes, "--suffix"), dtype=dtype, batch_size=batch_size,
+                   bos=bos, suffixes=parse_pairs(suffixes, "--suffix"),
+                   templates={k: v.replace("\\n", "\n") for k, v in parse_pairs(templates, "--template").items()},
+                   dtype=dtype, batch_size=batch_size,
                    chunk_tokens=chunk_tokens, overwrite=overwrite, trust_remote_code=trust_remote_code,
                    storage_options=storage(store, endpoint_url, anon), progress=not quiet,
                    columns=parse_columns(columns), id_column=id_column, device=device, compute_dtype=compute_dtype,

@@ -13,11 +13,12 @@ FINAL_NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm", "fina
 
 
 def final_norm(model) -> torch.nn.Module | None:
-    base = model.base_model
-    for name in FINAL_NORM_NAMES:
-        module = getattr(base, name, None)
-        if isinstance(module, torch.nn.Module):
-            return module
+    """The final norm of the (language) model: on the base model, or on a multimodal model's ``language_model``."""
+    for base in (model.base_model, getattr(model.base_model, "language_model", None)):
+        for name in FINAL_NORM_NAMES:
+            module = getattr(base, name, None)
+            if isinstance(module, torch.nn.Module):
+                return module
     return None
 
 
@@ -38,11 +39,13 @@ def real_token_index(ids: list[list[int]]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def forward_states(model, ids: list[list[int]], pad_id: int, device: str | torch.device | None = None) -> torch.Tensor:
+def forward_states(model, ids: list[list[int]], pad_id: int, device: str | torch.device | None = None,
+                   **inputs) -> torch.Tensor:
     """Hidden states of a batch, packed, where the model computed them: (layers, real tokens, d_model).
 
-    Nothing here waits for the device: the real-token index is built on the host, and states that
-    several devices computed (a device map) are gathered onto the first layer's device."""
+    ``inputs`` are what a multimodal model needs beside the ids (pixel values, audio features; floating
+    ones run in the model's dtype). Nothing here waits for the device: the real-token index is built on
+    the host, and states that several devices computed (a device map) are gathered onto the first layer's device."""
     device = torch.device(device if device is not None else model.device)
     input_ids, mask = pad_batch(ids, pad_id)
     index = real_token_index(ids)
@@ -50,7 +53,10 @@ def forward_states(model, ids: list[list[int]], pad_id: int, device: str | torch
         input_ids, mask, index = (t.pin_memory().to(device, non_blocking=True) for t in (input_ids, mask, index))
     else:
         input_ids, mask, index = input_ids.to(device), mask.to(device), index.to(device)
-    out = model.base_model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+    inputs = {k: v.to(device, dtype=model.dtype if v.is_floating_point() else v.dtype)
+              if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    out = model.base_model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False,
+                           **inputs)
     states = out.hidden_states
     home = states[0].device
     packed = torch.empty((len(states), index.numel(), states[0].shape[-1]), dtype=states[0].dtype, device=home)
@@ -101,9 +107,10 @@ class HostCopy:
         return self._states.float()
 
 
-def capture(model, ids: list[list[int]], pad_id: int, device: str | torch.device | None = None) -> torch.Tensor:
+def capture(model, ids: list[list[int]], pad_id: int, device: str | torch.device | None = None,
+            **inputs) -> torch.Tensor:
     """Hidden states of a batch, packed, as float32 on the host: (layers, real tokens, d_model)."""
-    return HostCopy(forward_states(model, ids, pad_id, device)).result()
+    return HostCopy(forward_states(model, ids, pad_id, device, **inputs)).result()
 
 
 @torch.inference_mode()

@@ -40,6 +40,7 @@ from ..store.write import write_lens
 from ..target_sets import all_strings, read_target_sets
 from ..vocabulary import token_ids
 from .capture import final_norm_applied, pad_batch
+from .datasets.media import media_variants
 from .lens_head import model_head
 from .models import ModelPlan, plan_model
 from .progress import progress_bar, quiet_loading
@@ -238,6 +239,9 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
     store, options = spec.store, spec.storage_options
     target_sets = read_target_sets(steering.target_tokens) if steering.target_tokens is not None else {}
     data = spec.load_data()
+    if media_variants(data):  # their files would be tokenized as text
+        raise ActstoreError(f"interventions on image/audio variants are not supported yet ({', '.join(media_variants(data))}); "
+                            f"choose text variants with --variants")
     if not Store.exists(store, options):
         raise ActstoreError(f"no actstore store at {store}; extract a run and define a steering vector first")
     with quiet_loading(not spec.progress):

@@ -15,6 +15,7 @@ import torch
 from ..errors import ActstoreError
 from ..store import layout
 from .capture import final_norm
+from .media import media_code_ids
 
 if TYPE_CHECKING:
     from .models import ModelPlan
@@ -93,6 +94,11 @@ def lens_head(model, tokenizer) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     known = min(vocab_size, len(tokenizer))
     strings = tokenizer.batch_decode([[i] for i in range(known)], clean_up_tokenization_spaces=False)
     arrays[layout.VOCAB_TOKEN] = np.array(strings + [""] * (vocab_size - known), dtype=object)
+    codes = media_code_ids(model)
+    if codes is not None:  # ids the model masks out of its own logits (Chameleon's image codes): the lens does too
+        mask = np.zeros(vocab_size, dtype=bool)
+        mask[codes[codes < vocab_size]] = True
+        arrays[layout.MEDIA_CODE] = mask
     config = model.config.get_text_config()
     attrs = {
         "final_norm": norm_attrs,

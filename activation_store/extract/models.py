@@ -96,6 +96,10 @@ ALIASES: dict[str, str] = {
     "llama3": "meta-llama/Meta-Llama-3-8B",
     "llama2": "meta-llama/Llama-2-7b-hf",
     "baichuan2": "baichuan-inc/Baichuan2-7B-Base",
+    # vision- and audio-language models: their language model's states are stored (extract/media.py)
+    "llava": "llava-hf/llava-1.5-7b-hf",
+    "chameleon": "facebook/chameleon-7b",
+    "qwen2-audio": "Qwen/Qwen2-Audio-7B-Instruct",
 }
 
 DEFAULT_MODEL = "gemma3-270m"
@@ -198,6 +202,7 @@ class ModelPlan:
     tokenizer: Any
     config: Any
     trust_remote_code: bool = False
+    processor: Any = None  # a vision/audio-language model's AutoProcessor (None for text models)
     config_only: bool = False  # read for an estimate: the tokenizer may be missing (None), the weights are not read
 
     @property
@@ -219,7 +224,8 @@ class ModelPlan:
 
     def load_weights(self, device: str = "cpu", compute_dtype: str = "float32", device_map: str | None = None,
                      max_memory: dict[Any, Any] | None = None, offload_folder: str | None = None) -> Any:
-        """The causal LM itself, in eval mode on ``device`` in ``compute_dtype``: only when there is work to do.
+        """The causal LM itself, or a vision/audio-language model's own class, in eval mode on ``device`` in
+        ``compute_dtype``: only when there is work to do.
 
         ``device_map="auto"`` lets accelerate place a model larger than one device across the GPUs, the CPU
         and (past ``max_memory``) ``offload_folder`` on disk, which the caller keeps as long as the model;
@@ -234,7 +240,7 @@ class ModelPlan:
         if device_map is not None:
             placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
         with _loading(self.directory, self.trust_remote_code):
-            net = AutoModelForCausalLM.from_pretrained(
+            net = (multimodal_class(self.directory) or AutoModelForCausalLM).from_pretrained(
                 str(self.directory), dtype=torch_dtype(compute_dtype), use_safetensors=True,
                 trust_remote_code=self.trust_remote_code, **placement,
             )
@@ -262,6 +268,7 @@ class LoadedModel:
     tokenizer: Any
     source: str
     checksum: str
+    processor: Any = None  # a vision/audio-language model's AutoProcessor (None for text models)
 
 
 @contextmanager
@@ -277,19 +284,23 @@ def _loading(directory: Path, trust_remote_code: bool) -> Iterator[None]:
 
 
 def plan_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, *, config_only: bool = False) -> ModelPlan:
-    """Resolve ``model`` and read its tokenizer and config, leaving the weights on disk.
+    """Resolve ``model`` and read its tokenizer (a media model's processor) and config, leaving the weights on disk.
 
     ``config_only`` (``--dry-run``) needs no weights at all: a directory holding only a ``config.json`` is
     enough, the checksum is left empty and a missing tokenizer is ``None`` (tokens are then estimated)."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
     name, directory, gguf_checksum = resolve(model, weights=not config_only)
     if config_only and not (Path(directory) / "config.json").is_file():
         raise ActstoreError(f"{directory} holds no config.json; --dry-run needs at least the model's config")
     checksum = gguf_checksum or ("" if config_only else _checkpoint_checksum(directory))
+    processor = tokenizer = None
     with _loading(directory, trust_remote_code):
         config = AutoConfig.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
-        if not config_only:
+        if multimodal_class(directory) is not None and not config_only:  # images/audio into the model's tokens
+            processor = AutoProcessor.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+            tokenizer = processor.tokenizer
+        elif not config_only:
             tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
     if config_only:
         try:
@@ -297,7 +308,7 @@ def plan_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, *, c
         except Exception:  # no tokenizer files: tokens are estimated from the text's bytes
             tokenizer = None
     source = f"gguf:sha256:{gguf_checksum}" if gguf_checksum else str(directory)
-    return ModelPlan(name, directory, source, checksum, tokenizer, config, trust_remote_code, config_only)
+    return ModelPlan(name, directory, source, checksum, tokenizer, config, trust_remote_code, processor, config_only)
 
 
 def load_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, device: str = "cpu",
@@ -305,4 +316,28 @@ def load_model(model: str = DEFAULT_MODEL, trust_remote_code: bool = False, devi
     """Load a causal LM and its tokenizer on one device (eval mode), for scripts that want the model itself."""
     plan = plan_model(model, trust_remote_code)
     return LoadedModel(name=plan.name, model=plan.load_weights(device, compute_dtype), tokenizer=plan.tokenizer,
-                       source=plan.source, checksum=plan.checksum)
+                       source=plan.source, checksum=plan.checksum, processor=plan.processor)
+
+
+MULTIMODAL_CONFIGS = ("vision_config", "audio_config", "vq_config")
+
+
+def multimodal_class(directory: Path) -> Any:
+    """The transformers class of a vision/audio-language checkpoint (from ``config.architectures``), or None.
+
+    Only classes that transformers itself defines are taken, so no checkpoint code runs."""
+    import json
+
+    import transformers
+
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not any(key in config for key in MULTIMODAL_CONFIGS):
+        return None
+    for architecture in config.get("architectures") or []:
+        model_class = getattr(transformers, architecture, None)
+        if model_class is not None:
+            return model_class
+    return transformers.AutoModelForImageTextToText

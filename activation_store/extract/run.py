@@ -30,6 +30,7 @@ from .datasets import DEFAULT_DATASET, Dataset
 from .devices import free_memory
 from .estimate import auto_batch_size, default_chunk_tokens, model_shape, run_chunk_tokens  # noqa: F401 (re-export)
 from .lens_head import model_head
+from .media import MediaLayout, media_layout
 from .models import DEFAULT_MODEL, ModelPlan, input_device, plan_model
 from .progress import progress_bar, quiet_loading
 from .spec import RunSpec, stored_config_matches
@@ -88,6 +89,7 @@ def extract(
     limit: int | None = None,
     bos: bool = True,
     suffixes: dict[str, str] | None = None,
+    templates: dict[str, str] | None = None,
     dtype: str = "bfloat16",
     batch_size: int | str = 16,
     chunk_tokens: int | None = None,
@@ -107,11 +109,12 @@ def extract(
     ``columns`` (variant → column) and ``id_column`` pick the texts of an ``hf:`` dataset. ``device``
     (``auto``: CUDA, then MPS, then CPU) and ``compute_dtype`` (default float32 on the CPU, bfloat16 on GPUs
     that have it) say where and how the model runs; ``dtype`` is what is stored. ``batch_size="auto"``
-    takes the largest batch that fits the device's free memory."""
+    takes the largest batch that fits the device's free memory. ``templates`` (media variant → prompt holding
+    ``<image>`` or ``<audio>``) frame image and audio variants."""
     return extract_run(RunSpec(model, dataset, store, variants=variants, limit=limit, bos=bos, suffixes=suffixes or {},
                                dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens, overwrite=overwrite,
                                trust_remote_code=trust_remote_code, storage_options=storage_options, progress=progress,
-                               columns=columns, id_column=id_column, device=device, compute_dtype=compute_dtype,
+                               columns=columns, id_column=id_column, templates=templates, device=device, compute_dtype=compute_dtype,
                                device_map=device_map, max_memory=max_memory))
 
 
@@ -132,14 +135,30 @@ def extract_run(spec: RunSpec) -> ExtractResult:
 
 def _extract_locked(spec: RunSpec, data: Dataset, model: ModelPlan, path: str, started: float) -> ExtractResult:
     """The part of ``extract_run`` that reads and writes the run, under its lock."""
+    # with a device map, accelerate may offload weights to disk: a folder that lives as long as the model
+    with tempfile.TemporaryDirectory(prefix="actstore-offload-") if spec.device_map else nullcontext() as offload:
+        return _extract_placed(spec, data, model, path, started, offload)
+
+
+def _extract_placed(spec: RunSpec, data: Dataset, model: ModelPlan, path: str, started: float,
+                    offload: str | None) -> ExtractResult:
+    """Plan the run (tokens, chunks, batch size, configuration), load the weights where the spec places them."""
     store, options = spec.store, spec.storage_options
     target = Store.open(store, options, mode="r+") if Store.exists(store, options) else None
     existing = run_attrs(target, path) if target is not None else None
+    device, compute_dtype = spec.placement()
+    loaded: list = []
 
-    tokens = tokenize(model.tokenizer, data.examples(), bos=spec.bos, suffixes=spec.suffixes)
+    def weights():  # loaded once, when there is work (or when media must be encoded by the model itself)
+        if not loaded:
+            with quiet_loading(not spec.progress):
+                loaded.append(model.load_weights(device, compute_dtype, spec.device_map, spec.max_memory, offload))
+        return loaded[0]
+
+    tokens = media_layout(model, data, data.examples(), bos=spec.bos, suffixes=spec.suffixes, templates=spec.templates,
+                          weights=weights) or tokenize(model.tokenizer, data.examples(), bos=spec.bos, suffixes=spec.suffixes)
     n_layers = model.n_layers
     chunk = run_chunk_tokens(model.d_model, spec.dtype, tokens.n_tokens, spec.chunk_tokens)
-    device, compute_dtype = spec.placement()
     batch_size, batch_choice = spec.batch_size, None
     if batch_size == "auto" and existing is not None and not spec.overwrite:  # a resume keeps its partition
         batch_size, batch_choice = existing["config"]["batch_size"], "auto: the batch size recorded when the run began"
@@ -153,19 +172,16 @@ def _extract_locked(spec: RunSpec, data: Dataset, model: ModelPlan, path: str, s
                                  tokens.n_tokens, n_layers, 0, time.perf_counter() - started)
         resuming = True
 
-    # with a device map, accelerate may offload weights to disk: a folder that lives as long as the model
-    with tempfile.TemporaryDirectory(prefix="actstore-offload-") if spec.device_map else nullcontext() as offload:
-        with quiet_loading(not spec.progress):
-            net = model.load_weights(device, compute_dtype, spec.device_map, spec.max_memory, offload)
-        device = input_device(net)
-        if batch_size == "auto":  # a new run sizes its batches now, from the memory the weights left free
-            free = free_memory(device)
-            batch_size = auto_batch_size(model_shape(model.config, spec.trust_remote_code),
-                                         [len(r) for r in tokens.ids], compute_dtype, free)
-            batch_choice = f"auto: {free:,} bytes free on {device} after loading the weights"
-        config = {**spec.config(data, model, batch_size), "dtype": spec.dtype, "chunk_tokens": chunk}
-        return _write(spec, data, model, net, device, tokens, target, path, config, chunk, batch_size, batch_choice,
-                      resuming, started)
+    net = weights()
+    device = input_device(net)
+    if batch_size == "auto":  # a new run sizes its batches now, from the memory the weights left free
+        free = free_memory(device)
+        batch_size = auto_batch_size(model_shape(model.config, spec.trust_remote_code),
+                                     [len(r) for r in tokens.ids], compute_dtype, free)
+        batch_choice = f"auto: {free:,} bytes free on {device} after loading the weights"
+    config = {**spec.config(data, model, batch_size), "dtype": spec.dtype, "chunk_tokens": chunk}
+    return _write(spec, data, model, net, device, tokens, target, path, config, chunk, batch_size, batch_choice,
+                  resuming, started)
 
 
 def _write(spec: RunSpec, data: Dataset, model: ModelPlan, net, device: str, tokens, target, path: str,
@@ -183,6 +199,8 @@ def _write(spec: RunSpec, data: Dataset, model: ModelPlan, net, device: str, tok
     else:
         provenance = {**spec.provenance(data, model, type(net).__name__, net=net, batch_choice=batch_choice),
                       "dtype": spec.dtype}
+        if isinstance(tokens, MediaLayout):  # templates, media variants, the processor's preprocessing
+            provenance["tokenization"].update(tokens.provenance)
         attrs = {"config": config, "config_hash": config_hash(config), "provenance": provenance}
         writer = create_run(target, path, n_layers=n_layers, d_model=model.d_model, dtype=spec.dtype, chunk_tokens=chunk,
                             token_coords=tokens.token_coords(), example_coords=tokens.example_coords(),
@@ -244,7 +262,8 @@ def _fill(net, device: str, tokens, writer, batch_size: int, pad_id: int, dtype:
 
         in_flight: HostCopy | None = None
         for start in range(first_batch * batch_size, len(tokens.ids), batch_size):
-            copy = HostCopy(forward_states(net, tokens.ids[start:start + batch_size], pad_id, device))
+            copy = HostCopy(forward_states(net, tokens.ids[start:start + batch_size], pad_id, device,
+                                           **tokens.model_inputs(start, start + batch_size)))
             if in_flight is not None:
                 take(in_flight)  # the previous batch, while this one computes
             in_flight = copy

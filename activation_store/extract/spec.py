@@ -47,6 +47,7 @@ class RunSpec:
     compute_dtype: str | None = None  # what the model runs in; None: float32 on the CPU, bfloat16 on GPUs that have it
     device_map: str | None = None  # "auto": accelerate places a model larger than one device
     max_memory: Mapping[Any, Any] | None = None  # with device_map: accelerate's per-device limits
+    templates: Mapping[str, str] | None = None  # media variant → prompt holding <image> or <audio>
 
     def __post_init__(self) -> None:
         # lists and None from callers become one canonical form, so equal specs compare equal
@@ -56,6 +57,7 @@ class RunSpec:
         set_(self, "storage_options", dict(self.storage_options) if self.storage_options else None)
         set_(self, "columns", dict(self.columns) if self.columns else None)
         set_(self, "max_memory", dict(self.max_memory) if self.max_memory else None)
+        set_(self, "templates", dict(self.templates) if self.templates else None)
         if self.dtype not in DTYPES:
             raise ActstoreError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.batch_size != "auto" and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
@@ -97,8 +99,9 @@ class RunSpec:
         config = {
             "model": model.name, "model_checksum": model.checksum, "dataset": data.name,
             "dataset_version": data.version, "dataset_checksum": data.checksum, "variants": list(data.variants),
-            "limit": self.limit, "bos": self.bos, "suffixes": dict(self.suffixes), "batch_size": batch,
-            "format": layout.FORMAT_VERSION,
+            "limit": self.limit, "bos": self.bos, "suffixes": dict(self.suffixes),
+            **({"templates": dict(self.templates)} if self.templates else {}),  # absent: text runs keep their hash
+            "batch_size": batch, "format": layout.FORMAT_VERSION,
         }
         _, compute_dtype = self.placement()
         if compute_dtype != "float32":

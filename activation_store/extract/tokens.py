@@ -52,6 +52,10 @@ class TokenLayout:
             coords.update(target=target, alternatives=alternatives)
         return coords
 
+    def model_inputs(self, start: int, stop: int) -> dict:
+        """Inputs the model needs beside the ids of examples [start, stop) (media layouts add pixels, audio)."""
+        return {}
+
     def example_coords(self) -> dict[str, np.ndarray]:
         return {
             "item": np.array([e.item for e in self.examples], dtype=object),

@@ -66,3 +66,14 @@ def language_plot(mass: xr.DataArray, path: Path, title: str = "") -> Path:
     ax.set(xlabel="layer", ylabel="probability mass", title=title or "Logit lens: probability mass per language")
     ax.legend(fontsize=8, ncol=2)
     return save(fig, path)
+
+
+@cjk_fonts()
+def layer_curves_plot(curves: dict[str, np.ndarray], layers: np.ndarray, path: Path, ylabel: str, title: str) -> Path:
+    """A few named per-layer curves on one axis (e.g. keyword vs baseline probability)."""
+    fig, ax = new_figure()
+    for label, values in curves.items():
+        ax.plot(layers, values, marker="o", ms=3, label=label)
+    ax.set(xlabel="layer", ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    return save(fig, path)

@@ -26,12 +26,18 @@ TOKEN_COORDS = ("token_id", "token_example", "position", "modality", "target", "
 # token's vocabulary string ("" where none), and a JSON list of the words it is compared against
 EXAMPLE_COORDS = ("item", "variant", "text", "token_offset", "token_count")
 LAYER_COORDS = ("final_norm_applied",)
+# runs over image/audio inputs also carry, per token, the grid cell (image) or time slot (audio) of a media
+# token (-1 elsewhere) and, per example, the media file, its content hash, the prompt template and the splice
+MEDIA_TOKEN_COORDS = ("media_row", "media_col", "media_slot")
+MEDIA_EXAMPLE_COORDS = ("media", "media_sha256", "template", "media_start", "media_count", "media_seconds")
+MODALITIES = ("text", "image", "audio")
 # array names in a model group
 UNEMBEDDING = "unembedding"
 NORM_WEIGHT = "final_norm_weight"
 NORM_BIAS = "final_norm_bias"
 LOGIT_BIAS = "logit_bias"
 VOCAB_TOKEN = "vocab_token"
+MEDIA_CODE = "media_code"  # bool per vocab id: ids that are image codes (Chameleon), masked out by the lens
 
 MAX_SEGMENT = 200  # characters of one encoded name
 

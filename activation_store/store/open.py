@@ -21,7 +21,8 @@ from .arrays import strings_as_objects
 from .handle import Store, quiet_zarr
 from .precision import decode_bfloat16
 
-_COORDS = (*layout.TOKEN_COORDS, *layout.EXAMPLE_COORDS, *layout.LAYER_COORDS)
+_COORDS = (*layout.TOKEN_COORDS, *layout.EXAMPLE_COORDS, *layout.LAYER_COORDS, *layout.MEDIA_TOKEN_COORDS,
+           *layout.MEDIA_EXAMPLE_COORDS)
 
 
 def _decode(ds: xr.Dataset) -> xr.Dataset:

@@ -148,7 +148,7 @@ def write_lens(store: Store, model_path: str, arrays: dict[str, np.ndarray], att
     group = store.root.require_group(model_path)
     for name, values in arrays.items():
         dims = {layout.UNEMBEDDING: ("vocab", "d_model"), layout.VOCAB_TOKEN: ("vocab",),
-                layout.LOGIT_BIAS: ("vocab",)}.get(name, ("d_model",))
+                layout.LOGIT_BIAS: ("vocab",), layout.MEDIA_CODE: ("vocab",)}.get(name, ("d_model",))
         values = np.asarray(values)
         chunks = (_lens_rows(values), values.shape[1]) if values.ndim == 2 else None
         write_array(group, name, values, dims, chunks=chunks)

@@ -25,15 +25,17 @@ def _targets(spec: str | None, ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArray
 def logit_lens_report(store: str | Store, model: str, dataset: str, out: Path, *, example: int | None = None,
                       variant: str | None = None, item: str | None = None, targets: str | None = None, k: int = 5,
                       layers: list[int] | None = None, storage_options: dict[str, Any] | None = None,
-                      lens_mode: str = "normed") -> Report:
+                      lens_mode: str = "normed", modality: str | None = None) -> Report:
     """Logit lens over one example (a Figure-1 table and heatmap) or over all examples of a variant/item;
     ``targets`` (a rule name or a targets file) adds each target's log-prob per layer with a 95% interval.
-    ``lens_mode`` raw (the paper's lens, no final norm on inner layers) saves under a ``-raw`` name."""
+    ``lens_mode`` raw (the paper's lens, no final norm on inner layers) saves under a ``-raw`` name;
+    ``modality`` keeps only the text, image or audio tokens of the selection."""
     store = Store.open(store, storage_options)                          # opened once for every read
     ds = select_layers(open_run(store, model, dataset), layers)
     lens = open_lens(store, model)
     target_ids = _targets(targets, ds, lens)
-    result = logit_lens(ds, lens, example=example, variant=variant, item=item, targets=target_ids, k=k, mode=lens_mode)
+    result = logit_lens(ds, lens, example=example, variant=variant, item=item, targets=target_ids, k=k, mode=lens_mode,
+                        modality=modality)
     name = f"logit-lens-{result.attrs['selection']}" + ("-raw" if lens_mode == "raw" else "")
     frame = result.drop_vars([v for v in ("target_id", "target_logprob", "target_rank") if v in result]).to_dataframe()
     files = [save_csv(frame.reset_index()[COLUMNS], out, name)]

@@ -19,12 +19,16 @@ COLUMNS = ("pair", "layer", "score", "ci_low", "ci_high", "paired", "unpaired", 
 
 def similarity_report(store: str | Store, model: str, dataset: str, variants: list[str] | None, out: Path, *,
                       pool: str = "last", center: bool = True, n_boot: int = 1000, layers: list[int] | None = None,
+                      modality: str | dict[str, str] | None = None,
                       storage_options: dict[str, Any] | None = None) -> Report:
-    """Paired-minus-unpaired cosine for every pair of ``variants`` (default: all): table, per-item table, figure."""
+    """Paired-minus-unpaired cosine for every pair of ``variants`` (default: all): table, per-item table, figure.
+    ``modality`` pools only that modality's tokens (one for all variants, or per variant)."""
     store = Store.open(store, storage_options)                          # opened once for every read
     ds = select_layers(open_run(store, model, dataset), layers)
-    result = variant_similarity(ds, variants, pool=pool, center=center, n_boot=n_boot)
+    result = variant_similarity(ds, variants, pool=pool, center=center, n_boot=n_boot, modality=modality)
     name = f"similarity-{pool}-{'centered' if center else 'raw'}"
+    if modality:
+        name += "-" + (modality if isinstance(modality, str) else "-".join(f"{k}.{v}" for k, v in modality.items()))
     table = result.drop_vars(["per_item", "item"]).to_dataframe().reset_index()
     per_item = result.per_item.to_dataframe().dropna().reset_index()[["pair", "layer", "item", "per_item"]]
     files = [save_csv(table[[c for c in COLUMNS if c in table]], out, name), save_csv(per_item, out, f"{name}-per-item"),

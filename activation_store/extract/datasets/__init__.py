@@ -10,6 +10,7 @@ from .base import Annotation, Dataset, Example
 from .code import from_path as code_from_path
 from .code import humaneval
 from .files import from_file
+from .media import colors, colors_split, spoken_words
 from .huggingface import PREFIX as HF_PREFIX
 from .huggingface import from_huggingface
 from .multilingual import django_ui
@@ -23,6 +24,9 @@ BUILTIN: dict[str, Callable[[], Dataset]] = {
     "semantics": semantics,
     "sentiment-zh": sentiment_zh,
     "sentiment-es": sentiment_es,
+    "colors": colors,
+    "colors-split": colors_split,
+    "spoken-words": spoken_words,
 }
 CODE_PREFIX = "code:"  # code:PATH — a user's .py file or folder, annotated like the built-in code set
 DEFAULT_DATASET = "django-ui"

@@ -62,5 +62,8 @@ class Dataset:
         if self.annotations:  # only annotated sets carry them, so older sets keep their checksums
             parts.append(sorted([list(key), [[a.char, a.target, list(a.alternatives), a.token] for a in value]]
                                 for key, value in self.annotations.items()))
+        hashes = self.meta.get("media_sha256")
+        if hashes:  # media contents, not just their paths: a changed image changes the checksum
+            parts.append([hashes.get(f"{i}\t{v}") for i, texts in self.items for v in self.variants if v in texts])
         payload = json.dumps(parts, ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ...errors import ActstoreError
 from .base import Dataset
+from .media import attach_media
 from ...checksums import sha256_file
 
 
@@ -22,12 +23,14 @@ def from_file(path: Path) -> Dataset:
         raise ActstoreError(f"unknown dataset file type {path.suffix!r} for {path}; use .jsonl, .csv or .tsv")
     variants: list[str] = []
     items = []
+    lines: dict[str, int] = {}
     seen: set[str] = set()
     for line, row in rows:
         item_id = str(row.pop("id", line))
         if item_id in seen:
             raise ActstoreError(f"{path}:{line}: duplicate id {item_id!r}")
         seen.add(item_id)
+        lines[item_id] = line
         texts = {}
         for variant, text in row.items():
             if not isinstance(text, str):
@@ -37,8 +40,9 @@ def from_file(path: Path) -> Dataset:
                 if variant not in variants:
                     variants.append(variant)
         items.append((item_id, texts))
-    return Dataset(name=path.stem, version=f"sha256:{sha256_file(path)[:16]}", variants=tuple(variants),
-                   items=items, source=str(path.resolve()))
+    dataset = Dataset(name=path.stem, version=f"sha256:{sha256_file(path)[:16]}", variants=tuple(variants),
+                      items=items, source=str(path.resolve()))
+    return attach_media(dataset, path.resolve().parent, lines)  # image/audio variants: read, checked, hashed
 
 
 def _jsonl_rows(path: Path):
