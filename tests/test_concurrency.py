@@ -86,7 +86,7 @@ def test_second_writer_is_refused_while_the_first_runs(model_dir, tmp_path, cli)
     verified = cli("verify", store)
     assert verified.returncode == 0 and "0 bad or missing" in verified.stdout, verified.stdout + verified.stderr
     ds = actstore.open_run(str(store), model_dir.name, "arithmetic")
-    assert ds.sizes["example"] == 2246 and not np.isnan(ds.hidden.values).any()
+    assert ds.sizes["example"] == 3 * 1123 and not np.isnan(ds.hidden.values).any()
     again = cli(*args, env={"OMP_NUM_THREADS": "1"})
     assert again.returncode == 0 and again.stdout.startswith("already complete"), again.stdout + again.stderr
 

@@ -137,7 +137,7 @@ def reference(model_dir, tmp_path_factory) -> Path:
     store = tmp_path_factory.mktemp("reference") / "acts.zarr"
     code, out, err = finish(start(model_dir, store))
     assert code == 0, err
-    assert out.startswith("written:") and "2246 examples" in out
+    assert out.startswith("written:") and "3369 examples" in out
     return store
 
 
