@@ -6,13 +6,14 @@ import click
 from ..extract.datasets import DEFAULT_DATASET
 from ..extract.models import DEFAULT_MODEL
 from .interventions import INTERVENTION_KEYS, intervention_options, run_intervention
-from .options import parse_columns, parse_pairs, split_list, storage, store_options
+from .options import cluster_options, parse_columns, parse_pairs, split_list, storage, store_options
 
 
 @click.command()
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name, alias (llama3, …), model directory or .gguf file.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name, alias (llama3, …), model directory or .gguf file; several, comma-separated, make a campaign.")
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Built-in name (django-ui, arithmetic, colors, colors-split, spoken-words…), a .jsonl/.csv/.tsv file, or hf:NAME[:CONFIG][:SPLIT] "
-              "(a save_to_disk directory, local data files or the local datasets cache; never downloaded).")
+              "(a save_to_disk directory, local data files or the local datasets cache; never downloaded); several, comma-separated: "
+              "every model runs over every dataset (text datasets).")
 @click.option("--columns", default=None, metavar="VARIANT=COLUMN,…",
               help="hf: datasets: the text column of each variant (default: every string column).")
 @click.option("--id-column", default=None, help="hf: datasets: the column naming each item (default: 'id', else the row number).")
@@ -29,20 +30,38 @@ from .options import parse_columns, parse_pairs, split_list, storage, store_opti
 @click.option("--overwrite", is_flag=True, help="Replace a run made with another configuration, or redo a finished one.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a checkpoint's own Python code (off by default).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@cluster_options
 @store_options
 @intervention_options
 def extract(model, dataset, columns, id_column, store, variants, limit, bos, suffixes, templates, dtype, batch_size,
-            chunk_tokens, overwrite, trust_remote_code, quiet, endpoint_url, anon, **intervention):
-    """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run)."""
+            chunk_tokens, overwrite, trust_remote_code, quiet, endpoint_url, anon, workers, threads_per_worker, scheduler,
+            task_batches, **intervention):
+    """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run).
+
+    Several models or datasets (comma-separated) make a campaign of their cross product; --workers or
+    --scheduler run it on dask workers."""
+    from ..extract.campaign import run_campaign
     from ..extract.run import extract_run
     from ..extract.spec import RunSpec
 
-    spec = RunSpec(model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit,
-                   bos=bos, suffixes=parse_pairs(suffixes, "--suffix"),
-                   templates={k: v.replace("\\n", "\n") for k, v in parse_pairs(templates, "--template").items()},
-                   dtype=dtype, batch_size=batch_size,
-                   chunk_tokens=chunk_tokens, overwrite=overwrite, trust_remote_code=trust_remote_code,
-                   storage_options=storage(store, endpoint_url, anon), progress=not quiet,
-                   columns=parse_columns(columns), id_column=id_column)
-    recorded = run_intervention({k: intervention[k] for k in INTERVENTION_KEYS}, spec)
-    click.echo(recorded or extract_run(spec).summary())
+    specs = [RunSpec(model=m, dataset=d, store=store, variants=split_list(variants, "--variants"), limit=limit,
+                     bos=bos, suffixes=parse_pairs(suffixes, "--suffix"),
+                     templates={k: v.replace("\\n", "\n") for k, v in parse_pairs(templates, "--template").items()},
+                     dtype=dtype, batch_size=batch_size,
+                     chunk_tokens=chunk_tokens, overwrite=overwrite, trust_remote_code=trust_remote_code,
+                     storage_options=storage(store, endpoint_url, anon), progress=not quiet,
+                     columns=parse_columns(columns), id_column=id_column)
+             for m in split_list(model, "--model") for d in split_list(dataset, "--dataset")]
+    options = {k: intervention[k] for k in INTERVENTION_KEYS}
+    campaign = len(specs) > 1 or workers is not None or scheduler is not None
+    if options.get("intervene") and campaign:
+        raise click.UsageError("--intervene records one model over one dataset in this process")
+    recorded = run_intervention(options, specs[0])
+    if recorded:
+        click.echo(recorded)
+    elif not campaign:
+        click.echo(extract_run(specs[0]).summary())
+    else:
+        result = run_campaign(specs, scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker,
+                              progress=not quiet, **({"batches_per_task": task_batches} if task_batches else {}))
+        click.echo(result.summary())
