@@ -97,7 +97,7 @@ class CampaignResult:
 
     def summary(self) -> str:
         lines = [r.summary() for r in self.runs] + [f"skipped: {s}" for s in self.skipped]
-        if self.tasks:
+        if self.tasks and (len(self.runs) > 1 or self.workers > 1):  # one run in-process: its line says it all
             lines.append(f"campaign: {len(self.runs)} runs, {self.tasks} tasks on {self.workers} worker(s), "
                          f"{self.tokens_written:,} tokens at {self.tokens_per_second:,.0f} tokens/s, "
                          f"{100 * self.recompute_fraction:.1f}% recomputed at task edges")
@@ -183,7 +183,7 @@ def _fill_tasks(p: RunPlan, threads: int | None, batches_per_task: int) -> list[
     n_batches = -(-len(tokens.ids) // batch)
     mean_batch = tokens.n_tokens / max(1, n_batches)
     per_task = max(1, math.ceil(batches_per_task * mean_batch / p.chunk_tokens))
-    ref = ModelRef(p.spec.model, p.spec.trust_remote_code, p.model.checksum)
+    ref = ModelRef(p.spec.model, p.spec.trust_remote_code, p.model.checksum, not p.spec.progress)
     tasks = []
     for gap_start, gap_stop in commits.missing(p.committed, p.n_chunks):
         for start in range(gap_start, gap_stop):
@@ -202,7 +202,7 @@ def _prepare(plans: list[RunPlan], run: Runner, threads: int | None) -> dict[str
     """One prepare task per model with work: its lens head written once, before any forward pass."""
     by_model: dict[ModelRef, list[RunPlan]] = {}
     for p in plans:
-        by_model.setdefault(ModelRef(p.spec.model, p.spec.trust_remote_code, p.model.checksum), []).append(p)
+        by_model.setdefault(ModelRef(p.spec.model, p.spec.trust_remote_code, p.model.checksum, not p.spec.progress), []).append(p)
     spec = plans[0].spec
     tasks = [PrepareTask(ref, spec.store, spec.storage_options,
                          {p.path: p.tokens.ids[: min(4, len(p.tokens.ids))] for p in group if p.create}, threads)

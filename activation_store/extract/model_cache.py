@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ActstoreError
 from .models import ModelPlan, plan_model
+from .progress import quiet_loading
 
 _lock = threading.Lock()
 _models: OrderedDict[tuple[str, bool, str], tuple[ModelPlan, Any]] = OrderedDict()
@@ -26,7 +27,7 @@ def _capacity() -> int:
     return max(1, int(os.environ.get("ACTSTORE_WORKER_MODELS", "2")))
 
 
-def cached_model(model: str, trust_remote_code: bool, checksum: str) -> tuple[ModelPlan, Any]:
+def cached_model(model: str, trust_remote_code: bool, checksum: str, quiet: bool = False) -> tuple[ModelPlan, Any]:
     """``(plan, network)`` for ``model``, loaded at most once in this process while it stays cached.
 
     ``checksum`` is what the campaign planned with: a worker that finds other weights under the name refuses."""
@@ -35,13 +36,15 @@ def cached_model(model: str, trust_remote_code: bool, checksum: str) -> tuple[Mo
         if key in _models:
             _models.move_to_end(key)
             return _models[key]
-        plan = plan_model(model, trust_remote_code=trust_remote_code)
+        with quiet_loading(quiet):
+            plan = plan_model(model, trust_remote_code=trust_remote_code)
         if plan.checksum != checksum:
             raise ActstoreError(f"model {model!r} on this worker has checksum {plan.checksum[:12]}…, "
                                 f"the campaign planned {checksum[:12]}…; give every worker the same weights")
         while len(_models) >= _capacity():
             _models.popitem(last=False)
-        net = plan.load_weights()
+        with quiet_loading(quiet):
+            net = plan.load_weights()
         _loads[key] += 1
         _models[key] = (plan, net)
         return plan, net

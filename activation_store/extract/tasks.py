@@ -33,6 +33,7 @@ class ModelRef:
     model: str  # as the user named it: registry name, alias, directory or .gguf
     trust_remote_code: bool
     checksum: str
+    quiet: bool = False  # no loading progress bars
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def prepare(task: PrepareTask) -> Prepared:
     from .lens_head import model_head
 
     _threads(task.torch_threads)
-    plan, net = cached_model(task.ref.model, task.ref.trust_remote_code, task.ref.checksum)
+    plan, net = cached_model(task.ref.model, task.ref.trust_remote_code, task.ref.checksum, task.ref.quiet)
     write_lens(Store.open(task.store, task.storage_options, mode="a"), layout.encode_name(plan.name), *model_head(net, plan))
     applied = {path: final_norm_applied(net, ids, plan.pad_id) for path, ids in task.samples.items()}
     return Prepared(applied, type(net).__name__, os.getpid())
@@ -112,7 +113,7 @@ def fill(task: FillTask) -> Filled:
 
     started = time.perf_counter()
     _threads(task.torch_threads)
-    plan, net = cached_model(task.ref.model, task.ref.trust_remote_code, task.ref.checksum)
+    plan, net = cached_model(task.ref.model, task.ref.trust_remote_code, task.ref.checksum, task.ref.quiet)
     hidden = Store.open(task.store, task.storage_options, mode="r+").live_group(task.path)[layout.HIDDEN]
     chunk, n_tokens = int(hidden.chunks[1]), int(hidden.shape[1])
     start, stop = task.start_chunk * chunk, min(task.stop_chunk * chunk, n_tokens)
