@@ -6,7 +6,7 @@ import click
 from ..extract.datasets import DEFAULT_DATASET
 from ..extract.models import DEFAULT_MODEL
 from .interventions import INTERVENTION_KEYS, intervention_options, run_intervention
-from .options import parse_columns, parse_pairs, split_list, storage, store_options
+from .options import cluster_options, parse_columns, parse_pairs, split_list, storage, store_options
 
 
 class BatchSize(click.ParamType):
@@ -24,9 +24,10 @@ class BatchSize(click.ParamType):
 
 
 @click.command()
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name, alias (llama3, …), model directory or .gguf file.")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Registry name, alias (llama3, …), model directory or .gguf file; several, comma-separated, make a campaign.")
 @click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Built-in name (django-ui, arithmetic, colors, colors-split, spoken-words…), a .jsonl/.csv/.tsv file, or hf:NAME[:CONFIG][:SPLIT] "
-              "(a save_to_disk directory, local data files or the local datasets cache; never downloaded).")
+              "(a save_to_disk directory, local data files or the local datasets cache; never downloaded); several, comma-separated: "
+              "every model runs over every dataset (text datasets).")
 @click.option("--columns", default=None, metavar="VARIANT=COLUMN,…",
               help="hf: datasets: the text column of each variant (default: every string column).")
 @click.option("--id-column", default=None, help="hf: datasets: the column naming each item (default: 'id', else the row number).")
@@ -47,34 +48,55 @@ class BatchSize(click.ParamType):
 @click.option("--compute-dtype", default=None, metavar="float32|bfloat16|float16", help="What the model runs in [default: float32 on CPU, bfloat16 on GPUs that have it]; --dtype is what is stored.")
 @click.option("--device-map", default=None, type=click.Choice(["auto"]), help="Place a model larger than one device with accelerate (GPUs, then CPU, then disk).")
 @click.option("--dry-run", is_flag=True, help="Print examples, tokens, weights, activations, bytes on disk and free space; load no weights, write nothing.")
+@cluster_options
 @store_options
 @intervention_options
 def extract(model, dataset, columns, id_column, store, variants, limit, bos, suffixes, templates, dtype, batch_size,
             chunk_tokens, overwrite, trust_remote_code, quiet, device, compute_dtype, device_map, dry_run, endpoint_url, anon,
-            **intervention):
-    """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run)."""
+            workers, threads_per_worker, scheduler, task_batches, **intervention):
+    """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run).
+
+    Several models or datasets (comma-separated) make a campaign of their cross product; --workers or
+    --scheduler run it on dask workers."""
     from ..errors import ActstoreError
+    from ..extract.campaign import run_campaign
     from ..extract.run import extract_run
     from ..extract.spec import RunSpec
 
-    spec = RunSpec(model=model, dataset=dataset, store=store, variants=split_list(variants, "--variants"), limit=limit,
-                   bos=bos, suffixes=parse_pairs(suffixes, "--suffix"),
-                   templates={k: v.replace("\\n", "\n") for k, v in parse_pairs(templates, "--template").items()},
-                   dtype=dtype, batch_size=batch_size,
-                   chunk_tokens=chunk_tokens, overwrite=overwrite, trust_remote_code=trust_remote_code,
-                   storage_options=storage(store, endpoint_url, anon), progress=not quiet,
-                   columns=parse_columns(columns), id_column=id_column, device=device, compute_dtype=compute_dtype,
-                   device_map=device_map)
+    specs = [RunSpec(model=m, dataset=d, store=store, variants=split_list(variants, "--variants"), limit=limit,
+                     bos=bos, suffixes=parse_pairs(suffixes, "--suffix"),
+                     templates={k: v.replace("\\n", "\n") for k, v in parse_pairs(templates, "--template").items()},
+                     dtype=dtype, batch_size=batch_size,
+                     chunk_tokens=chunk_tokens, overwrite=overwrite, trust_remote_code=trust_remote_code,
+                     storage_options=storage(store, endpoint_url, anon), progress=not quiet,
+                     columns=parse_columns(columns), id_column=id_column, device=device, compute_dtype=compute_dtype,
+                     device_map=device_map)
+             for m in split_list(model, "--model") for d in split_list(dataset, "--dataset")]
+    options = {k: intervention[k] for k in INTERVENTION_KEYS}
+    campaign = len(specs) > 1 or workers is not None or scheduler is not None
     if dry_run:
         from ..extract.dry_run import dry_run as estimate_run
 
-        if intervention.get("intervene"):
+        if options.get("intervene"):
             raise click.UsageError("--dry-run is for plain extraction, not --intervene")
-        estimate = estimate_run(spec)
-        click.echo(estimate.summary())
-        if not estimate.fits_disk:
-            raise ActstoreError(f"{store} lacks the space: the run needs {estimate.total_bytes:,} bytes, "
-                                f"{estimate.disk_free:,} are free there")
+        for spec in specs:
+            estimate = estimate_run(spec)
+            click.echo(estimate.summary())
+            if not estimate.fits_disk:
+                raise ActstoreError(f"{store} lacks the space: the run needs {estimate.total_bytes:,} bytes, "
+                                    f"{estimate.disk_free:,} are free there")
         return
-    recorded = run_intervention({k: intervention[k] for k in INTERVENTION_KEYS}, spec)
-    click.echo(recorded or extract_run(spec).summary())
+    if options.get("intervene") and campaign:
+        raise click.UsageError("--intervene records one model over one dataset in this process")
+    if campaign and (device_map or compute_dtype or device not in ("auto", "cpu")):
+        raise click.UsageError("campaign workers run on CPU in float32 in this version; "
+                               "give --device/--compute-dtype/--device-map to single runs")
+    recorded = run_intervention(options, specs[0])
+    if recorded:
+        click.echo(recorded)
+    elif not campaign:
+        click.echo(extract_run(specs[0]).summary())
+    else:
+        result = run_campaign(specs, scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker,
+                              progress=not quiet, **({"batches_per_task": task_batches} if task_batches else {}))
+        click.echo(result.summary())

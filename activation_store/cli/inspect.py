@@ -29,11 +29,17 @@ def ls(store, endpoint_url, anon):
     header = ("model", "dataset", "examples", "layers", "tokens", "d_model", "size", "dtype", "state", "created", "source")
     rows = [header] + [
         (r.model, r.dataset, str(r.examples), str(r.layers), f"{r.tokens:,}", str(r.d_model), _size(r.bytes), r.dtype,
-         "complete" if r.complete else f"partial {r.tokens_done:,}", r.created, r.source)
+         "complete" if r.complete else _partial(r), r.created, r.source)
         for r in runs
     ]
     _table(rows)
     _steering_sections(store, storage(store, endpoint_url, anon))
+
+
+def _partial(run) -> str:
+    """An unfinished run: its readable prefix, and what a campaign has committed beyond it."""
+    ahead = run.tokens_committed - run.tokens_done
+    return f"partial {run.tokens_done:,}" + (f" (+{ahead:,} out of order)" if ahead > 0 else "")
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:

@@ -15,6 +15,16 @@ def store_options(func: Callable) -> Callable:
     return func
 
 
+def cluster_options(func: Callable) -> Callable:
+    """Where an extraction campaign's tasks run: here (default), local worker processes, or a running cluster."""
+    func = click.option("--task-batches", type=click.IntRange(min=1), default=None,
+                        help="Batches (on average) per task (default 40); a batch at a task's edge is computed twice.")(func)
+    func = click.option("--scheduler", default=None, metavar="ADDRESS", help="A running dask scheduler (tcp://head:8786): Slurm via dask-jobqueue, Kubernetes, …")(func)
+    func = click.option("--threads-per-worker", type=int, default=None, help="torch threads per worker process (default: the worker's own).")(func)
+    func = click.option("--workers", type=int, default=None, help="Start a local dask cluster of N worker processes.")(func)
+    return func
+
+
 def storage(url: str, endpoint_url: str | None, anon: bool) -> dict[str, Any]:
     return storage_options_for(url, endpoint_url=endpoint_url, anon=anon)
 

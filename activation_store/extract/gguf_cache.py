@@ -3,14 +3,18 @@
 transformers dequantizes a GGUF on every load (about a minute for Gemma 3 270M
 on two cores) and refuses ``save_pretrained`` on the result, so the weights are
 moved into a fresh model built from the config and saved from there. The cache
-key is the GGUF's SHA-256, which is also the model checksum in provenance."""
+key is the GGUF's SHA-256, which is also the model checksum in provenance.
+Conversion happens under a file lock, once per machine, even when several
+worker processes of a campaign ask for the same model at the same moment."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from ..cache import cache_root
 from ..checksums import sha256_file
@@ -27,6 +31,17 @@ def _check_gguf(path: Path) -> None:
             raise ActstoreError(f"{path} is not a GGUF file (bad magic bytes)")
 
 
+@contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """Hold this machine's lock on one cache entry, so worker processes starting at once build it once."""
+    from filelock import FileLock
+
+    directory = cache_root() / "locks"
+    directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory / f"{name}.lock")):
+        yield
+
+
 def converted(gguf: Path, name: str) -> tuple[Path, str]:
     """A safetensors directory for ``gguf`` (converting on first use) and the GGUF's SHA-256."""
     gguf = Path(gguf)
@@ -35,7 +50,14 @@ def converted(gguf: Path, name: str) -> tuple[Path, str]:
     target = cache_root() / "models" / f"{name}-{checksum[:16]}"
     if (target / MARKER).exists():
         return target, checksum
+    with cache_lock(target.name):  # the others wait, then find the marker
+        if not (target / MARKER).exists():
+            _convert(gguf, target, checksum)
+    return target, checksum
 
+
+def _convert(gguf: Path, target: Path, checksum: str) -> None:
+    """Dequantize ``gguf`` into a fresh model and save it as safetensors at ``target``, atomically."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -60,4 +82,3 @@ def converted(gguf: Path, name: str) -> tuple[Path, str]:
         os.replace(staging, target)  # atomic: a half-written cache entry is never used
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target, checksum

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 from ..errors import ActstoreError
 from ..checksums import sha256_file
-from .gguf_cache import cache_root, converted
+from .gguf_cache import cache_lock, cache_root, converted
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,16 @@ def _packaged_file(module: str, relative: str, install: str) -> Path:
 
 def _joined(parts: list[Path], target: Path) -> Path:
     """A GGUF split across packages, joined once into the cache (again when the parts' total size changes)."""
-    if target.exists() and target.stat().st_size == sum(p.stat().st_size for p in parts):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    with open(partial, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as handle:
-                shutil.copyfileobj(handle, out, 1 << 22)
-    os.replace(partial, target)  # atomic: a half-joined file is never used
+    with cache_lock(f"gguf-{target.name}"):  # worker processes starting at once join it once
+        if target.exists() and target.stat().st_size == sum(p.stat().st_size for p in parts):
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        with open(partial, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as handle:
+                    shutil.copyfileobj(handle, out, 1 << 22)
+        os.replace(partial, target)  # atomic: a half-joined file is never used
     return target
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import zarr
 
 from ..errors import ActstoreError
-from . import layout
+from . import commits, layout
+from .commits import live_attrs
 from .handle import Store
 
 
@@ -26,6 +27,7 @@ class RunInfo:
     created: str
     source: str
     attrs: dict[str, Any]
+    tokens_committed: int = 0  # with a campaign's out-of-order blocks, more than the readable prefix
 
 
 def list_runs(store: str | Store, storage_options: dict[str, Any] | None = None) -> list[RunInfo]:
@@ -49,9 +51,10 @@ def _runs(store: Store) -> list[RunInfo]:
             if layout.HIDDEN not in group:
                 continue
             hidden = group[layout.HIDDEN]
-            attrs = dict(group.attrs)
+            attrs = live_attrs(store, dict(group.attrs), f"{model_key}/{dataset_key}")  # a campaign's live progress
             provenance = attrs.get("provenance", {})
             progress = attrs.get("progress", {})
+            chunk = int(hidden.chunks[1])
             runs.append(RunInfo(
                 model=layout.decode_name(model_key), dataset=layout.decode_name(dataset_key),
                 examples=int(group["item"].shape[0]), layers=int(hidden.shape[0]), tokens=int(hidden.shape[1]),
@@ -59,6 +62,8 @@ def _runs(store: Store) -> list[RunInfo]:
                 bytes=store.nbytes(f"{model_key}/{dataset_key}"),
                 complete=bool(progress.get("complete")), tokens_done=int(progress.get("tokens_done", 0)),
                 created=provenance.get("created", ""), source=provenance.get("model_source", ""), attrs=attrs,
+                tokens_committed=commits.tokens_in(commits.committed(progress, int(hidden.shape[1]), chunk),
+                                                   int(hidden.shape[1]), chunk),
             ))
     return runs
 

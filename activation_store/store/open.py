@@ -18,6 +18,7 @@ import xarray as xr
 from ..errors import ActstoreError
 from . import layout
 from .arrays import strings_as_objects
+from .commits import live_attrs
 from .handle import Store, quiet_zarr
 from .precision import decode_bfloat16
 
@@ -61,20 +62,8 @@ def _complete_only(ds: xr.Dataset) -> xr.Dataset:
     return ds.isel(example=slice(0, n_examples), token=slice(0, n_tokens))
 
 
-def _live_attrs(store: Store, attrs: dict, path: str) -> dict:
-    """A run unfinished in the consolidated metadata (refreshed only at a run's start and end) gets its
-    ``progress`` from its own zarr.json, which the writer commits after every block: one more read, unfinished runs only."""
-    progress = attrs.get("progress")
-    if not progress or progress.get("complete", True):
-        return attrs
-    live = dict(store.live_group(path).attrs)
-    if live.get("config_hash") != attrs.get("config_hash"):  # replaced since: none of the new run is readable yet
-        live = {"progress": {"tokens_done": 0, "complete": False}}
-    return {**attrs, "progress": live.get("progress", progress)}
-
-
 def _run_view(store: Store, ds: xr.Dataset, path: str) -> xr.Dataset:
-    ds.attrs = _live_attrs(store, dict(ds.attrs), path)
+    ds.attrs = live_attrs(store, dict(ds.attrs), path)
     return _labelled(_complete_only(_decode(ds)))
 
 

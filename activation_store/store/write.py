@@ -32,8 +32,8 @@ from .precision import storage_dtype
 
 PROGRESS_ATTR = "progress"
 HIDDEN_FILL = {"bfloat16": 0x7FC0, "float32": float("nan")}  # NaN: what a never-written chunk reads as
-# Test hook: with ACTSTORE_FAULT_AFTER_BLOCKS=N the process SIGKILLs itself after writing the chunks of its
-# N-th block and before committing them, the worst moment to crash (tests/test_crash_resume.py).
+# Test hook: with ACTSTORE_FAULT_AFTER_BLOCKS=N the process SIGKILLs itself after writing its N-th chunk
+# (one chunk per layer) and before committing it, the worst moment to crash (tests/test_crash_resume.py).
 FAULT_ENV = "ACTSTORE_FAULT_AFTER_BLOCKS"
 
 
@@ -57,14 +57,28 @@ class RunWriter:
 
     def write_block(self, start: int, block: np.ndarray) -> None:
         """Write tokens [start, start + len) for all layers, then commit them."""
-        stop = start + block.shape[1]
-        if start % self.chunk_tokens or (stop % self.chunk_tokens and stop != self.n_tokens):
-            raise ValueError(f"block {start}:{stop} is not aligned to chunks of {self.chunk_tokens} tokens")
-        self.hidden[:, start:stop, :] = block
+        stop = write_chunks(self.hidden, start, block)
         self.blocks_written += 1
-        if os.environ.get(FAULT_ENV) and self.blocks_written >= int(os.environ[FAULT_ENV]):
-            os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
         self.group.attrs[PROGRESS_ATTR] = {"tokens_done": stop, "complete": stop >= self.n_tokens}
+
+
+_chunks_written = 0  # in this process, for the fault hook
+
+
+def write_chunks(hidden: zarr.Array, start: int, block: np.ndarray) -> int:
+    """Write tokens [start, start + len) of ``hidden`` for all layers — whole chunks only — and return the stop.
+
+    Whole chunks are what lets many writers fill one array without a lock. This does not commit them."""
+    global _chunks_written
+    chunk_tokens, n_tokens = int(hidden.chunks[1]), int(hidden.shape[1])
+    stop = start + block.shape[1]
+    if start % chunk_tokens or (stop % chunk_tokens and stop != n_tokens) or stop > n_tokens:
+        raise ValueError(f"block {start}:{stop} is not aligned to chunks of {chunk_tokens} tokens")
+    hidden[:, start:stop, :] = block
+    _chunks_written += 1
+    if os.environ.get(FAULT_ENV) and _chunks_written >= int(os.environ[FAULT_ENV]):
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+    return stop
 
 
 def create_run(

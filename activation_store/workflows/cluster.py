@@ -5,7 +5,7 @@ import contextlib
 import sys
 from typing import Iterator
 
-from ..errors import ActstoreError
+from ..cluster import connect
 
 
 @contextlib.contextmanager
@@ -21,18 +21,5 @@ def scheduler(address: str | None = None, workers: int | None = None,
         with bar:
             yield None
         return
-    from distributed import Client, LocalCluster
-
-    if address is not None:
-        try:
-            client = Client(address, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise ActstoreError(f"cannot reach the dask scheduler at {address}: {exc}") from None
-        with client:
-            yield client
-        return
-    if workers < 1:
-        raise ActstoreError(f"--workers must be at least 1, got {workers}")
-    with LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=memory_limit or "auto",
-                      dashboard_address=None, processes=True) as cluster, Client(cluster) as client:
+    with connect(address, workers, memory_limit=memory_limit) as client:
         yield client

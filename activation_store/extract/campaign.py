@@ -1,0 +1,317 @@
+"""Extraction campaigns: many models × datasets into one store, on one process or many workers.
+
+Plan on the client, compute on workers. The client checks every name and
+option, tokenizes, takes each run's lock, has each model's lens head written
+once (by a prepare task, which also measures the final-norm layers), creates
+every new run group with its coordinates, and only then submits fill tasks:
+each owns a chunk-aligned token range of one run on a fixed grid (it does not
+depend on the number of workers) and writes only its own chunks. As results
+come back, out of order, the client commits their chunk ranges in the run's
+block manifest (store/commits.py); readers see the longest committed prefix.
+Rerunning skips committed chunks whatever the worker count; a task lost with
+its worker is rerun by dask and rewrites the same bytes.
+
+A run locked by another writer is skipped, named in the result, when the
+campaign has other runs to do — the other writer is finishing it, and the rest
+of the grid does not depend on it; when every run is locked the campaign is
+refused, as a single ``extract`` is."""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..checksums import config_hash
+from ..errors import ActstoreError
+from ..store import commits, layout
+from ..store.lock import RunLock
+from ..store.handle import Store
+from ..store.write import PROGRESS_ATTR, _remove_partials, consolidate_if_stale, create_run, run_attrs
+from .models import ModelPlan, plan_model
+from .progress import progress_bar, quiet_loading
+from .spec import RunSpec, stored_config_matches
+from .runner import Runner, runner
+from .run import ExtractResult, _check_writable, default_chunk_tokens
+from .tasks import FillTask, Filled, ModelRef, PrepareTask, Prepared, batches_for, fill, prepare
+from .tokens import TokenLayout, tokenize
+
+# Tokens a fill task covers, in batches: a batch straddling two tasks is computed twice, so a task of
+# 40 mean batches costs at most ~2.5% extra forward passes.
+BATCHES_PER_TASK = 40
+
+
+@dataclass
+class RunPlan:
+    """One run of the campaign, as planned on the client."""
+
+    spec: RunSpec
+    model: ModelPlan
+    data: Any
+    path: str
+    tokens: TokenLayout
+    chunk_tokens: int
+    config: dict[str, Any]
+    committed: commits.Ranges = field(default_factory=list)
+    create: bool = False  # a new (or replaced) run group, made after its model is prepared
+    status: str = "written"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}/{self.data.name}"
+
+    @property
+    def n_chunks(self) -> int:
+        return commits.n_chunks(self.tokens.n_tokens, self.chunk_tokens)
+
+    @property
+    def done(self) -> bool:
+        return commits.missing(self.committed, self.n_chunks) == []
+
+
+@dataclass
+class CampaignResult:
+    runs: list[ExtractResult]
+    skipped: list[str]
+    workers: int
+    tasks: int = 0
+    tokens_written: int = 0
+    tokens_computed: int = 0  # forward-pass tokens, batches straddling task boundaries counted twice
+    seconds: float = 0.0
+    fill_seconds: float = 0.0
+    loads: dict[tuple[str, int], int] = field(default_factory=dict)  # (model, worker pid) -> loads
+    written: dict[str, int] = field(default_factory=dict)  # run path -> tokens written
+    peak_rss: dict[int, int] = field(default_factory=dict)  # worker pid -> bytes
+
+    @property
+    def recompute_fraction(self) -> float:
+        return self.tokens_computed / self.tokens_written - 1 if self.tokens_written else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_written / self.fill_seconds if self.fill_seconds else 0.0
+
+    def summary(self) -> str:
+        lines = [r.summary() for r in self.runs] + [f"skipped: {s}" for s in self.skipped]
+        if self.tasks and (len(self.runs) > 1 or self.workers > 1):  # one run in-process: its line says it all
+            lines.append(f"campaign: {len(self.runs)} runs, {self.tasks} tasks on {self.workers} worker(s), "
+                         f"{self.tokens_written:,} tokens at {self.tokens_per_second:,.0f} tokens/s, "
+                         f"{100 * self.recompute_fraction:.1f}% recomputed at task edges")
+        return "\n".join(lines)
+
+
+def _plan_models(specs: Sequence[RunSpec]) -> dict[tuple[str, bool], ModelPlan]:
+    models: dict[tuple[str, bool], ModelPlan] = {}
+    for spec in specs:
+        key = (spec.model, spec.trust_remote_code)
+        if key not in models:
+            with quiet_loading(not spec.progress):
+                models[key] = plan_model(spec.model, trust_remote_code=spec.trust_remote_code)
+    return models
+
+
+def plan(specs: Sequence[RunSpec]) -> list[RunPlan]:
+    """Check every spec and tokenize every run, touching no store: any bad name anywhere refuses the lot."""
+    if not specs:
+        raise ActstoreError("nothing to extract: no model × dataset given")
+    stores = {(s.store, str(s.storage_options)) for s in specs}
+    if len(stores) > 1:
+        raise ActstoreError("a campaign writes one store; got several")
+    if any(s.templates for s in specs):
+        raise ActstoreError("--template runs one model over one dataset in this process; campaigns take text datasets")
+    data = [spec.load_data() for spec in specs]
+    _check_writable(specs[0].store)
+    models = _plan_models(specs)
+    plans, seen = [], set()
+    for spec, dataset in zip(specs, data):
+        model = models[(spec.model, spec.trust_remote_code)]
+        if model.name in layout.RESERVED_ROOT_GROUPS:
+            raise ActstoreError(f"a model may not be named {model.name!r}: that group holds saved {model.name}; "
+                                f"rename the model directory")
+        path = layout.run_path(model.name, dataset.name)
+        if path in seen:
+            raise ActstoreError(f"{model.name}/{dataset.name} is named twice in the campaign")
+        seen.add(path)
+        tokens = tokenize(model.tokenizer, dataset.examples(), bos=spec.bos, suffixes=spec.suffixes)
+        chunk = spec.chunk_tokens or min(default_chunk_tokens(model.d_model, spec.dtype), max(1, tokens.n_tokens))
+        config = {**spec.config(dataset, model), "dtype": spec.dtype, "chunk_tokens": chunk}
+        plans.append(RunPlan(spec, model, dataset, path, tokens, chunk, config))
+    return plans
+
+
+def _lock_all(plans: list[RunPlan], stack: contextlib.ExitStack) -> tuple[list[RunPlan], list[str]]:
+    """Take every run's lock; a run another writer holds is skipped (all held: refused, naming the first)."""
+    locked, skipped, errors = [], [], []
+    for p in plans:
+        try:
+            lock = RunLock(p.spec.store, p.path, p.spec.storage_options).acquire()
+        except ActstoreError as exc:
+            if "is being written by" not in str(exc):
+                raise
+            errors.append(exc)
+            skipped.append(str(exc).split(": ", 1)[-1].split(";")[0])
+            continue
+        stack.callback(lock.release)
+        locked.append(p)
+    if not locked and errors:
+        raise errors[0]
+    return locked, skipped
+
+
+def _read_state(plans: list[RunPlan]) -> None:
+    """Each run's stored state: new, to resume (its committed chunks), complete, or in conflict (refused)."""
+    spec = plans[0].spec
+    store = Store.open(spec.store, spec.storage_options, mode="r+") if Store.exists(spec.store, spec.storage_options) else None
+    for p in plans:
+        existing = run_attrs(store, p.path) if store is not None else None
+        if existing is None or p.spec.overwrite:
+            p.create, p.committed = True, []
+            continue
+        stored_config_matches(existing, p.config, p.name, p.spec.store)
+        p.committed = commits.committed(existing.get(PROGRESS_ATTR), p.tokens.n_tokens, p.chunk_tokens)
+        p.status = "already complete" if p.done else ("resumed" if p.committed else "written")
+
+
+def _fill_tasks(p: RunPlan, threads: int | None, batches_per_task: int) -> list[FillTask]:
+    """Tasks for a run's uncommitted chunks, on a fixed grid of ``batches_per_task`` mean batches (whole chunks)."""
+    tokens, batch = p.tokens, p.spec.batch_size
+    offsets, counts = tokens.offsets, tokens.counts.astype(np.int64)
+    n_batches = -(-len(tokens.ids) // batch)
+    mean_batch = tokens.n_tokens / max(1, n_batches)
+    per_task = max(1, math.ceil(batches_per_task * mean_batch / p.chunk_tokens))
+    ref = ModelRef(p.spec.model, p.spec.trust_remote_code, p.model.checksum, not p.spec.progress)
+    tasks = []
+    for gap_start, gap_stop in commits.missing(p.committed, p.n_chunks):
+        for start in range(gap_start, gap_stop):
+            if start != gap_start and start % per_task:
+                continue
+            stop = min(gap_stop, (start // per_task + 1) * per_task)
+            first, last = batches_for(offsets, counts, batch, start * p.chunk_tokens,
+                                      min(stop * p.chunk_tokens, tokens.n_tokens))
+            tasks.append(FillTask(ref, p.spec.store, p.spec.storage_options, p.path, p.spec.dtype, start, stop,
+                                  int(offsets[first * batch]),
+                                  tuple(tokens.ids[b * batch:(b + 1) * batch] for b in range(first, last)), threads))
+    return tasks
+
+
+def _prepare(plans: list[RunPlan], run: Runner, threads: int | None) -> dict[str, Prepared]:
+    """One prepare task per model with work: its lens head written once, before any forward pass."""
+    by_model: dict[ModelRef, list[RunPlan]] = {}
+    for p in plans:
+        by_model.setdefault(ModelRef(p.spec.model, p.spec.trust_remote_code, p.model.checksum, not p.spec.progress), []).append(p)
+    spec = plans[0].spec
+    tasks = [PrepareTask(ref, spec.store, spec.storage_options,
+                         {p.path: p.tokens.ids[: min(4, len(p.tokens.ids))] for p in group if p.create}, threads)
+             for ref, group in by_model.items()]
+    results: dict[str, Prepared] = {}
+    for task, prepared in zip(tasks, _in_order(run, prepare, tasks)):
+        for p in by_model[task.ref]:
+            results[p.path] = prepared
+    return results
+
+
+def _in_order(run: Runner, fn, items: list) -> list:
+    """Results of ``fn`` over ``items`` in the items' order (for the few prepare tasks)."""
+    done = list(run.run(_Tagged(fn), list(enumerate(items))))
+    return [result for _, result in sorted(done, key=lambda pair: pair[0])]
+
+
+class _Tagged:
+    """``fn`` applied to the second element of ``(tag, item)``, returning ``(tag, result)``: picklable."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, tagged):
+        tag, item = tagged
+        return tag, self.fn(item)
+
+
+def _create(p: RunPlan, store: Store, prepared: Prepared) -> None:
+    provenance = {**p.spec.provenance(p.data, p.model, prepared.architecture), "dtype": p.spec.dtype}
+    attrs = {"config": p.config, "config_hash": config_hash(p.config), "provenance": provenance}
+    create_run(store, p.path, n_layers=p.model.n_layers, d_model=p.model.d_model, dtype=p.spec.dtype,
+               chunk_tokens=p.chunk_tokens, token_coords=p.tokens.token_coords(),
+               example_coords=p.tokens.example_coords(), final_norm_applied=np.array(prepared.applied[p.path]),
+               attrs=attrs)
+
+
+def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, workers: int | None = None,
+                 threads_per_worker: int | None = None, progress: bool = True,
+                 batches_per_task: int = BATCHES_PER_TASK) -> CampaignResult:
+    """Extract every run ``specs`` names into their store, in this process or on a dask cluster.
+
+    ``scheduler`` is a running dask scheduler's address; ``workers`` starts that many local worker processes;
+    neither runs everything here. ``threads_per_worker`` is each worker's torch threads."""
+    started = time.perf_counter()
+    if threads_per_worker is not None and threads_per_worker < 1:
+        raise ActstoreError(f"--threads-per-worker must be at least 1, got {threads_per_worker}")
+    if workers is not None and workers < 1:
+        raise ActstoreError(f"--workers must be at least 1, got {workers}")
+    if workers is not None and scheduler is not None:
+        raise ActstoreError("give --workers (a local cluster) or --scheduler (a running one), not both")
+    plans = plan(specs)
+    spec = plans[0].spec
+    with contextlib.ExitStack() as stack:
+        plans, skipped = _lock_all(plans, stack)
+        _read_state(plans)
+        todo = [p for p in plans if not p.done]
+        for p in plans:
+            if p.done:
+                consolidate_if_stale(Store.open(spec.store, spec.storage_options, mode="r+"), p.path)  # a kill after the last block
+        result = CampaignResult([], skipped, 1)
+        if todo:
+            run = stack.enter_context(runner(scheduler, workers))
+            result.workers = run.workers
+            _execute(todo, run, threads_per_worker if (scheduler or workers) else None, result, progress, batches_per_task)
+        for p in plans:
+            result.runs.append(ExtractResult(spec.store, p.model.name, p.data.name, p.status, len(p.tokens.examples),
+                                             p.tokens.n_tokens, p.model.n_layers, result.written.get(p.path, 0),
+                                             time.perf_counter() - started, result.fill_seconds))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _execute(todo: list[RunPlan], run: Runner, threads: int | None, result: CampaignResult, progress: bool,
+             batches_per_task: int) -> None:
+    """Prepare models, create new run groups, fill every missing chunk and commit as results arrive."""
+    spec = todo[0].spec
+    prepared = _prepare(todo, run, threads)
+    store = Store.open(spec.store, spec.storage_options, mode="a")
+    root = store.root
+    for p in todo:
+        if p.create:
+            _create(p, store, prepared[p.path])
+        else:
+            _remove_partials(root[p.path])  # a killed write's temporary files; we hold the lock
+    store.consolidate()
+    by_path = {p.path: p for p in todo}
+    tasks = [t for p in sorted(todo, key=lambda p: (p.model.name, p.path)) for t in _fill_tasks(p, threads, batches_per_task)]
+    written = Counter({p.path: 0 for p in todo})
+    result.tasks = len(tasks)
+    fill_started = time.perf_counter()
+    total = sum(commits.tokens_in(commits.missing(p.committed, p.n_chunks), p.tokens.n_tokens, p.chunk_tokens) for p in todo)
+    with progress_bar(total, unit="tok", desc="extract", enabled=progress) as bar:
+        for done in run.run(fill, tasks):
+            p = by_path[done.path]
+            p.committed = commits.merge([*p.committed, (done.start_chunk, done.stop_chunk)])
+            root[p.path].attrs[PROGRESS_ATTR] = commits.record(p.committed, p.tokens.n_tokens, p.chunk_tokens)
+            written[p.path] += done.tokens_written
+            _tally(result, done, p.model.name)
+            bar.update(done.tokens_written)
+    result.fill_seconds = time.perf_counter() - fill_started
+    for p in todo:
+        _remove_partials(root[p.path])  # a lost worker's temporary files
+    store.consolidate()
+    result.written = dict(written)
+
+
+def _tally(result: CampaignResult, done: Filled, model: str) -> None:
+    result.tokens_written += done.tokens_written
+    result.tokens_computed += done.tokens_computed
+    result.loads[(model, done.pid)] = done.model_loads
+    result.peak_rss[done.pid] = max(result.peak_rss.get(done.pid, 0), done.peak_rss)

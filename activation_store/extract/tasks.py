@@ -1,0 +1,164 @@
+"""What a worker does for a campaign: prepare a model, and fill one chunk-aligned token range of one run.
+
+Both are plain functions of small, picklable task records, so the same code
+runs in the client's own process (no cluster) and on any dask worker. A fill
+task owns whole chunks ``[start_chunk, stop_chunk)`` of one run's ``hidden``
+and writes nothing else, so tasks need no lock between them; it does not commit
+what it wrote — the campaign does, when the task's result comes back. The task
+carries the token ids of every batch that overlaps its range (batches are a
+fixed partition of the examples), so a batch straddling two tasks is computed
+by both and gives both the same numbers."""
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..store import layout
+from ..store.handle import Store
+from ..store.write import write_chunks, write_lens
+from .model_cache import cached_model, loads
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How a worker finds the model the campaign planned with."""
+
+    model: str  # as the user named it: registry name, alias, directory or .gguf
+    trust_remote_code: bool
+    checksum: str
+    quiet: bool = False  # no loading progress bars
+
+
+@dataclass(frozen=True)
+class PrepareTask:
+    """Write a model's lens head (once) and measure, per new run, which layers carry the final norm."""
+
+    ref: ModelRef
+    store: str
+    storage_options: dict[str, Any] | None
+    samples: dict[str, list[list[int]]]  # run path -> the first examples' token ids
+    torch_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    applied: dict[str, list[bool]]
+    architecture: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class FillTask:
+    """Compute and write chunks ``[start_chunk, stop_chunk)`` of the run at ``path``."""
+
+    ref: ModelRef
+    store: str
+    storage_options: dict[str, Any] | None
+    path: str
+    dtype: str
+    start_chunk: int
+    stop_chunk: int
+    first_token: int  # token index of the first token of ``batches[0]``
+    batches: tuple[list[list[int]], ...]
+    torch_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Filled:
+    path: str
+    start_chunk: int
+    stop_chunk: int
+    tokens_written: int
+    tokens_computed: int
+    seconds: float
+    host: str
+    pid: int
+    model_loads: int  # loads of this model in the worker process so far
+    peak_rss: int  # bytes, the worker process's high-water mark
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
+def prepare(task: PrepareTask) -> Prepared:
+    """Load the model into this process's cache, write its lens head unless present, measure final-norm layers."""
+    from .capture import final_norm_applied
+    from .lens_head import model_head
+
+    _threads(task.torch_threads)
+    plan, net = cached_model(task.ref.model, task.ref.trust_remote_code, task.ref.checksum, task.ref.quiet)
+    write_lens(Store.open(task.store, task.storage_options, mode="a"), layout.encode_name(plan.name), *model_head(net, plan))
+    applied = {path: final_norm_applied(net, ids, plan.pad_id) for path, ids in task.samples.items()}
+    return Prepared(applied, type(net).__name__, os.getpid())
+
+
+def fill(task: FillTask) -> Filled:
+    """Forward the task's batches and write its chunks as they fill, on a writer thread (two in flight at most)."""
+    import torch
+
+    from ..store.precision import encode
+    from .capture import capture
+
+    started = time.perf_counter()
+    _threads(task.torch_threads)
+    plan, net = cached_model(task.ref.model, task.ref.trust_remote_code, task.ref.checksum, task.ref.quiet)
+    hidden = Store.open(task.store, task.storage_options, mode="r+").live_group(task.path)[layout.HIDDEN]
+    chunk, n_tokens = int(hidden.chunks[1]), int(hidden.shape[1])
+    start, stop = task.start_chunk * chunk, min(task.stop_chunk * chunk, n_tokens)
+    position, block_start, computed = task.first_token, start, 0
+    pending: list[torch.Tensor] = []
+    futures: list[Future] = []
+
+    def flush(executor: ThreadPoolExecutor, final: bool) -> None:
+        nonlocal pending, block_start
+        buffered = sum(p.shape[1] for p in pending)
+        while buffered >= chunk or (final and buffered):
+            block = torch.cat(pending, dim=1) if len(pending) > 1 else pending[0]
+            size = min(chunk, block.shape[1])
+            head, rest = block[:, :size], block[:, size:]
+            futures.append(executor.submit(lambda s, h: write_chunks(hidden, s, encode(h, task.dtype)), block_start,
+                                           head.clone()))
+            while len(futures) > 2:  # backpressure: memory stays at the model plus two blocks
+                futures.pop(0).result()
+            block_start += size
+            pending = [rest] if rest.shape[1] else []
+            buffered -= size
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-writer") as executor:
+        for ids in task.batches:
+            states = capture(net, ids, plan.pad_id)
+            computed += states.shape[1]
+            lo, hi = max(start, position) - position, min(stop, position + states.shape[1]) - position
+            position += states.shape[1]
+            if hi > lo:
+                pending.append(states[:, lo:hi])
+            flush(executor, final=False)
+        flush(executor, final=True)
+        for future in futures:
+            future.result()
+    if block_start != stop:
+        raise RuntimeError(f"task {task.path} chunks {task.start_chunk}:{task.stop_chunk} covered tokens "
+                           f"{start}:{block_start}, not {start}:{stop}")
+    return Filled(task.path, task.start_chunk, task.stop_chunk, stop - start, computed, time.perf_counter() - started,
+                  socket.gethostname(), os.getpid(), loads(task.ref.model, task.ref.trust_remote_code, task.ref.checksum),
+                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def batches_for(offsets: np.ndarray, counts: np.ndarray, batch_size: int, start: int, stop: int) -> tuple[int, int]:
+    """The batches ``[first, last)`` whose tokens overlap tokens ``[start, stop)``."""
+    ends = offsets + counts
+    first_example = int(np.searchsorted(ends, start, side="right"))
+    last_example = int(np.searchsorted(offsets, stop, side="left"))  # examples starting before stop
+    return first_example // batch_size, -(-last_example // batch_size)
