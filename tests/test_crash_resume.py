@@ -142,7 +142,7 @@ def reference(model_dir, tmp_path_factory) -> Path:
 
 
 def test_reference_is_complete_and_verifies(reference, model_dir, cli):
-    assert progress(reference, model_dir) == {"tokens_done": 22893, "complete": True}
+    assert progress(reference, model_dir) == {"tokens_done": 30502, "complete": True}
     result = cli("verify", reference, env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     assert "0 bad or missing" in result.stdout
