@@ -20,7 +20,7 @@ from ..store import layout
 from ..store.precision import DTYPES
 from .datasets import DEFAULT_DATASET, Dataset, load_dataset
 from .devices import check_compute_dtype, default_compute_dtype, device_kind, resolve_device
-from .models import DEFAULT_MODEL, ModelPlan, attention
+from .models import DEFAULT_MODEL, ModelPlan, attention, input_device
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,10 @@ class RunSpec:
         compute: dict[str, Any] = {"device": device_kind(device), "compute_dtype": compute_dtype,
                                    "batch_size": batch_choice or "given"}
         if net is not None:
-            placed = getattr(net, "hf_device_map", None) if self.device_map else None
-            compute.update(attention=attention(net), device_map=dict(placed) if placed else None)
+            placed = None
+            if self.device_map:  # accelerate keeps no map when the whole model fits on one device
+                placed = dict(getattr(net, "hf_device_map", None) or {"": input_device(net)})
+            compute.update(attention=attention(net), device_map=placed)
         record = {
             "model": model.name, "model_source": model.source, "model_checksum": model.checksum,
             "architecture": architecture, "dataset": data.name, "dataset_version": data.version,
