@@ -4,7 +4,8 @@ leaves every store it was pointed at byte-identical.
 A row is ``Row(name, args, expect, store=...)``: ``args`` may use ``{model}``, ``{files}`` (the bad files
 made below), ``{pairs}`` (a good dataset) and ``{store}`` (this row's own copy of the store named by
 ``store``: a good one, a newer format, not a store…). Add a row for a new command or a new mistake; the
-runner does the rest. Rows run two at a time through the real ``actstore`` command (the ``cli`` fixture).
+runner does the rest. Rows run two at a time through the command's own ``main()``, each in a fresh process
+forked from one that has imported the library once (tests/forked_cli.py).
 Run with ``-s`` to see the figures."""
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from forked_cli import ForkedCli
 
 import actstore
 
@@ -254,11 +256,15 @@ def test_rows_are_unique_and_plenty():
     assert len({row.name for row in ROWS}) == len(ROWS) >= 30
 
 
-def test_every_bad_input_gets_one_line_and_leaves_stores_alone(world, cli, monkeypatch):
+def test_every_bad_input_gets_one_line_and_leaves_stores_alone(world, monkeypatch):
     monkeypatch.setenv("ACTSTORE_CACHE", str(world["tmp"] / "cache"))  # a failed GGUF conversion caches nothing here
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        outcomes = list(pool.map(lambda item: check(item[1], item[0], world, cli), enumerate(ROWS)))
+    cli = ForkedCli(workers=2)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            outcomes = list(pool.map(lambda item: check(item[1], item[0], world, cli), enumerate(ROWS)))
+    finally:
+        cli.close()
     failures = [f"{row.name}: {outcome}" for row, outcome in zip(ROWS, outcomes) if outcome is not None]
     slowest = sorted(world["seconds"].items(), key=lambda item: -item[1])[:5]
     print(f"\nbad inputs tried {len(ROWS)} / handled {len(ROWS) - len(failures)}; slowest: "
