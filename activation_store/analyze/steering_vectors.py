@@ -61,3 +61,15 @@ def vector_from_unembedding(lens: xr.Dataset, source: str, minus: str | None) ->
     rows = lens.unembedding.isel(vocab=ids).values.astype(np.float64)
     vector = rows[0] - rows[1] if minus is not None else rows[0]
     return vector, {"method": "unembedding", "source": source, "minus": minus, "token_ids": [int(i) for i in ids]}
+
+
+def random_like(vector: np.ndarray, seed: int) -> np.ndarray:
+    """A control for ``vector``: a uniformly random direction (normalised Gaussian draw from ``default_rng(seed)``)
+    with the same norm, so any effect it has is what steering by that much in no particular direction does."""
+    if seed < 0:
+        raise ActstoreError(f"--seed must be a non-negative integer, got {seed}")
+    norm = float(np.linalg.norm(vector))
+    if norm == 0:
+        raise ActstoreError("the vector to imitate has norm 0; a random control of norm 0 is the baseline itself")
+    draw = np.random.default_rng(seed).standard_normal(np.shape(vector))
+    return draw / np.linalg.norm(draw) * norm

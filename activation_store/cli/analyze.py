@@ -193,6 +193,35 @@ def intervention(store, model, dataset, vector, targets, rule, bootstrap, no_for
 
 
 @analyze.command()
+@click.option("--store", required=True, help="Local directory or fsspec URL.")
+@click.option("--model", required=True)
+@click.option("--dataset", required=True)
+@click.option("--vector", "vectors", multiple=True, required=True,
+              help="A recorded vector (extract --intervene); repeat for a sweep over layers.")
+@click.option("--control", "controls", multiple=True,
+              help="Its random control (steering define --random-like), one per --vector, in the same order.")
+@click.option("--target-tokens", "targets", required=True, help="Target sets (a .json of named sets).")
+@click.option("--metric", required=True, help="diff:A,B | share:A,B | prob:A | logprob:A | kl (steered - unsteered).")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% interval.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True)
+@store_options
+def sweep(store, model, dataset, vectors, controls, targets, metric, bootstrap, out, endpoint_url, anon):
+    """Effect per (layer, coefficient) with a 95% CI, beside the random control's and the lens forecast."""
+    from ..workflows.results import save_csv
+    from ..workflows.sweep import markdown_table, sweep_table
+
+    if controls and len(controls) != len(vectors):
+        raise click.UsageError(f"give one --control per --vector ({len(vectors)} vectors, {len(controls)} controls)")
+    if bootstrap < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--bootstrap")
+    pairs = list(zip(vectors, controls or [None] * len(vectors)))
+    table = sweep_table(store, model, dataset, pairs, metric, targets, n_boot=bootstrap,
+                        storage_options=storage(store, endpoint_url, anon))
+    click.echo(markdown_table(table))
+    click.echo(f"wrote {save_csv(table, out, f'sweep-{dataset}-{vectors[0]}')}")
+
+
+@analyze.command()
 @_run_options
 @click.option("--variant", default=None, help="Only the annotated positions of this variant (default: all).")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% interval.")

@@ -7,25 +7,29 @@ prompt positions (``last``, ``all``, or a Python slice ``START:END``; with ``all
 the generated tokens are steered too). Recorded per condition and example:
 
 - next-token log-probs at the last prompt position over a *support*: the target
-  tokens, the union of every condition's top-k, then the baseline's next-ranked
-  tokens up to a fixed width, so every condition has log-probs of the same ids;
+  tokens, then the baseline's ranks up to a fixed width (targets + top-k × conditions),
+  so every condition has log-probs of the same ids, where KL(baseline ‖ steered) has its mass;
 - each condition's own top-k (ids, log-probs) and the targets' log-probs;
 - with ``generate`` N: N tokens of continuation, greedy (``seed`` −1), or sampled
   at temperature 1 from a torch.Generator seeded with (seed, batch) (the same seed
-  gives the same random draws in every condition, so conditions differ only by the vector);
+  gives the same random draws in every condition, so conditions differ only by the vector),
+  one token a step on the prompt's key-value cache;
 - ``states``: hidden states of the prompt tokens at chosen layers (default: the vector's layer),
   (condition, layer, token, d_model), tokens packed as in a run.
 
 The baseline runs exactly as a plain extraction does (same batches, same padding,
-no hook), so its states equal the stored run's. Everything is computed before the
-store is touched; nothing time-dependent is written, so one command run twice
-writes identical arrays."""
+no hook), so its states equal the stored run's. Each condition is written as a
+block as soon as it is done; a killed run resumes, recomputing only the missing
+conditions; the recorded group is assembled at the end. Nothing time-dependent is
+written, so one command run twice writes identical arrays."""
 from __future__ import annotations
 
+import copy
 import math
 import re
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,7 +37,8 @@ import torch
 from ..checksums import config_hash
 from ..errors import ActstoreError
 from ..store import Store, layout
-from ..store.interventions import intervention_path, recorded_attrs, write_recorded
+from ..store.interventions import (clear_partial, intervention_path, read_partial, recorded_attrs, write_partial,
+                                   write_recorded)
 from ..store.lock import run_lock
 from ..store.steering import INTERVENTIONS, SteeringVector, read_vector
 from ..store.write import write_lens
@@ -171,10 +176,28 @@ def _forward(net, ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor):
     return _last_logits(net, last).double(), out.hidden_states
 
 
-def _support(target_ids: list[int], tops: np.ndarray, baseline_order: np.ndarray, width: int) -> np.ndarray:
-    """Targets, then every condition's top-k (in condition, rank order), then baseline ranks, to ``width`` ids."""
+@torch.inference_mode()
+def _prompt_cache(net, rows: list[list[int]], pad_id: int, hook: "Steering", coefficient: float, where):
+    """The steered prompts' key-value cache, left-padded (so every row's next token sits at the same cache index
+    and index distances equal position distances, as sliding-window attention assumes), and its attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    steer_mask = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+        steer_mask[i, width - len(row) + steered_positions(where, len(row))] = 1.0
+    hook.set(coefficient, steer_mask)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    out = net.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    return out.cache, mask
+
+
+def _support(target_ids: list[int], baseline_order: np.ndarray, width: int) -> np.ndarray:
+    """Targets, then the baseline's ranks, to ``width`` ids (fixed before any steered condition runs, so each
+    condition can be written as soon as it is done)."""
     chosen = dict.fromkeys(target_ids)
-    chosen.update(dict.fromkeys(int(i) for i in tops.reshape(-1)))
     for i in baseline_order:
         if len(chosen) >= width:
             break
@@ -284,10 +307,34 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
         return InterventionResult(store, model.name, data.name, steering.vector, "already complete",
                                   len(steering.coefficients), len(tokens.examples), time.perf_counter() - started)
 
-    arrays = _run(net, model, tokens, spec, steering, steer, target_ids, layers)
+    lock_path = f"{layout.encode_name(model.name)}/{INTERVENTIONS}"
+    with run_lock(target, lock_path):
+        blocks_hash = config_hash(config)
+        if spec.overwrite:
+            clear_partial(target, path)
+        resume = read_partial(target, path, blocks_hash)
+        arrays = _run(net, model, tokens, spec, steering, steer, target_ids, layers, resume,
+                      lambda c, block: write_partial(target, path, blocks_hash, c, block))
+        arrays.update(_coords(net, model, tokens, steering, wanted, target_ids, layers))
+        attrs = {
+            "config": config, "config_hash": blocks_hash, "vector": steering.vector, "layer": steer.layer,
+            "hook": steer.attrs.get("hook", ""), "positions": steering.positions,
+            "provenance": spec.provenance(data, model, type(net).__name__, created=False),  # reruns write identical bytes
+        }
+        write_lens(target, layout.encode_name(model.name), head_arrays, head_attrs)
+        write_recorded(target, path, arrays, attrs)
+        target.consolidate()
+    status = f"written (resumed: {len(resume)} of {len(steering.coefficients)} conditions were done)" if resume else "written"
+    return InterventionResult(store, model.name, data.name, steering.vector, status, len(steering.coefficients),
+                              len(tokens.examples), time.perf_counter() - started)
+
+
+def _coords(net, model: ModelPlan, tokens: TokenLayout, steering: InterventionSpec, wanted: list[str],
+            target_ids: list[int], layers: list[int]) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """The recorded group's coordinates: conditions, examples, tokens, targets, samples, layers."""
     applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], model.pad_id)
     token_coords = tokens.token_coords()
-    arrays.update({
+    return {
         "condition": (("condition",), np.arange(len(steering.coefficients), dtype=np.int32)),
         "coefficient": (("condition",), np.array(steering.coefficients, dtype=np.float64)),
         "example": (("example",), np.arange(len(tokens.examples), dtype=np.int64)),
@@ -300,89 +347,115 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
         "seed": (("sample",), np.array(steering.samples, dtype=np.int64)),
         "layer": (("layer",), np.array(layers, dtype=np.int32)),
         "final_norm_applied": (("layer",), np.array([applied[layer] for layer in layers], dtype=bool)),
-    })
-    attrs = {
-        "config": config, "config_hash": config_hash(config), "vector": steering.vector, "layer": steer.layer,
-        "hook": steer.attrs.get("hook", ""), "positions": steering.positions,
-        "provenance": spec.provenance(data, model, type(net).__name__, created=False),  # reruns write identical bytes
     }
-    lock_path = f"{layout.encode_name(model.name)}/{INTERVENTIONS}"
-    with run_lock(target, lock_path):
-        write_lens(target, layout.encode_name(model.name), head_arrays, head_attrs)
-        write_recorded(target, path, arrays, attrs)
-        target.consolidate()
-    return InterventionResult(store, model.name, data.name, steering.vector, "written", len(steering.coefficients),
-                              len(tokens.examples), time.perf_counter() - started)
 
 
 def _run(net, model: ModelPlan, tokens: TokenLayout, spec: RunSpec, steering: InterventionSpec, steer: SteeringVector,
-         target_ids: list[int], layers: list[int]) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
-    """Every condition over every batch: the recorded arrays, by name (dims, values)."""
-    coefficients, where, generate, samples = steering.coefficients, steering.where, steering.generate, steering.samples
-    batch_size, pad_id, tokenizer = spec.batch_size, model.pad_id, model.tokenizer
-    vector = torch.from_numpy(steer.vector)
-    n_cond, n_ex = len(coefficients), len(tokens.ids)
+         target_ids: list[int], layers: list[int], resume: dict[int, dict[str, np.ndarray]],
+         save: Callable[[int, dict[str, tuple[tuple[str, ...], np.ndarray]]], None]
+         ) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """Every condition (the baseline first: it fixes the support) over every batch: the recorded arrays, by name.
+
+    Each condition is one block: taken from ``resume`` when an interrupted run finished it, else computed
+    and handed to ``save`` at once."""
+    coefficients = steering.coefficients
     vocab_size = net.get_output_embeddings().weight.shape[0]
     k = min(steering.top_k, vocab_size)
-    width = min(vocab_size, len(set(target_ids)) + k * n_cond)
-    support_id = np.zeros((n_ex, width), np.int64)
-    logprob = np.zeros((n_cond, n_ex, width), np.float32)
-    top_id = np.zeros((n_cond, n_ex, k), np.int64)
-    top_logprob = np.zeros((n_cond, n_ex, k), np.float32)
-    target_logprob = np.zeros((n_cond, n_ex, len(target_ids)), np.float32)
-    generated = np.zeros((n_cond, len(samples), n_ex, generate), np.int64)
-    hidden = np.zeros((n_cond, len(layers), tokens.n_tokens, vector.shape[0]), np.float32)
-    token_start = 0
-    with Steering(decoder_layers(net)[steer.layer - 1], vector.float()) as steering_hook, \
-            progress_bar(n_cond * n_ex, unit="ex", desc="intervene", enabled=spec.progress) as bar:
-        for start in range(0, n_ex, batch_size):
-            rows = tokens.ids[start:start + batch_size]
-            lengths = torch.tensor([len(r) for r in rows])
-            ids, mask = pad_batch(rows, pad_id)
-            steer_mask = torch.zeros(ids.shape, dtype=torch.float32)
-            for i, row in enumerate(rows):
-                steer_mask[i, steered_positions(where, len(row))] = 1.0
-            batch_logprobs = []
-            for c, coefficient in enumerate(coefficients):
-                steering_hook.set(coefficient, steer_mask)
-                logits, states = _forward(net, ids, mask, lengths)
-                logp = torch.log_softmax(logits, dim=-1)
-                batch_logprobs.append(logp)
-                real = mask.bool()
-                for j, layer_index in enumerate(layers):
-                    hidden[c, j, token_start:token_start + int(real.sum())] = states[layer_index][real].float().numpy()
-                order = torch.sort(logp, dim=-1, descending=True, stable=True).indices
-                top_id[c, start:start + len(rows)] = order[:, :k].numpy()
-                top_logprob[c, start:start + len(rows)] = torch.gather(logp, 1, order[:, :k]).numpy()
-                if target_ids:
-                    target_logprob[c, start:start + len(rows)] = logp[:, target_ids].numpy()
-                for s, seed in enumerate(samples):
-                    generated[c, s, start:start + len(rows)] = _generate(
-                        net, rows, logits, steering_hook, coefficient, where, generate, seed, start // batch_size, pad_id)
-                bar.update(len(rows))
-            baseline_order = torch.sort(batch_logprobs[0], dim=-1, descending=True, stable=True).indices[:, :width]
-            for i in range(len(rows)):
-                support = _support(target_ids, top_id[:, start + i], baseline_order[i].numpy(), width)
-                support_id[start + i] = support
-                for c in range(n_cond):
-                    logprob[c, start + i] = batch_logprobs[c][i, support].numpy()
-            token_start += int(mask.sum())
-    eos = tokenizer.eos_token_id
+    width = min(vocab_size, len(set(target_ids)) + k * len(coefficients))
+    blocks, support_id = [], None
+    with Steering(decoder_layers(net)[steer.layer - 1], torch.from_numpy(steer.vector).float()) as hook, \
+            progress_bar(len(coefficients) * len(tokens.ids), unit="ex", desc="intervene", enabled=spec.progress) as bar:
+        for c, coefficient in enumerate(coefficients):
+            block = resume.get(c)
+            if block is None:
+                block = _condition(net, model, tokens, spec, steering, hook, coefficient, target_ids, layers, k,
+                                   support_id, width, bar)
+                save(c, {name: (dims, block[name]) for name, dims in BLOCK_DIMS.items() if name in block})
+            else:
+                bar.update(len(tokens.ids))
+            support_id = block["support_id"] if c == 0 else support_id
+            blocks.append(block)
+    generated = np.stack([b["generated_id"] for b in blocks])
+    eos, tokenizer = model.tokenizer.eos_token_id, model.tokenizer
     texts = np.empty(generated.shape[:3], dtype=object)
     for index in np.ndindex(*texts.shape):
         row = generated[index].tolist()
         row = row[: row.index(eos)] if eos in row else row
         texts[index] = tokenizer.decode(row, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    return {
-        "support_id": (("example", "support"), support_id),
-        "logprob": (("condition", "example", "support"), logprob),
-        "top_id": (("condition", "example", "rank"), top_id),
-        "top_logprob": (("condition", "example", "rank"), top_logprob),
-        "target_logprob": (("condition", "example", "target"), target_logprob),
-        "generated_id": (("condition", "sample", "example", "step"), generated),
-        "generated_text": (("condition", "sample", "example"), texts),
-        "states": (("condition", "layer", "token", "d_model"), hidden),
+    out = {"support_id": (("example", "support"), support_id)}
+    for name, dims in BLOCK_DIMS.items():
+        if name != "support_id":
+            out[name] = (("condition", *dims), np.stack([b[name] for b in blocks]))
+    out["generated_text"] = (("condition", "sample", "example"), texts)
+    return out
+
+
+BLOCK_DIMS = {  # one condition's arrays (the baseline's block also holds the support)
+    "support_id": ("example", "support"),
+    "logprob": ("example", "support"),
+    "top_id": ("example", "rank"),
+    "top_logprob": ("example", "rank"),
+    "target_logprob": ("example", "target"),
+    "generated_id": ("sample", "example", "step"),
+    "states": ("layer", "token", "d_model"),
+}
+
+
+def _condition(net, model: ModelPlan, tokens: TokenLayout, spec: RunSpec, steering: InterventionSpec, hook: Steering,
+               coefficient: float, target_ids: list[int], layers: list[int], k: int, support_id: np.ndarray | None,
+               width: int, bar) -> dict[str, np.ndarray]:
+    """One condition over every batch. ``support_id`` None: this is the baseline, whose ranks make the support."""
+    where, generate, samples, batch_size = steering.where, steering.generate, steering.samples, spec.batch_size
+    n_ex = len(tokens.ids)
+    baseline = support_id is None
+    support_id = np.zeros((n_ex, width), np.int64) if baseline else support_id
+    out = {
+        "logprob": np.zeros((n_ex, width), np.float32), "top_id": np.zeros((n_ex, k), np.int64),
+        "top_logprob": np.zeros((n_ex, k), np.float32), "target_logprob": np.zeros((n_ex, len(target_ids)), np.float32),
+        "generated_id": np.zeros((len(samples), n_ex, generate), np.int64),
+        "states": np.zeros((len(layers), tokens.n_tokens, steer_width(net)), np.float32),
     }
+    token_start = 0
+    for start in range(0, n_ex, batch_size):
+        rows = tokens.ids[start:start + batch_size]
+        stop = start + len(rows)
+        lengths = torch.tensor([len(r) for r in rows])
+        ids, mask = pad_batch(rows, model.pad_id)
+        steer_mask = torch.zeros(ids.shape, dtype=torch.float32)
+        for i, row in enumerate(rows):
+            steer_mask[i, steered_positions(where, len(row))] = 1.0
+        hook.set(coefficient, steer_mask)
+        logits, states = _forward(net, ids, mask, lengths)
+        logp = torch.log_softmax(logits, dim=-1)
+        real = mask.bool()
+        n_real = int(real.sum())
+        for j, layer_index in enumerate(layers):
+            out["states"][j, token_start:token_start + n_real] = states[layer_index][real].float().numpy()
+        order = torch.sort(logp, dim=-1, descending=True, stable=True).indices
+        out["top_id"][start:stop] = order[:, :k].numpy()
+        out["top_logprob"][start:stop] = torch.gather(logp, 1, order[:, :k]).numpy()
+        if target_ids:
+            out["target_logprob"][start:stop] = logp[:, target_ids].numpy()
+        if baseline:
+            for i in range(len(rows)):
+                support_id[start + i] = _support(target_ids, order[i, :width].numpy(), width)
+        out["logprob"][start:stop] = torch.gather(logp, 1, torch.from_numpy(support_id[start:stop])).numpy()
+        if samples and generate > 1:
+            past, left_mask = _prompt_cache(net, rows, model.pad_id, hook, coefficient, where)
+        for s, seed in enumerate(samples):
+            cache = None if generate == 1 else past if s + 1 == len(samples) else copy.deepcopy(past)
+            out["generated_id"][s, start:stop] = _generate(  # each sample extends its own copy of the cache
+                net, None if generate == 1 else left_mask, lengths, logits, cache, hook, coefficient, where, generate,
+                seed, start // batch_size)
+        token_start += n_real
+        bar.update(len(rows))
+    if baseline:
+        out["support_id"] = support_id
+    return out
+
+
+def steer_width(net) -> int:
+    return net.get_output_embeddings().weight.shape[1]
 
 
 def _pick(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -392,29 +465,31 @@ def _pick(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
 
 
 @torch.inference_mode()
-def _generate(net, rows, first_logits, hook, coefficient, where, steps, seed, batch_index, pad_id) -> np.ndarray:
-    """``steps`` tokens after each prompt of a batch (no KV cache: each step reruns the steered prompt)."""
+def _generate(net, mask: torch.Tensor | None, lengths: torch.Tensor, first_logits: torch.Tensor, past, hook: Steering,
+              coefficient: float, where, steps: int, seed: int, batch_index: int) -> np.ndarray:
+    """``steps`` tokens after each prompt of a batch, one token a step on the prompts' left-padded key-value cache.
+
+    Token t of row i sits at cache index width + t with position id length_i + t, the pads masked out, so it sees
+    exactly what an uncached rerun of prompt + earlier tokens sees. The prompt's steering is in the cache;
+    with ``all`` positions each generated token is steered too. The first token comes from ``first_logits``
+    (the recorded next-token distribution)."""
     generator = None if seed == GREEDY else torch.Generator().manual_seed(int(seed) * 1_000_003 + batch_index)
-    lengths = torch.tensor([len(r) for r in rows])
-    ids, mask = pad_batch([r + [pad_id] * steps for r in rows], pad_id)
-    mask[:] = 0
-    for i, n in enumerate(lengths.tolist()):
-        mask[i, :n] = 1
-    out = torch.zeros((len(rows), steps), dtype=torch.long)
+    n = len(lengths)
+    if steps == 1:
+        return _pick(first_logits, generator)[:, None].numpy()
+    width = mask.shape[1]
+    attention = torch.cat([mask, torch.zeros((n, steps), dtype=mask.dtype)], dim=1)
+    out = torch.zeros((n, steps), dtype=torch.long)
     logits = first_logits
+    hook.set(coefficient if where == "all" else 0.0, torch.ones((n, 1)))
     for t in range(steps):
         chosen = _pick(logits, generator)
         out[:, t] = chosen
         if t + 1 == steps:
             break
-        ids[torch.arange(len(rows)), lengths + t] = chosen
-        mask[torch.arange(len(rows)), lengths + t] = 1
-        steer_mask = torch.zeros(ids.shape, dtype=torch.float32)
-        for i, n in enumerate(lengths.tolist()):
-            steer_mask[i, steered_positions(where, n)] = 1.0
-            if where == "all":
-                steer_mask[i, : n + t + 1] = 1.0
-        hook.set(coefficient, steer_mask)
-        width = int(lengths.max()) + t + 1
-        logits, _ = _forward(net, ids[:, :width], mask[:, :width], lengths + t + 1)
+        attention[:, width + t] = 1
+        result = net.base_model(input_ids=chosen[:, None], attention_mask=attention[:, : width + t + 1],
+                                position_ids=(lengths + t)[:, None], cache=past, use_cache=True)
+        past = result.cache
+        logits = _last_logits(net, result.last_hidden_state[:, -1]).double()
     return out.numpy()

@@ -4,7 +4,13 @@ One group per (dataset, vector) holds what running the model with the vector ×
 each coefficient did, over a ``condition`` dimension (condition 0 is the baseline,
 coefficient 0). It sits under the model, not the run, so a plain extraction that
 replaces ``/<model>/<dataset>`` never deletes it. Arrays are written first and the
-group's ``config_hash`` last: a group without it is no recorded run."""
+group's ``config_hash`` last: a group without it is no recorded run.
+
+While a recording runs, each finished condition is written at once as a block
+``<group>/partial/<condition>`` (its arrays, then its attributes with the
+recording's config hash): a killed run resumes from the blocks whose hash
+matches and recomputes only the missing conditions. The final write replaces
+the group, blocks included."""
 from __future__ import annotations
 
 from typing import Any
@@ -46,6 +52,51 @@ def write_recorded(store: Store, path: str, arrays: dict[str, tuple[tuple[str, .
     for name, (dims, values) in arrays.items():
         write_array(group, name, values, dims)
     group.attrs.update(attrs)
+
+
+PARTIAL = "partial"
+
+
+def read_partial(store: Store, path: str, config_hash: str) -> dict[int, dict[str, np.ndarray]]:
+    """The finished condition blocks of an interrupted recording with this ``config_hash`` (condition → arrays).
+
+    Read from the blocks' own metadata (a killed run never consolidated them); blocks of another
+    configuration are ignored (and replaced as the new run writes its own)."""
+    try:
+        blocks = store.live_group(f"{path}/{PARTIAL}")
+    except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return {}
+    found = {}
+    for key, group in blocks.groups():
+        if group.attrs.get("config_hash") == config_hash and key.isdigit():
+            found[int(key)] = {name: np.asarray(array[...]) for name, array in group.arrays()}
+    return found
+
+
+def _exists_live(store: Store, path: str) -> bool:
+    try:
+        store.live_group(path)
+    except (KeyError, FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return False
+    return True
+
+
+def write_partial(store: Store, path: str, config_hash: str, condition: int,
+                  arrays: dict[str, tuple[tuple[str, ...], np.ndarray]]) -> None:
+    """One finished condition's arrays as a block of the running recording at ``path``; attributes last."""
+    root = store.root
+    if path in root and "config_hash" in root[path].attrs:
+        root[path].attrs.put({})  # a finished group being recomputed (--overwrite) is finished no more
+    group = root.create_group(f"{path}/{PARTIAL}/{condition}", overwrite=True)
+    for name, (dims, values) in arrays.items():
+        write_array(group, name, values, dims)
+    group.attrs.update({"config_hash": config_hash, "condition": int(condition)})
+
+
+def clear_partial(store: Store, path: str) -> None:
+    """Drop an interrupted recording's blocks (``--overwrite`` recomputes everything)."""
+    if _exists_live(store, f"{path}/{PARTIAL}"):
+        store.root.create_group(f"{path}/{PARTIAL}", overwrite=True)
 
 
 def list_recorded(store: Store) -> list[tuple[str, str, str, dict[str, Any]]]:

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from ..analyze.steering_vectors import check_layer, mean_last_state, parse_selector, vector_from_unembedding
+from ..analyze.steering_vectors import check_layer, mean_last_state, parse_selector, random_like, vector_from_unembedding
 from ..errors import ActstoreError
-from ..store import open_lens, open_run
-from ..store.steering import hook_description, write_vector
+from ..store import Store, open_lens, open_run
+from ..store.steering import hook_description, read_vector, write_vector
 
 
 def vector_from_states(store: str, model: str, layer: int, source: str, minus: str | None,
@@ -49,16 +49,38 @@ def vector_from_file(path: str) -> tuple[np.ndarray, dict[str, Any]]:
     return vector.astype(np.float64), {"method": "file", "source": str(Path(path).name), "minus": None}
 
 
-def define_vector(store: str, model: str, name: str, layer: int, *, from_states: str | None = None,
+def vector_like(store: str, model: str, like: str, seed: int,
+                storage_options: dict[str, Any] | None = None) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """A random control for stored vector ``like``: same norm, random direction (seeded), and ``like``'s layer."""
+    original = read_vector(Store.open(store, storage_options), model, like)
+    vector = random_like(original.vector.astype(np.float64), seed)
+    return vector, original.layer, {"method": "random", "source": like, "minus": None, "seed": int(seed),
+                                    "like_norm": float(np.linalg.norm(original.vector))}
+
+
+def define_vector(store: str, model: str, name: str, layer: int | None, *, from_states: str | None = None,
                   from_unembedding: str | None = None, from_file: str | None = None, minus: str | None = None,
+                  random_like: str | None = None, seed: int | None = None,
                   coefficient: float = 1.0, overwrite: bool = False,
                   storage_options: dict[str, Any] | None = None) -> tuple[str, np.ndarray, dict[str, Any]]:
-    """Compute a steering vector from the store (or a file) and store it under the model; everything is checked first."""
-    given = [s for s in (from_states, from_unembedding, from_file) if s is not None]
+    """Compute a steering vector from the store (or a file, or as a random control of a stored one) and store it
+    under the model; everything is checked first."""
+    given = [s for s in (from_states, from_unembedding, from_file, random_like) if s is not None]
     if len(given) != 1:
-        raise ActstoreError("give exactly one of --from-states, --from-unembedding, --from-file")
+        raise ActstoreError("give exactly one of --from-states, --from-unembedding, --from-file, --random-like")
     if from_file is not None and minus is not None:
         raise ActstoreError("--minus goes with --from-states or --from-unembedding, not --from-file")
+    if random_like is not None and (minus is not None or seed is None):
+        raise ActstoreError("--random-like NAME takes --seed S and no --minus")
+    if random_like is None and seed is not None:
+        raise ActstoreError("--seed goes with --random-like NAME")
+    if random_like is not None:
+        vector, like_layer, info = vector_like(store, model, random_like, seed, storage_options)
+        if layer is not None and layer != like_layer:
+            raise ActstoreError(f"--layer {layer}: a random control sits at its vector's layer ({like_layer}); omit --layer")
+        layer = like_layer
+    if layer is None:
+        raise ActstoreError("--layer is required (except with --random-like)")
     if not np.isfinite(coefficient):
         raise ActstoreError(f"--coefficient must be a finite number, got {coefficient}")
     lens = open_lens(store, model, storage_options)
@@ -71,7 +93,7 @@ def define_vector(store: str, model: str, name: str, layer: int, *, from_states:
         vector, info = vector_from_states(store, model, layer, from_states, minus, storage_options)
     elif from_unembedding is not None:
         vector, info = vector_from_unembedding(lens, from_unembedding, minus)
-    else:
+    elif random_like is None:
         vector, info = vector_from_file(from_file)
     if vector.shape != (d_model,):
         raise ActstoreError(f"the vector has {vector.shape[0]} dimensions but {model!r} has hidden size {d_model}")
