@@ -177,7 +177,7 @@ def test_sweep_table(setup, cli, tmp_path):
     run = actstore.open_run(store, name, "texts")
     h = run.hidden.sel(layer=LAYER).values[run.position.values > 0]
     median = np.median(np.linalg.norm(h.astype(np.float64), axis=-1))
-    np.testing.assert_allclose(table.relative_strength.values, [2, 8] * np.linalg.norm(vector) / median, rtol=1e-5)
+    np.testing.assert_allclose(table.relative_strength.values, np.array([2, 8]) * np.linalg.norm(vector) / median, rtol=1e-5)
     assert table.forecast.notna().all() and table.control_effect.notna().all()
     assert table.effect.iloc[1] > 0    # W_U(" t") − W_U(" table") raises " t" against " table" at the last position
     assert "| t-table | 2 | 8 |" in markdown_table(table)

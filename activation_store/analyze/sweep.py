@@ -6,7 +6,9 @@ The effect is steered − unsteered on one metric per example, from ``per_exampl
 - ``diff:A,B``: Δ[log P(A) − log P(B)] (log-odds of set A against set B);
 - ``share:A,B``: Δ[share(A) − share(B)], shares of the sets' summed probability
   (with two sets, positive share minus negative share);
-- ``prob:A``: ΔP(A); ``logprob:A``: Δlog P(A); ``kl``: KL(baseline ‖ steered).
+- ``prob:A``: ΔP(A); ``logprob:A``: Δlog P(A); ``kl``: KL(baseline ‖ steered);
+- ``outcome:RULE=CATEGORY``: Δ share of continuations the outcome rule puts in CATEGORY
+  (e.g. ``outcome:arithmetic=shifted``; ``outcome_effect``; no lens forecast).
 Strengths are reported relative to the residual stream: coefficient × |v| / median |h|
 at the vector's layer (``relative_strength``). Pure functions; ``workflows.sweep``
 opens the recorded runs."""
@@ -20,11 +22,15 @@ import xarray as xr
 from ..errors import ActstoreError
 from .stats import grouped_mean_ci
 
-METRIC_HELP = "diff:A,B | share:A,B | prob:A | logprob:A | kl"
+METRIC_HELP = "diff:A,B | share:A,B | prob:A | logprob:A | kl | outcome:RULE=CATEGORY"
 
 
 def parse_metric(text: str) -> tuple[str, list[str]]:
-    """``"share:pos,neg"`` → ``("share", ["pos", "neg"])``; unknown forms are refused in one line."""
+    """``"share:pos,neg"`` → ``("share", ["pos", "neg"])``, ``"outcome:arithmetic=shifted"`` →
+    ``("outcome", ["arithmetic", "shifted"])``; unknown forms are refused in one line."""
+    outcome = re.fullmatch(r"outcome:([^=]+)=(.+)", (text or "").strip())
+    if outcome:
+        return "outcome", [outcome[1], outcome[2]]
     match = re.fullmatch(r"(diff|share|prob|logprob|kl)(?::(.*))?", (text or "").strip())
     kind = match[1] if match else None
     sets = [s.strip() for s in (match[2] or "").split(",") if s.strip()] if match else []
@@ -36,12 +42,23 @@ def parse_metric(text: str) -> tuple[str, list[str]]:
 
 def metric_sets(text: str) -> list[str]:
     """The target sets a metric reads."""
-    return parse_metric(text)[1]
+    kind, sets = parse_metric(text)
+    return [] if kind == "outcome" else sets
+
+
+def outcome_effect(categories: xr.DataArray, category: str) -> xr.DataArray:
+    """Δ share (over samples) of continuations in ``category`` per (condition, example), from ``outcomes``."""
+    hits = (categories == category).astype(np.float64).mean("sample")
+    base = int(np.flatnonzero(categories.coefficient.values == 0)[0])
+    delta = hits - hits.isel(condition=base).drop_vars("coefficient", errors="ignore")
+    return delta.assign_coords(coefficient=("condition", categories.coefficient.values))
 
 
 def effect(per: xr.Dataset, metric: str) -> xr.DataArray:
     """The metric's steered − unsteered change per (condition, example) from a ``per_example``/``lens_forecast`` set."""
     kind, sets = parse_metric(metric)
+    if kind == "outcome":
+        raise ActstoreError(f"--metric {metric!r} reads continuations; use outcome_effect on outcome categories")
     if kind == "kl":
         return per["kl"]
     known = [str(s) for s in per.set.values] if "set" in per.dims else []
@@ -61,7 +78,8 @@ def effect(per: xr.Dataset, metric: str) -> xr.DataArray:
     else:
         value = lp.sel(set=sets[0])
     value = value.drop_vars("set", errors="ignore")
-    return value - value.isel(condition=base)
+    delta = value - value.isel(condition=base).drop_vars("coefficient", errors="ignore")
+    return delta.assign_coords(coefficient=("condition", per.coefficient.values))
 
 
 def residual_norm(states: xr.DataArray) -> float:

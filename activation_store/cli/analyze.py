@@ -200,8 +200,8 @@ def intervention(store, model, dataset, vector, targets, rule, bootstrap, no_for
               help="A recorded vector (extract --intervene); repeat for a sweep over layers.")
 @click.option("--control", "controls", multiple=True,
               help="Its random control (steering define --random-like), one per --vector, in the same order.")
-@click.option("--target-tokens", "targets", required=True, help="Target sets (a .json of named sets).")
-@click.option("--metric", required=True, help="diff:A,B | share:A,B | prob:A | logprob:A | kl (steered - unsteered).")
+@click.option("--target-tokens", "targets", default=None, help="Target sets (a .json of named sets) the metric reads.")
+@click.option("--metric", required=True, help="diff:A,B | share:A,B | prob:A | logprob:A | kl | outcome:RULE=CATEGORY (steered - unsteered).")
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% interval.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True)
 @store_options

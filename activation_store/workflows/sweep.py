@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..analyze.intervention import forecast_states, lens_forecast, per_example, set_ids
-from ..analyze.sweep import effect, metric_sets, residual_norm, sweep_rows, verdict
+from ..analyze.intervention import (forecast_states, lens_forecast, outcome_rule, outcomes, per_example, set_ids)
+from ..analyze.sweep import effect, metric_sets, outcome_effect, parse_metric, residual_norm, sweep_rows, verdict
 from ..errors import ActstoreError
 from ..extract.interventions import InterventionResult, InterventionSpec, record_interventions
 from ..extract.spec import RunSpec
@@ -55,7 +55,7 @@ def sweep_pair(store: str | Store, model: str, dataset: str, vector: str, contro
                storage_options: dict[str, Any] | None = None) -> xr.Dataset:
     """One vector's sweep rows (``analyze.sweep.sweep_rows``) from its recorded run and its control's."""
     store = Store.open(store, storage_options)
-    sets = read_target_sets(targets) if isinstance(targets, str) else (targets or {})
+    sets = read_target_sets(targets) if isinstance(targets, str) else dict(targets or {})
     wanted = metric_sets(metric)
     missing = [s for s in wanted if s not in sets]
     if missing:
@@ -64,8 +64,15 @@ def sweep_pair(store: str | Store, model: str, dataset: str, vector: str, contro
     lens = open_lens(store, model)
     vocab = lens[layout.VOCAB_TOKEN].values
 
+    kind, args = parse_metric(metric)
+
     def measured(name: str) -> tuple[xr.Dataset, xr.DataArray]:
         ds = open_recorded(store, model, dataset, name)
+        if kind == "outcome":
+            rule = outcome_rule(args[0])
+            if args[1] not in rule.categories:
+                raise ActstoreError(f"--metric {metric!r}: rule {args[0]!r} has categories {', '.join(rule.categories)}")
+            return ds, outcome_effect(outcomes(ds, rule), args[1])
         ids = set_ids(ds, sets, vocab) if sets else None
         return ds, effect(per_example(ds, ids), metric)
 
@@ -74,7 +81,7 @@ def sweep_pair(store: str | Store, model: str, dataset: str, vector: str, contro
     layer = int(ds.attrs["layer"])
     steer = read_vector(store, model, vector)
     predicted = None
-    states = forecast_states(ds, layer) if forecast else None
+    states = forecast_states(ds, layer) if forecast and kind != "outcome" else None
     if states is not None:
         ids = set_ids(ds, sets, vocab) if sets else None
         predicted = effect(lens_forecast(states, lens, steer.vector, ds.coefficient.values, ids, ds.support_id.values),

@@ -1,0 +1,275 @@
+"""Steering sweeps on the packaged models, each vector beside a random control of the same norm, written as
+``docs/interventions.md``. One command reruns everything (recordings already in the store are reused):
+
+    python examples/steering_sweeps.py [--store ./sweeps.zarr] [--doc docs/interventions.md] [--items 60]
+
+Experiments (PAPER.md: multilingual sentiment, arithmetic, code ``range(``):
+- sentiment: W_U(" good") − W_U(" bad") (English) and the same-language pair (好/坏 on sentiment-zh,
+  " bueno"/" malo" on sentiment-es) on Gemma 3 270M, at all prompt positions, layers around 53% depth;
+  metric: positive share − negative share of the next token over the two target sets;
+- arithmetic: the ActAdd state difference "<r> equals to <a+1> plus" − "<r> equals to <a> plus" on
+  Qwen2.5-Coder 0.5B at the last position of "{a+b}={a}+", greedy continuation; metric: share of
+  answers b − 1 (the predicted shift); the unsteered accuracy is reported first;
+- code: W_U("start") − W_U("end") and W_U(" start") − W_U(" end") at the last position of HumanEval
+  functions cut after a one-argument ``range(``; metric: log P(start) − log P(end) of the next token,
+  and P("0") (the start argument the vector should bring).
+Strengths are chosen relative to the residual stream: coefficient = r × median |h| / |v| at the layer."""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from num2words import num2words
+
+import actstore
+from activation_store.extract.datasets.code import humaneval
+from activation_store.extract.datasets.sentiment import sentiment_es, sentiment_zh
+from activation_store.extract.interventions import InterventionSpec
+from activation_store.extract.spec import RunSpec
+from activation_store.store import open_lens
+from activation_store.workflows.steering import define_vector
+from activation_store.workflows.sweep import define_control, markdown_table, record_pair, sweep_table, table_verdict
+
+ZH_POS = ["好", "棒", "喜欢", "满意", "不错", "推荐", "值得", "赞", "完美"]
+ZH_NEG = ["差", "坏", "失望", "糟糕", "垃圾", "后悔", "退货", "烂", "不好"]
+ES_POS = [" bueno", " buena", " excelente", " genial", " perfecto", " encanta", " recomiendo", " contento", " feliz"]
+ES_NEG = [" malo", " mala", " terrible", " horrible", " pésimo", " decepcionado", " defectuoso", " triste", " peor"]
+
+
+@dataclass
+class Experiment:
+    key: str
+    title: str
+    model: str
+    rows: list[dict]                 # jsonl rows: id + variants
+    prompt_variant: str
+    vectors: dict[str, dict]         # vector kind → define_vector keywords (without the layer)
+    layers: list[int]
+    positions: str
+    metrics: list[tuple[str, int]]   # (metric, predicted sign); the first decides the verdict
+    relative: list[float] | None = None       # strengths relative to the residual norm …
+    coefficients: list[float] | None = None   # … or absolute coefficients
+    targets: dict[str, list[str]] = field(default_factory=dict)
+    generate: int = 0
+    extra_variants: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def vocabulary_filter(store: str, model: str, sets: dict[str, list[str]]) -> dict[str, list[str]]:
+    vocab = set(open_lens(store, model).vocab_token.values.tolist())
+    return {name: [t for t in members if t in vocab] for name, members in sets.items()}
+
+
+def median_norm(store: str, model: str, dataset: str, variant: str, layer: int) -> float:
+    run = actstore.open_run(store, model, dataset)
+    keep = (run.position.values > 0) & np.isin(run.token_example.values,
+                                               np.flatnonzero(run.variant.values == variant))
+    h = run.hidden.sel(layer=layer).values[keep].astype(np.float64)
+    return float(np.median(np.linalg.norm(h, axis=-1)))
+
+
+def run_experiment(exp: Experiment, store: str, work: Path, n_boot: int) -> dict:
+    started = time.perf_counter()
+    data = work / f"{exp.key}.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in exp.rows) + "\n", encoding="utf-8")
+    run = actstore.extract(model=exp.model, dataset=str(data), store=store, dtype="float32", progress=False,
+                           variants=[exp.prompt_variant, *exp.extra_variants])
+    model = run.model
+    targets = vocabulary_filter(store, model, exp.targets)
+    target_file = work / f"{exp.key}-targets.json"
+    target_file.write_text(json.dumps(targets, ensure_ascii=False), encoding="utf-8")
+    spec = RunSpec(exp.model, str(data), store, variants=[exp.prompt_variant], progress=False, batch_size=16)
+    pairs, strengths = [], []
+    for layer in exp.layers:
+        for kind, how in exp.vectors.items():
+            name = f"{exp.key}-{kind}-L{layer}"
+            _, vector, _ = define_vector(store, model, name, layer, overwrite=True, **how)
+            control = define_control(store, model, name, seed=0)
+            h = median_norm(store, model, exp.key, exp.prompt_variant, layer)
+            coefficients = exp.coefficients or [round(r * h / float(np.linalg.norm(vector)), 3) for r in exp.relative]
+            record_pair(spec, InterventionSpec(name, coefficients, positions=exp.positions, generate=exp.generate,
+                                               target_tokens=str(target_file) if targets else None), control)
+            pairs.append((name, control))
+            strengths.append((name, layer, float(np.linalg.norm(vector)), h, coefficients))
+    tables = {metric: sweep_table(store, model, exp.key, pairs, metric, targets or None, n_boot=n_boot)
+              for metric, _ in exp.metrics}
+    return {"exp": exp, "tables": tables, "targets": targets, "strengths": strengths, "model": model,
+            "seconds": time.perf_counter() - started, "store": store}
+
+
+# --- the experiments -------------------------------------------------------------------------------------------
+
+def sentiment_rows(dataset, variant: str, n: int) -> list[dict]:
+    items = dataset.items
+    if variant == "zh":  # balance the labelled reviews (pos-…, neg-…)
+        pos = [i for i in items if i[0].startswith("pos")][: n // 2]
+        neg = [i for i in items if i[0].startswith("neg")][: n - n // 2]
+        items = pos + neg
+    else:
+        items = random.Random(0).sample(list(items), min(n, len(items)))
+    return [{"id": item, variant: texts[variant]} for item, texts in items]
+
+
+def arithmetic_rows(n: int) -> list[dict]:
+    pairs = [(a, b) for a in range(1, 40) for b in range(2, 10)]
+    random.Random(0).shuffle(pairs)
+    return [{"id": f"{a}+{b}", "prompt": f"{a + b}={a}+", "plus1": f"{num2words(a + b)} equals to {num2words(a + 1)} plus",
+             "base": f"{num2words(a + b)} equals to {num2words(a)} plus"} for a, b in pairs[:n]]
+
+
+STDLIB = ("heapq.py", "random.py", "statistics.py", "difflib.py", "textwrap.py", "bisect.py", "base64.py",
+          "colorsys.py", "fractions.py", "calendar.py", "shlex.py", "string.py", "quopri.py", "pprint.py")
+
+
+def range_rows(n: int) -> list[dict]:
+    """Functions (code without docstring) cut just after the "(" of each one-argument ``range(`` call: HumanEval's,
+    then the standard library's (a few pure-Python modules, via ``code:PATH``), up to ``n`` prompts."""
+    import sysconfig
+
+    from activation_store.extract.datasets.code import from_path
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    sources = list(humaneval().items) + [item for name in STDLIB if (stdlib / name).is_file()
+                                         for item in from_path(stdlib / name).items]
+    rows = []
+    for item, texts in sources:
+        code = texts["code"]
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            continue
+        lines = code.splitlines(keepends=True)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
+                    and len(node.args) == 1 and not node.keywords):
+                offset = sum(len(line) for line in lines[: node.lineno - 1]) + node.func.end_col_offset
+                if code[offset] == "(" and len(code[: offset + 1]) <= 1500:
+                    rows.append({"id": f"{item}@{offset}", "code": code[: offset + 1]})
+        if len(rows) >= n:
+            break
+    return rows[:n]
+
+
+def experiments(n: int) -> list[Experiment]:
+    good_bad = {"from_unembedding": " good", "minus": " bad"}
+    sentiment = dict(layers=[6, 10, 14], positions="all", relative=[0.25, 0.5, 1.0],
+                     metrics=[("share:pos,neg", +1), ("diff:pos,neg", +1)])
+    return [
+        Experiment("sentiment-zh", "Multilingual sentiment: Chinese reviews (sentiment-zh)", "gemma3-270m",
+                   sentiment_rows(sentiment_zh(), "zh", n), "zh",
+                   {"en-good-bad": good_bad, "zh-hao-huai": {"from_unembedding": "好", "minus": "坏"}},
+                   targets={"pos": ZH_POS, "neg": ZH_NEG}, **sentiment),
+        Experiment("sentiment-es", "Multilingual sentiment: Spanish review openings (sentiment-es)", "gemma3-270m",
+                   sentiment_rows(sentiment_es(), "es", n), "es",
+                   {"en-good-bad": good_bad, "es-bueno-malo": {"from_unembedding": " bueno", "minus": " malo"}},
+                   targets={"pos": ES_POS, "neg": ES_NEG}, **sentiment),
+        Experiment("arith", "Arithmetic: \"{a+b}={a}+\" with the a→a+1 state difference", "qwen2.5-coder-0.5b",
+                   arithmetic_rows(n), "prompt",
+                   {"actadd-a-plus-one": {"from_states": "arith:variant=plus1", "minus": "arith:variant=base"}},
+                   layers=[10, 13, 16], positions="last", coefficients=[1.0, 2.0, 3.0], generate=2,
+                   metrics=[("outcome:arithmetic=shifted", +1), ("outcome:arithmetic=unchanged", -1)],
+                   extra_variants=["plus1", "base"]),
+        Experiment("range", "Code: `range(` start/end steering (HumanEval)", "qwen2.5-coder-0.5b",
+                   range_rows(n), "code",
+                   {"start-end": {"from_unembedding": "start", "minus": "end"},
+                    "sp-start-end": {"from_unembedding": " start", "minus": " end"}},
+                   layers=[10, 13], positions="last", relative=[0.5, 1.0, 2.0],
+                   targets={"start": ["start", " start"], "end": ["end", " end"], "zero": ["0"]},
+                   metrics=[("diff:start,end", +1), ("prob:zero", +1)]),
+    ]
+
+
+# --- the markdown --------------------------------------------------------------------------------------------
+
+def render(results: list[dict], command: str) -> str:
+    out = ["## Interventions with a measured effect", "",
+           "Produced by `examples/steering_sweeps.py` (CPU, float32; this machine is shared by several engineers, so "
+           "times are loaded-machine times). Each effect is steered − unsteered on the metric, averaged over prompts, "
+           "with a 95% percentile-bootstrap interval over items (`analyze.stats`); the *random control* is a vector of "
+           "the same norm at the same layer in a random direction (seed 0, `actstore steering define --random-like`), "
+           "recorded with the same coefficients; the *lens forecast* is the logit lens at the vector's layer (final "
+           "norm applied) on the unsteered last-token states with and without coefficient × v. Relative strength = "
+           "coefficient × |v| / median |h| over the prompts' tokens (BOS excluded) at that layer.", "",
+           f"Rerun: `{command}`", ""]
+    for result in results:
+        exp = result["exp"]
+        out += [f"### {exp.title}", "",
+                f"Model `{exp.model}`, {len(exp.rows)} prompts, positions `{exp.positions}`, layers "
+                f"{', '.join(map(str, exp.layers))}; run time {result['seconds']:.0f} s."]
+        if result["targets"]:
+            out.append("Target sets (vocabulary strings present in the model): " + "; ".join(
+                f"{k}: {' '.join(repr(t) for t in v)}" for k, v in result["targets"].items()) + ".")
+        if exp.note:
+            out.append(exp.note)
+        if "baseline" in result:
+            out.append(result["baseline"])
+        out.append("")
+        for (metric, sign), table in zip(exp.metrics, result["tables"].values()):
+            found = table_verdict(table, sign)
+            direction = "up" if sign > 0 else "down"
+            out += [f"Metric `{metric}` (predicted: {direction}).", "", markdown_table(table), ""]
+            if found["shown"]:
+                row = found["row"]
+                out.append(f"**Verdict: shown** — `{row.vector}` at layer {row.layer}, coefficient {row.coefficient:g} "
+                           f"(relative {row.relative_strength:.2f}): {row.effect:+.4f} [{row.effect_low:+.4f}, "
+                           f"{row.effect_high:+.4f}], control {row.control_effect:+.4f} [{row.control_low:+.4f}, "
+                           f"{row.control_high:+.4f}].")
+            else:
+                out.append("**Verdict: not shown** — no (layer, strength) above moved the metric in the predicted "
+                           "direction with a CI excluding zero while its random control did not.")
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
+def arithmetic_baseline(result: dict) -> str:
+    from activation_store.analyze.intervention import outcome_rule, outcome_shares, outcomes
+    from activation_store.store.interventions import open_recorded
+
+    name = result["strengths"][0][0]
+    ds = open_recorded(result["store"], result["model"], "arith", name)
+    rule = outcome_rule("arithmetic")
+    shares = outcome_shares(outcomes(ds, rule), rule.categories, 1000)
+    base = shares.isel(condition=0)
+    cells = ", ".join(f"{c} {float(s):.3f} [{float(lo):.3f}, {float(hi):.3f}]" for c, s, lo, hi in
+                      zip(base.category.values, base.share.values, base.ci_low.values, base.ci_high.values))
+    return (f"Unsteered greedy answers to \"{{a+b}}={{a}}+\" (b, the correct answer = *unchanged*): {cells}. "
+            f"Steering predicts *shifted* (b − 1).")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default="./sweeps.zarr")
+    parser.add_argument("--doc", default="docs/interventions.md")
+    parser.add_argument("--items", type=int, default=60)
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--only", default=None, help="Comma-separated experiment keys (sentiment-zh, sentiment-es, arith, range).")
+    args = parser.parse_args()
+    work = Path(args.store).with_suffix(".inputs")
+    work.mkdir(parents=True, exist_ok=True)
+    chosen = [e for e in experiments(args.items) if not args.only or e.key in args.only.split(",")]
+    results = []
+    for exp in chosen:
+        result = run_experiment(exp, args.store, work, args.bootstrap)
+        if exp.key == "arith":
+            result["baseline"] = arithmetic_baseline(result)
+        results.append(result)
+        print(f"{exp.key}: {result['seconds']:.0f}s", flush=True)
+        for metric, table in result["tables"].items():
+            print(metric)
+            print(markdown_table(table), flush=True)
+    command = "python examples/steering_sweeps.py" + (f" --items {args.items}" if args.items != 60 else "") + \
+        (f" --only {args.only}" if args.only else "")
+    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.doc).write_text(render(results, command), encoding="utf-8")
+    print(f"wrote {args.doc}")
+
+
+if __name__ == "__main__":
+    main()
