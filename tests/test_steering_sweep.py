@@ -216,3 +216,14 @@ def test_metrics_and_verdict():
     found = table_verdict(table, +1)
     assert found["shown"] and found["row"].coefficient == 1.0   # coefficient 2's control shows the effect too
     assert not table_verdict(table, -1)["shown"]
+
+
+def test_explicit_builtin_signatures():
+    """range/slice/getattr… have no inspectable signature: the code dataset's table names their parameters,
+    range's by argument count (range(stop) vs range(start, stop[, step]))."""
+    from activation_store.extract.datasets.code import annotate
+
+    source = "range(n)\nrange(1, n)\nrange(0, n, 2)\ngetattr(o, name)\nslice(k)\n"
+    marks = [(source[:m.char].count("\n"), m.target, m.alternatives) for m in annotate(source)]
+    assert marks == [(0, "stop", ("n",)), (1, "start", ("1",)), (1, " stop", (" n",)), (2, "start", ("0",)),
+                     (2, " stop", (" n",)), (2, " step", (" 2",)), (3, "object", ("o",)), (4, "stop", ("k",))]

