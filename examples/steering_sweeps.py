@@ -1,7 +1,7 @@
 """Steering sweeps on the packaged models, each vector beside a random control of the same norm, written as
 ``docs/interventions.md``. One command reruns everything (recordings already in the store are reused):
 
-    python examples/steering_sweeps.py [--store ./sweeps.zarr] [--doc docs/interventions.md] [--items 60]
+    python examples/steering_sweeps.py [--store ./sweeps.zarr] [--doc docs/interventions.md] [--items 30] [--full]
 
 Experiments (PAPER.md: multilingual sentiment, arithmetic, code ``range(``):
 - sentiment: W_U(" good") − W_U(" bad") (English) and the same-language pair (好/坏 on sentiment-zh,
@@ -73,6 +73,25 @@ def median_norm(store: str, model: str, dataset: str, variant: str, layer: int) 
                                                np.flatnonzero(run.variant.values == variant))
     h = run.hidden.sel(layer=layer).values[keep].astype(np.float64)
     return float(np.median(np.linalg.norm(h, axis=-1)))
+
+
+def analyze_only(exp: Experiment, store: str, n_boot: int) -> dict | None:
+    """The tables from whatever (vector, control) pairs of ``exp`` the store already holds; nothing is run."""
+    from activation_store.store import Store
+    from activation_store.store.interventions import list_recorded
+
+    recorded = {(d, v) for _, d, v, _ in list_recorded(Store.open(store))}
+    pairs = [(f"{exp.key}-{kind}-L{layer}", f"{exp.key}-{kind}-L{layer}-random0") for layer in exp.layers
+             for kind in exp.vectors]
+    pairs = [p for p in pairs if (exp.key, p[0]) in recorded and (exp.key, p[1]) in recorded]
+    if not pairs:
+        return None
+    targets = json.loads((Path(store).with_suffix(".inputs") / f"{exp.key}-targets.json").read_text(encoding="utf-8"))
+    model = {"gemma3-270m": "gemma3-270m", "qwen2.5-coder-0.5b": "qwen2.5-coder-0.5b"}[exp.model]
+    tables = {metric: sweep_table(store, model, exp.key, pairs, metric, targets or None, n_boot=n_boot)
+              for metric, _ in exp.metrics}
+    return {"exp": exp, "tables": tables, "targets": targets, "strengths": [(p[0],) for p in pairs], "model": model,
+            "seconds": float("nan"), "store": store, "pairs": pairs}
 
 
 def run_experiment(exp: Experiment, store: str, work: Path, n_boot: int) -> dict:
@@ -150,39 +169,41 @@ def range_rows(n: int) -> list[dict]:
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
                     and len(node.args) == 1 and not node.keywords):
                 offset = sum(len(line) for line in lines[: node.lineno - 1]) + node.func.end_col_offset
-                if code[offset] == "(" and len(code[: offset + 1]) <= 1500:
+                if code[offset] == "(" and len(code[: offset + 1]) <= 700:
                     rows.append({"id": f"{item}@{offset}", "code": code[: offset + 1]})
         if len(rows) >= n:
             break
     return rows[:n]
 
 
-def experiments(n: int) -> list[Experiment]:
+def experiments(n: int, full: bool = False) -> list[Experiment]:
+    """The sweeps, cheapest first. ``full``: more layers and strengths (hours on a shared 2-core machine)."""
     good_bad = {"from_unembedding": " good", "minus": " bad"}
-    sentiment = dict(layers=[6, 10, 14], positions="all", relative=[0.25, 0.5, 1.0],
+    sentiment = dict(layers=[6, 10, 14] if full else [10], positions="all",
+                     relative=[0.25, 0.5, 1.0] if full else [0.5, 1.0],
                      metrics=[("share:pos,neg", +1), ("diff:pos,neg", +1)])
     return [
+        Experiment("arith", "Arithmetic: \"{a+b}={a}+\" with the a→a+1 state difference", "qwen2.5-coder-0.5b",
+                   arithmetic_rows(n), "prompt",
+                   {"actadd-a-plus-one": {"from_states": "arith:variant=plus1", "minus": "arith:variant=base"}},
+                   layers=[10, 13, 16] if full else [13], positions="last", coefficients=[1.0, 2.0, 3.0], generate=2,
+                   metrics=[("outcome:arithmetic=shifted", +1), ("outcome:arithmetic=unchanged", -1)],
+                   extra_variants=["plus1", "base"]),
         Experiment("sentiment-zh", "Multilingual sentiment: Chinese reviews (sentiment-zh)", "gemma3-270m",
                    sentiment_rows(sentiment_zh(), "zh", n), "zh",
                    {"en-good-bad": good_bad, "zh-hao-huai": {"from_unembedding": "好", "minus": "坏"}},
                    targets={"pos": ZH_POS, "neg": ZH_NEG}, **sentiment),
+        Experiment("range", "Code: `range(` start/end steering (HumanEval + stdlib functions)", "qwen2.5-coder-0.5b",
+                   range_rows(n), "code",
+                   {"start-end": {"from_unembedding": "start", "minus": "end"},
+                    "sp-start-end": {"from_unembedding": " start", "minus": " end"}},
+                   layers=[10, 13] if full else [13], positions="last", relative=[0.5, 1.0, 2.0] if full else [1.0, 2.0],
+                   targets={"start": ["start", " start"], "end": ["end", " end"], "zero": ["0"]},
+                   metrics=[("diff:start,end", +1), ("prob:zero", +1)]),
         Experiment("sentiment-es", "Multilingual sentiment: Spanish review openings (sentiment-es)", "gemma3-270m",
                    sentiment_rows(sentiment_es(), "es", n), "es",
                    {"en-good-bad": good_bad, "es-bueno-malo": {"from_unembedding": " bueno", "minus": " malo"}},
                    targets={"pos": ES_POS, "neg": ES_NEG}, **sentiment),
-        Experiment("arith", "Arithmetic: \"{a+b}={a}+\" with the a→a+1 state difference", "qwen2.5-coder-0.5b",
-                   arithmetic_rows(n), "prompt",
-                   {"actadd-a-plus-one": {"from_states": "arith:variant=plus1", "minus": "arith:variant=base"}},
-                   layers=[10, 13, 16], positions="last", coefficients=[1.0, 2.0, 3.0], generate=2,
-                   metrics=[("outcome:arithmetic=shifted", +1), ("outcome:arithmetic=unchanged", -1)],
-                   extra_variants=["plus1", "base"]),
-        Experiment("range", "Code: `range(` start/end steering (HumanEval)", "qwen2.5-coder-0.5b",
-                   range_rows(n), "code",
-                   {"start-end": {"from_unembedding": "start", "minus": "end"},
-                    "sp-start-end": {"from_unembedding": " start", "minus": " end"}},
-                   layers=[10, 13], positions="last", relative=[0.5, 1.0, 2.0],
-                   targets={"start": ["start", " start"], "end": ["end", " end"], "zero": ["0"]},
-                   metrics=[("diff:start,end", +1), ("prob:zero", +1)]),
     ]
 
 
@@ -202,7 +223,9 @@ def render(results: list[dict], command: str) -> str:
         exp = result["exp"]
         out += [f"### {exp.title}", "",
                 f"Model `{exp.model}`, {len(exp.rows)} prompts, positions `{exp.positions}`, layers "
-                f"{', '.join(map(str, exp.layers))}; run time {result['seconds']:.0f} s."]
+                f"{', '.join(map(str, exp.layers))}; "
+                + (f"run time {result['seconds']:.0f} s." if result['seconds'] == result['seconds'] else
+                   f"pairs recorded: {', '.join(v for v, _ in result['pairs'])}.")]
         if result["targets"]:
             out.append("Target sets (vocabulary strings present in the model): " + "; ".join(
                 f"{k}: {' '.join(repr(t) for t in v)}" for k, v in result["targets"].items()) + ".")
@@ -247,16 +270,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="./sweeps.zarr")
     parser.add_argument("--doc", default="docs/interventions.md")
-    parser.add_argument("--items", type=int, default=60)
+    parser.add_argument("--items", type=int, default=30)
+    parser.add_argument("--full", action="store_true", help="More layers and strengths (hours on a shared 2-core CPU).")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--analyze-only", action="store_true",
+                        help="Only the tables, from the recordings already in the store (nothing is run).")
     parser.add_argument("--only", default=None, help="Comma-separated experiment keys (sentiment-zh, sentiment-es, arith, range).")
     args = parser.parse_args()
     work = Path(args.store).with_suffix(".inputs")
     work.mkdir(parents=True, exist_ok=True)
-    chosen = [e for e in experiments(args.items) if not args.only or e.key in args.only.split(",")]
+    chosen = [e for e in experiments(args.items, args.full) if not args.only or e.key in args.only.split(",")]
+    command = "python examples/steering_sweeps.py" + (f" --items {args.items}" if args.items != 30 else "") + \
+        (" --full" if args.full else "") + (f" --only {args.only}" if args.only else "")
+    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
     results = []
     for exp in chosen:
-        result = run_experiment(exp, args.store, work, args.bootstrap)
+        result = (analyze_only(exp, args.store, args.bootstrap) if args.analyze_only
+                  else run_experiment(exp, args.store, work, args.bootstrap))
+        if result is None:
+            continue
         if exp.key == "arith":
             result["baseline"] = arithmetic_baseline(result)
         results.append(result)
@@ -264,11 +296,8 @@ def main() -> None:
         for metric, table in result["tables"].items():
             print(metric)
             print(markdown_table(table), flush=True)
-    command = "python examples/steering_sweeps.py" + (f" --items {args.items}" if args.items != 60 else "") + \
-        (f" --only {args.only}" if args.only else "")
-    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.doc).write_text(render(results, command), encoding="utf-8")
-    print(f"wrote {args.doc}")
+        Path(args.doc).write_text(render(results, command), encoding="utf-8")  # after each experiment
+        print(f"wrote {args.doc}", flush=True)
 
 
 if __name__ == "__main__":
