@@ -104,6 +104,16 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.fixture(scope="session")
+def _forked_cli():
+    from forked_cli import ForkedCli
+
+    return ForkedCli()
+
+
 @pytest.fixture
-def cli():
-    return run_cli
+def cli(_forked_cli):
+    """``cli(*args)`` → exit code, stdout and stderr of the command's own ``main()`` in a fresh forked process
+    (tests/forked_cli.py): what a user sees, without paying the imports per call. Tests about the interpreter
+    start itself (installs, first-run messages) use ``run_cli``."""
+    return _forked_cli

@@ -259,12 +259,9 @@ def test_rows_are_unique_and_plenty():
 def test_every_bad_input_gets_one_line_and_leaves_stores_alone(world, monkeypatch):
     monkeypatch.setenv("ACTSTORE_CACHE", str(world["tmp"] / "cache"))  # a failed GGUF conversion caches nothing here
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cli = ForkedCli(workers=2)
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            outcomes = list(pool.map(lambda item: check(item[1], item[0], world, cli), enumerate(ROWS)))
-    finally:
-        cli.close()
+    cli = ForkedCli()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(lambda item: check(item[1], item[0], world, cli), enumerate(ROWS)))
     failures = [f"{row.name}: {outcome}" for row, outcome in zip(ROWS, outcomes) if outcome is not None]
     slowest = sorted(world["seconds"].items(), key=lambda item: -item[1])[:5]
     print(f"\nbad inputs tried {len(ROWS)} / handled {len(ROWS) - len(failures)}; slowest: "

@@ -32,10 +32,8 @@ def tree_hash(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def base(tiny_model_dir, tmp_path_factory):
+def base(tiny_model_dir, tmp_path_factory, _forked_cli):
     """A store with a plain run and two vectors, made through the CLI."""
-    from conftest import run_cli
-
     model_dir = tiny_model_dir("llama")
     root = tmp_path_factory.mktemp("intervene-cli")
     data = root / "pairs.jsonl"
@@ -47,7 +45,7 @@ def base(tiny_model_dir, tmp_path_factory):
                   "--from-states", "pairs:variant=en:item=good", "--minus", "pairs:variant=en:item=bad"],
                  ["steering", "define", "--store", store, "--model", model_dir, "--name", "the-table", "--layer", "1",
                   "--from-unembedding", "The", "--minus", " table", "--coefficient", "2"]):
-        result = run_cli(*args)
+        result = _forked_cli(*args)
         assert result.returncode == 0, result.stderr
     return model_dir, root, data, store
 
