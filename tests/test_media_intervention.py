@@ -98,8 +98,9 @@ def test_replace_at_image_positions(llava_store):
                                ds.target_logprob.values[2, 0], rtol=1e-4, atol=1e-4)
 
 
-def _model_logprobs(model_dir: Path, image_path: Path, value: np.ndarray, mode: str, left_only: bool = False) -> np.ndarray:
-    """log P(red), log P(blue) after the prompt, from the model itself with a plain torch hook on its first block
+def _model_logprobs(model_dir: Path, image_path: Path, value: np.ndarray, mode: str, left_only: bool = False,
+                    blocks: tuple[int, ...] = (0,)) -> np.ndarray:
+    """log P(red), log P(blue) after the prompt, from the model itself with plain torch hooks on its ``blocks``
     (at every image token, or at those of the grid's two left columns)."""
     from PIL import Image
     from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -119,15 +120,37 @@ def _model_logprobs(model_dir: Path, image_path: Path, value: np.ndarray, mode: 
         hidden[0, where] = v if mode == "replace" else hidden[0, where] + v
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
-    handle = model.model.language_model.layers[0].register_forward_hook(hook)
+    handles = [model.model.language_model.layers[b].register_forward_hook(hook) for b in blocks]
     try:
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=inputs["pixel_values"]).logits
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     logp = torch.log_softmax(logits[0, -1].double(), -1).numpy()
     vocab = processor.tokenizer
     return logp[[vocab.convert_tokens_to_ids("red"), vocab.convert_tokens_to_ids("blue")]]
+
+
+def test_replace_onward_holds_the_value_at_every_later_layer(llava_store):
+    """The paper's Chameleon recipe: the value replaces the image states at the vector's layer and every later one."""
+    from activation_store.store import Store
+    from activation_store.store.steering import read_vector
+
+    model_dir, _, _, store = llava_store
+    ds = _record(llava_store, onward=True)
+    assert ds.attrs["steered_layers"] == [1, 2] and ds.attrs["config"]["onward"] is True
+    vector = read_vector(Store.open(store), model_dir.name, "red-blue").vector
+    states, steered = ds.states.values, ds.steered.values
+    np.testing.assert_allclose(states[2, 1][steered], np.broadcast_to(3.0 * vector, (steered.sum(), 32)), rtol=1e-6)
+    last = states[2, 2][steered]             # the last block's output, replaced, then the final norm: one state
+    np.testing.assert_allclose(last, np.broadcast_to(last[0], last.shape), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(states[0, 2][steered], states[0, 2][steered][0])
+    before = ds.position.values < ds.media_start.values[ds.token_example.values]  # the prompt before the image
+    assert before.any()
+    np.testing.assert_array_equal(states[2, 2][before], states[0, 2][before])
+    np.testing.assert_allclose(_model_logprobs(model_dir, llava_store[1] / "split.png", 3.0 * vector, "replace",
+                                               blocks=(0, 1)), ds.target_logprob.values[2, 0], rtol=1e-4, atol=1e-4)
 
 
 def test_add_over_one_image_half(llava_store):
@@ -204,3 +227,12 @@ def test_cli_records_a_replace_and_refuses_a_bad_mode_in_one_line(llava_store, c
     ds = open_recorded(store, model_dir.name, "pics", "red-blue")
     assert ds.attrs["config"]["mode"] == "replace" and ds.attrs["config"]["positions"] == "image"
     assert ds.steered.values.sum() == 3 * 16
+    out = root / "results"
+    analysis = cli("analyze", "intervention", "--store", store, "--model", model_dir.name, "--dataset", "pics",
+                   "--vector", "red-blue", "--target-tokens", root / "targets.txt", "--bootstrap", "50", "--out", out)
+    assert analysis.returncode == 0, analysis.stderr
+    import pandas as pd
+
+    table = pd.read_csv(out / "intervention-red-blue.csv")
+    assert set(table.source) == {"measured"}  # the lens forecast adds at the last token: not what a replace did
+    assert (out / "intervention-red-blue.png").stat().st_size > 0

@@ -3,7 +3,8 @@
 For each coefficient c (0, the baseline, always included and first) the model runs
 over the dataset with c × vector added to (mode ``add``) or put in place of (mode
 ``replace``) the output of decoder layer l − 1 — the state stored as
-``hidden_states[l]`` (index 0 is the embeddings) — at the chosen prompt positions:
+``hidden_states[l]`` (index 0 is the embeddings) — and, with ``onward``, of every later
+decoder layer too (the paper's Chameleon intervention), at the chosen prompt positions:
 ``last``, ``all`` (the generated tokens are steered too), a Python slice
 ``START:END``, or the positions of one modality, ``image``/``audio``/``text``
 (``modality:image`` alike), or one half of each image's grid (``image:top``,
@@ -122,7 +123,7 @@ def parse_positions(text: str) -> str | slice:
     text = (text or "").strip()
     if text in ("all", "last"):
         return text
-    media = re.fullmatch(r"(?:modality:)?(image|audio|text)(?::(\w+))?", text)
+    media = re.fullmatch(rf"(?:modality:)?({'|'.join(MODALITIES)})(?::(\w+))?", text)
     if media and (media[2] is None or (media[1] == "image" and media[2] in HALVES)):
         return f"{media[1]}:{media[2]}" if media[2] else media[1]
     match = re.fullmatch(r"\s*(-?\d*)\s*:\s*(-?\d*)\s*", text)
@@ -172,7 +173,8 @@ def decoder_layers(net) -> torch.nn.ModuleList:
     """The language model's stack of decoder layers (the ModuleList as long as num_hidden_layers): a
     vision/audio-language model's is searched in its ``language_model``, never in its vision or audio tower."""
     n = net.config.get_text_config().num_hidden_layers
-    language = getattr(net.base_model, "language_model", None) or net.base_model
+    language = getattr(net.base_model, "language_model", None)
+    language = net.base_model if language is None else language
     direct = getattr(language, "layers", None)
     if isinstance(direct, torch.nn.ModuleList) and len(direct) == n:
         return direct
@@ -183,18 +185,21 @@ def decoder_layers(net) -> torch.nn.ModuleList:
 
 
 class Steering:
-    """A forward hook adding ``coefficient × vector`` where ``mask`` is 1 (batch × width), or with mode
-    ``replace`` putting it in place of the state there, before any other hook."""
+    """Forward hooks on one or more decoder layers adding ``coefficient × vector`` where ``mask`` is 1 (batch ×
+    width), or with mode ``replace`` putting it in place of the state there, before any other hook."""
 
-    def __init__(self, layer_module: torch.nn.Module, vector: torch.Tensor, mode: str = "add"):
-        self.module, self.vector, self.mode, self.value, self.mask = layer_module, vector, mode, None, None
+    def __init__(self, layer_modules: torch.nn.Module | list[torch.nn.Module], vector: torch.Tensor, mode: str = "add"):
+        self.modules = layer_modules if isinstance(layer_modules, list) else [layer_modules]
+        self.vector, self.mode, self.value, self.mask = vector, mode, None, None
 
     def __enter__(self):
-        self.handle = self.module.register_forward_hook(self._hook, prepend=True)  # before transformers' own recorder
+        # prepended: before transformers' own recorder, so the recorded hidden states show the change
+        self.handles = [module.register_forward_hook(self._hook, prepend=True) for module in self.modules]
         return self
 
     def __exit__(self, *exc):
-        self.handle.remove()
+        for handle in self.handles:
+            handle.remove()
 
     def set(self, coefficient: float, mask: torch.Tensor | None) -> None:
         """Steer the next forward passes with ``coefficient`` at ``mask``; coefficient 0 runs the model untouched."""
@@ -246,6 +251,7 @@ class InterventionSpec:
     coefficients: tuple[float, ...] | list[float] | str
     positions: str = "last"
     mode: str = "add"
+    onward: bool = False  # steer every later decoder layer's output too
     generate: int = 0
     seeds: tuple[int, ...] | list[int] | str | None = None
     target_tokens: str | None = None
@@ -329,6 +335,7 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
         "vector_sha": config_hash({"v": steer.vector.astype(np.float64).tolist()}),
         "coefficients": list(steering.coefficients), "positions": steering.positions,
         **({"mode": steering.mode} if steering.mode != "add" else {}),  # absent: add runs keep their hash
+        **({"onward": True} if steering.onward else {}),
         "generate": steering.generate,
         "seeds": list(steering.seeds) if steering.seeds is not None else None, "targets": wanted,
         "top_k": steering.top_k, "record_layers": layers,
@@ -363,6 +370,7 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
     })
     attrs = {
         "config": config, "config_hash": config_hash(config), "vector": steering.vector, "layer": steer.layer,
+        "steered_layers": steered_layers(steer.layer, n_decoder, steering.onward),
         "hook": steer.attrs.get("hook", ""), "positions": steering.positions, "mode": steering.mode,
         "provenance": spec.provenance(data, model, type(net).__name__, created=False),  # reruns write identical bytes
     }
@@ -388,6 +396,11 @@ def select_positions(tokens: TokenLayout, steering: InterventionSpec) -> list[np
                                 f"({example.variant}, {len(ids)} tokens){hint}")
         selected.append(chosen)
     return selected
+
+
+def steered_layers(layer: int, n_decoder: int, onward: bool) -> list[int]:
+    """The hidden-state layers that get the vector: its own, and with ``onward`` every later one through the last."""
+    return list(range(layer, n_decoder + 1)) if onward else [layer]
 
 
 def steer_mask(rows_positions: list[np.ndarray], width: int) -> torch.Tensor:
@@ -416,7 +429,9 @@ def _run(net, model: ModelPlan, tokens: TokenLayout, spec: RunSpec, steering: In
     generated = np.zeros((n_cond, len(samples), n_ex, generate), np.int64)
     hidden = np.zeros((n_cond, len(layers), tokens.n_tokens, vector.shape[0]), np.float32)
     token_start = 0
-    with Steering(decoder_layers(net)[steer.layer - 1], vector.float(), steering.mode) as steering_hook, \
+    blocks = decoder_layers(net)
+    hooked = [blocks[layer - 1] for layer in steered_layers(steer.layer, model.n_decoder_layers, steering.onward)]
+    with Steering(hooked, vector.float(), steering.mode) as steering_hook, \
             progress_bar(n_cond * n_ex, unit="ex", desc="intervene", enabled=spec.progress) as bar:
         for start in range(0, n_ex, batch_size):
             rows = tokens.ids[start:start + batch_size]
