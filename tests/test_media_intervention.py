@@ -220,7 +220,7 @@ def test_cli_records_a_replace_and_refuses_a_bad_mode_in_one_line(llava_store, c
     assert alone.returncode != 0 and "goes with --intervene" in alone.stderr
     assert _tree(Path(store)) == before
     done = cli(*common, "--coefficients", "0,2", "--positions", "modality:image", "--steer-mode", "replace",
-               "--overwrite")
+               "--target-tokens", root / "targets.txt", "--overwrite")
     assert done.returncode == 0, done.stderr
     from activation_store.store.interventions import open_recorded
 
