@@ -1,4 +1,4 @@
-"""Campaigns on a GPU (marker ``gpu``; skipped where CUDA is absent): ``benchmarks/gpu_check.sh`` runs these.
+"""Campaigns on a GPU (marker ``gpu``; skipped where CUDA is absent): ``pytest -m gpu`` on a GPU machine.
 
 A local cluster of one GPU worker (it declares ``GPU=1``, every task holds it) runs a tiny random model
 with ``--device cuda``; its states must match the CPU float32 run within float32 tolerance (bfloat16
