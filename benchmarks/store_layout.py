@@ -248,6 +248,8 @@ def readers_and_crashes(tmp: str, layouts: list[str], args, data) -> None:
         for block in range(4):
             write_chunks(hidden, block * args.chunk_tokens, part[:, block * args.chunk_tokens:(block + 1) * args.chunk_tokens])
         session.commit("4 blocks")
+        chunk_files = Path(f"{tmp}/crash.icechunk/chunks")
+        before = sum(1 for f in chunk_files.rglob("*") if f.is_file())
         session = repo.writable_session("main")
         hidden = zarr.open_array(session.store, path=f"{PATH}/hidden", mode="r+")
         for block in range(4, 6):
@@ -256,10 +258,10 @@ def readers_and_crashes(tmp: str, layouts: list[str], args, data) -> None:
         reader = zarr.open_array(repo.readonly_session(branch="main").store, path=f"{PATH}/hidden", mode="r")
         seen = reader[0, :, 0]
         committed_tokens = int(np.flatnonzero(seen != 0x7FC0).max() + 1) if (seen != 0x7FC0).any() else 0
-        objects = sum(1 for _ in Path(f"{tmp}/crash.icechunk/chunks").rglob("*") if _.is_file())
+        after = sum(1 for f in chunk_files.rglob("*") if f.is_file())
         print(f"icechunk, writer killed after 2 uncommitted blocks: the branch shows {committed_tokens:,} tokens "
-              f"(the last commit); {objects} chunk objects on disk, "
-              f"{objects - 4 * args.layers} of them unreferenced until garbage collection (repo.garbage_collect)")
+              f"(the last commit); chunk objects {before} -> {after}: {after - before} unreferenced until "
+              f"repo.garbage_collect")
 
 
 if __name__ == "__main__":
