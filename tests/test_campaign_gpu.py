@@ -75,3 +75,15 @@ def test_in_process_campaign_on_cuda_equals_single_cuda_run(tiny_model_dir, item
     result = run_campaign(specs, progress=False)
     assert result.resources is None and set(result.devices.values()) == {"cuda:0"}
     np.testing.assert_allclose(hidden(campaign, model), hidden(single, model), rtol=0, atol=1e-5)
+
+
+def test_more_gpu_workers_than_gpus_or_a_pinned_gpu_is_refused(tiny_model_dir, items, tmp_path):
+    from activation_store.errors import ActstoreError
+
+    model, store = tiny_model_dir("llama"), str(tmp_path / "acts.zarr")
+    too_many = torch.cuda.device_count() + 1
+    with pytest.raises(ActstoreError, match=f"--workers {too_many} --device cuda: one model per GPU"):
+        run_campaign([RunSpec(str(model), items, store, device="cuda", **OPTS)], workers=too_many, progress=False)
+    with pytest.raises(ActstoreError, match="would put every worker on one GPU"):
+        run_campaign([RunSpec(str(model), items, store, device="cuda:0", **OPTS)], workers=1, progress=False)
+    assert not (tmp_path / "acts.zarr").exists()
