@@ -329,8 +329,8 @@ def _execute(todo: list[RunPlan], run: Runner, threads: int | None, result: Camp
              batches_per_task: int, resources: dict[str, float] | None) -> None:
     """Prepare models, create new run groups, fill every missing chunk and commit as results arrive."""
     spec = todo[0].spec
+    store = Store.open(spec.store, spec.storage_options, mode="a")  # made here: prepare tasks racing to create it collide
     prepared = _prepare(todo, run, threads, resources)
-    store = Store.open(spec.store, spec.storage_options, mode="a")
     root = store.root
     for p in todo:
         if p.create:
