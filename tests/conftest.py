@@ -82,6 +82,19 @@ def tiny_model_dir(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread in this process for a module's tests: single-process references computed with the same
+    number of threads as each worker (or each --quiet subprocess) are bit-identical to theirs.
+    Use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def parallel_jsonl(tmp_path) -> Path:
     import json

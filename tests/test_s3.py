@@ -52,15 +52,7 @@ def s3(tmp_path_factory):
                 os.environ[key] = value
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """In-process extractions here too: one torch thread, as QUIET gives the subprocesses."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process extractions: one thread, as QUIET gives the subprocesses
 
 
 _buckets = itertools.count()

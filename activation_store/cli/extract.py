@@ -88,9 +88,6 @@ def extract(model, dataset, columns, id_column, store, variants, limit, bos, suf
         return
     if options.get("intervene") and campaign:
         raise click.UsageError("--intervene records one model over one dataset in this process")
-    if campaign and (device_map or compute_dtype or device not in ("auto", "cpu")):
-        raise click.UsageError("campaign workers run on CPU in float32 in this version; "
-                               "give --device/--compute-dtype/--device-map to single runs")
     recorded = run_intervention(options, specs[0])
     if recorded:
         click.echo(recorded)

@@ -14,7 +14,13 @@ its worker is rerun by dask and rewrites the same bytes.
 A run locked by another writer is skipped, named in the result, when the
 campaign has other runs to do — the other writer is finishing it, and the rest
 of the grid does not depend on it; when every run is locked the campaign is
-refused, as a single ``extract`` is."""
+refused, as a single ``extract`` is.
+
+Where the model runs is part of each task's model reference: ``--device`` and
+``--compute-dtype`` are settled on the client (the compute dtype is part of
+every run's configuration). On a cluster, ``cuda`` means each worker's own GPU:
+GPU workers declare one ``GPU`` resource (a local cluster's do, one worker per
+GPU) and every task holds it, so one model sits on one GPU."""
 from __future__ import annotations
 
 import contextlib
@@ -59,6 +65,13 @@ class RunPlan:
     committed: commits.Ranges = field(default_factory=list)
     create: bool = False  # a new (or replaced) run group, made after its model is prepared
     status: str = "written"
+    device: str = "cpu"  # where its tasks run: cpu, mps, cuda:N (in this process) or cuda (each worker's own GPU)
+    compute_dtype: str = "float32"
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(self.spec.model, self.spec.trust_remote_code, self.model.checksum, not self.spec.progress,
+                        self.device, self.compute_dtype)
 
     @property
     def name(self) -> str:
@@ -86,6 +99,8 @@ class CampaignResult:
     loads: dict[tuple[str, int], int] = field(default_factory=dict)  # (model, worker pid) -> loads
     written: dict[str, int] = field(default_factory=dict)  # run path -> tokens written
     peak_rss: dict[int, int] = field(default_factory=dict)  # worker pid -> bytes
+    devices: dict[int, str] = field(default_factory=dict)  # worker pid -> the device its forward passes ran on
+    resources: dict[str, float] | None = None  # what each task held on the cluster ({"GPU": 1})
 
     @property
     def recompute_fraction(self) -> float:
@@ -139,8 +154,39 @@ def plan(specs: Sequence[RunSpec]) -> list[RunPlan]:
         tokens = tokenize(model.tokenizer, dataset.examples(), bos=spec.bos, suffixes=spec.suffixes)
         chunk = spec.chunk_tokens or min(default_chunk_tokens(model.d_model, spec.dtype), max(1, tokens.n_tokens))
         config = {**spec.config(dataset, model), "dtype": spec.dtype, "chunk_tokens": chunk}
-        plans.append(RunPlan(spec, model, dataset, path, tokens, chunk, config))
+        device, compute_dtype = spec.placement()
+        plans.append(RunPlan(spec, model, dataset, path, tokens, chunk, config, device=device,
+                             compute_dtype=compute_dtype))
     return plans
+
+
+def _place(plans: list[RunPlan], clustered: bool, workers: int | None) -> dict[str, float] | None:
+    """Settle where tasks run; the resources each task holds on a cluster (``{"GPU": 1}`` for CUDA), else None.
+
+    In this process a run keeps its resolved device (``cuda:0``…). On a cluster ``cuda`` becomes each worker's
+    own GPU, so a pinned ``cuda:N`` (every worker on one GPU) and a device map (one model over several
+    devices in one process) are refused, and a local cluster gets no more GPU workers than there are GPUs."""
+    if any(p.spec.device_map for p in plans):
+        raise ActstoreError("--device-map places one model over several devices in one process; campaigns place "
+                            "one model per device: drop --device-map, or extract that run alone")
+    kinds = {p.device.split(":")[0] for p in plans}
+    if len(kinds) > 1:
+        raise ActstoreError(f"a campaign runs on one kind of device; got {', '.join(sorted(kinds))}")
+    kind = kinds.pop()
+    if not clustered or kind != "cuda":
+        return None
+    if any(":" in p.spec.device for p in plans):
+        raise ActstoreError(f"--device {plans[0].spec.device} would put every worker on one GPU; give --device cuda: "
+                            f"each worker takes its own GPU")
+    if workers is not None:
+        import torch
+
+        if workers > torch.cuda.device_count():
+            raise ActstoreError(f"--workers {workers} --device cuda: one model per GPU, and this machine has "
+                                f"{torch.cuda.device_count()} GPU(s); give --workers {torch.cuda.device_count()} or fewer")
+    for p in plans:
+        p.device = "cuda"
+    return {"GPU": 1}
 
 
 def _lock_all(plans: list[RunPlan], stack: contextlib.ExitStack) -> tuple[list[RunPlan], list[str]]:
@@ -183,7 +229,7 @@ def _fill_tasks(p: RunPlan, threads: int | None, batches_per_task: int) -> list[
     n_batches = -(-len(tokens.ids) // batch)
     mean_batch = tokens.n_tokens / max(1, n_batches)
     per_task = max(1, math.ceil(batches_per_task * mean_batch / p.chunk_tokens))
-    ref = ModelRef(p.spec.model, p.spec.trust_remote_code, p.model.checksum, not p.spec.progress)
+    ref = p.ref
     tasks = []
     for gap_start, gap_stop in commits.missing(p.committed, p.n_chunks):
         for start in range(gap_start, gap_stop):
@@ -198,25 +244,26 @@ def _fill_tasks(p: RunPlan, threads: int | None, batches_per_task: int) -> list[
     return tasks
 
 
-def _prepare(plans: list[RunPlan], run: Runner, threads: int | None) -> dict[str, Prepared]:
+def _prepare(plans: list[RunPlan], run: Runner, threads: int | None,
+             resources: dict[str, float] | None) -> dict[str, Prepared]:
     """One prepare task per model with work: its lens head written once, before any forward pass."""
     by_model: dict[ModelRef, list[RunPlan]] = {}
     for p in plans:
-        by_model.setdefault(ModelRef(p.spec.model, p.spec.trust_remote_code, p.model.checksum, not p.spec.progress), []).append(p)
+        by_model.setdefault(p.ref, []).append(p)
     spec = plans[0].spec
     tasks = [PrepareTask(ref, spec.store, spec.storage_options,
                          {p.path: p.tokens.ids[: min(4, len(p.tokens.ids))] for p in group if p.create}, threads)
              for ref, group in by_model.items()]
     results: dict[str, Prepared] = {}
-    for task, prepared in zip(tasks, _in_order(run, prepare, tasks)):
+    for task, prepared in zip(tasks, _in_order(run, prepare, tasks, resources)):
         for p in by_model[task.ref]:
             results[p.path] = prepared
     return results
 
 
-def _in_order(run: Runner, fn, items: list) -> list:
+def _in_order(run: Runner, fn, items: list, resources: dict[str, float] | None = None) -> list:
     """Results of ``fn`` over ``items`` in the items' order (for the few prepare tasks)."""
-    done = list(run.run(_Tagged(fn), list(enumerate(items))))
+    done = list(run.run(_Tagged(fn), list(enumerate(items)), resources))
     return [result for _, result in sorted(done, key=lambda pair: pair[0])]
 
 
@@ -255,6 +302,7 @@ def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, work
     if workers is not None and scheduler is not None:
         raise ActstoreError("give --workers (a local cluster) or --scheduler (a running one), not both")
     plans = plan(specs)
+    resources = _place(plans, scheduler is not None or workers is not None, workers)
     spec = plans[0].spec
     with contextlib.ExitStack() as stack:
         plans, skipped = _lock_all(plans, stack)
@@ -263,11 +311,12 @@ def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, work
         for p in plans:
             if p.done:
                 consolidate_if_stale(Store.open(spec.store, spec.storage_options, mode="r+"), p.path)  # a kill after the last block
-        result = CampaignResult([], skipped, 1)
+        result = CampaignResult([], skipped, 1, resources=resources)
         if todo:
-            run = stack.enter_context(runner(scheduler, workers))
+            run = stack.enter_context(runner(scheduler, workers, resources))
             result.workers = run.workers
-            _execute(todo, run, threads_per_worker if (scheduler or workers) else None, result, progress, batches_per_task)
+            _execute(todo, run, threads_per_worker if (scheduler or workers) else None, result, progress, batches_per_task,
+                     resources)
         for p in plans:
             result.runs.append(ExtractResult(spec.store, p.model.name, p.data.name, p.status, len(p.tokens.examples),
                                              p.tokens.n_tokens, p.model.n_layers, result.written.get(p.path, 0),
@@ -277,11 +326,11 @@ def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, work
 
 
 def _execute(todo: list[RunPlan], run: Runner, threads: int | None, result: CampaignResult, progress: bool,
-             batches_per_task: int) -> None:
+             batches_per_task: int, resources: dict[str, float] | None) -> None:
     """Prepare models, create new run groups, fill every missing chunk and commit as results arrive."""
     spec = todo[0].spec
-    prepared = _prepare(todo, run, threads)
-    store = Store.open(spec.store, spec.storage_options, mode="a")
+    store = Store.open(spec.store, spec.storage_options, mode="a")  # made here: prepare tasks racing to create it collide
+    prepared = _prepare(todo, run, threads, resources)
     root = store.root
     for p in todo:
         if p.create:
@@ -296,7 +345,7 @@ def _execute(todo: list[RunPlan], run: Runner, threads: int | None, result: Camp
     fill_started = time.perf_counter()
     total = sum(commits.tokens_in(commits.missing(p.committed, p.n_chunks), p.tokens.n_tokens, p.chunk_tokens) for p in todo)
     with progress_bar(total, unit="tok", desc="extract", enabled=progress) as bar:
-        for done in run.run(fill, tasks):
+        for done in run.run(fill, tasks, resources):
             p = by_path[done.path]
             p.committed = commits.merge([*p.committed, (done.start_chunk, done.stop_chunk)])
             root[p.path].attrs[PROGRESS_ATTR] = commits.record(p.committed, p.tokens.n_tokens, p.chunk_tokens)
@@ -315,3 +364,4 @@ def _tally(result: CampaignResult, done: Filled, model: str) -> None:
     result.tokens_computed += done.tokens_computed
     result.loads[(model, done.pid)] = done.model_loads
     result.peak_rss[done.pid] = max(result.peak_rss.get(done.pid, 0), done.peak_rss)
+    result.devices[done.pid] = done.device

@@ -34,6 +34,22 @@ class ModelRef:
     trust_remote_code: bool
     checksum: str
     quiet: bool = False  # no loading progress bars
+    device: str = "cpu"  # cpu, mps, cuda:N (in this process) or cuda: the worker's own GPU (devices.worker_device)
+    compute_dtype: str = "float32"  # what the model runs in, decided on the client: part of every run's config
+
+
+def _model(ref: ModelRef) -> tuple[Any, Any]:
+    """The referenced model from this process's cache, on the worker's device in the campaign's compute dtype."""
+    from .devices import worker_device
+
+    return cached_model(ref.model, ref.trust_remote_code, ref.checksum, ref.quiet, worker_device(ref.device),
+                        ref.compute_dtype)
+
+
+def _loads(ref: ModelRef) -> int:
+    from .devices import worker_device
+
+    return loads(ref.model, ref.trust_remote_code, ref.checksum, worker_device(ref.device), ref.compute_dtype)
 
 
 @dataclass(frozen=True)
@@ -80,8 +96,9 @@ class Filled:
     seconds: float
     host: str
     pid: int
-    model_loads: int  # loads of this model in the worker process so far
+    model_loads: int  # loads of this model (on this device, in this dtype) in the worker process so far
     peak_rss: int  # bytes, the worker process's high-water mark
+    device: str = "cpu"  # where the task's forward passes ran
 
 
 def _threads(n: int | None) -> None:
@@ -98,7 +115,7 @@ def prepare(task: PrepareTask) -> Prepared:
     from .lens_head import model_head
 
     _threads(task.torch_threads)
-    plan, net = cached_model(task.ref.model, task.ref.trust_remote_code, task.ref.checksum, task.ref.quiet)
+    plan, net = _model(task.ref)
     write_lens(Store.open(task.store, task.storage_options, mode="a"), layout.encode_name(plan.name), *model_head(net, plan))
     applied = {path: final_norm_applied(net, ids, plan.pad_id) for path, ids in task.samples.items()}
     return Prepared(applied, type(net).__name__, os.getpid())
@@ -113,7 +130,7 @@ def fill(task: FillTask) -> Filled:
 
     started = time.perf_counter()
     _threads(task.torch_threads)
-    plan, net = cached_model(task.ref.model, task.ref.trust_remote_code, task.ref.checksum, task.ref.quiet)
+    plan, net = _model(task.ref)
     hidden = Store.open(task.store, task.storage_options, mode="r+").live_group(task.path)[layout.HIDDEN]
     chunk, n_tokens = int(hidden.chunks[1]), int(hidden.shape[1])
     start, stop = task.start_chunk * chunk, min(task.stop_chunk * chunk, n_tokens)
@@ -152,8 +169,8 @@ def fill(task: FillTask) -> Filled:
         raise RuntimeError(f"task {task.path} chunks {task.start_chunk}:{task.stop_chunk} covered tokens "
                            f"{start}:{block_start}, not {start}:{stop}")
     return Filled(task.path, task.start_chunk, task.stop_chunk, stop - start, computed, time.perf_counter() - started,
-                  socket.gethostname(), os.getpid(), loads(task.ref.model, task.ref.trust_remote_code, task.ref.checksum),
-                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+                  socket.gethostname(), os.getpid(), _loads(task.ref),
+                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, str(net.device))
 
 
 def batches_for(offsets: np.ndarray, counts: np.ndarray, batch_size: int, start: int, stop: int) -> tuple[int, int]:

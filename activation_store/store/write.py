@@ -68,9 +68,11 @@ _chunks_written = 0  # in this process, for the fault hook
 def write_chunks(hidden: zarr.Array, start: int, block: np.ndarray) -> int:
     """Write tokens [start, start + len) of ``hidden`` for all layers — whole chunks only — and return the stop.
 
-    Whole chunks are what lets many writers fill one array without a lock. This does not commit them."""
+    Whole chunks are what lets many writers fill one array without a lock; in a sharded ``hidden`` the unit is
+    the shard (all layers of a token block), since writers of parts of one shard overwrite each other's parts.
+    This does not commit them."""
     global _chunks_written
-    chunk_tokens, n_tokens = int(hidden.chunks[1]), int(hidden.shape[1])
+    chunk_tokens, n_tokens = int((hidden.shards or hidden.chunks)[1]), int(hidden.shape[1])
     stop = start + block.shape[1]
     if start % chunk_tokens or (stop % chunk_tokens and stop != n_tokens) or stop > n_tokens:
         raise ValueError(f"block {start}:{stop} is not aligned to chunks of {chunk_tokens} tokens")
@@ -93,8 +95,12 @@ def create_run(
     example_coords: dict[str, np.ndarray],
     final_norm_applied: np.ndarray,
     attrs: dict[str, Any],
+    shard: bool = False,
 ) -> RunWriter:
-    """Create (or replace) a run group with its coordinates and an empty ``hidden``; its attrs come last."""
+    """Create (or replace) a run group with its coordinates and an empty ``hidden``; its attrs come last.
+
+    ``shard`` stores each token block of all layers as one object (Zarr's sharding codec; one chunk per layer
+    inside it), so a run makes ``layers`` times fewer objects; benchmarks/store_layout.py measures both."""
     n_tokens = len(token_coords["token_id"])
     root = store.root
     if run_attrs(store, path) is not None:  # unmark the old run first: a kill while deleting it leaves no "run"
@@ -111,7 +117,7 @@ def create_run(
     with quiet_zarr():
         hidden = group.create_array(
             layout.HIDDEN, shape=(n_layers, n_tokens, d_model), chunks=(1, chunk_tokens, d_model),
-            dtype=storage_dtype(dtype), fill_value=HIDDEN_FILL[dtype], dimension_names=("layer", "token", "d_model"),
+            shards=(n_layers, chunk_tokens, d_model) if shard else None, dtype=storage_dtype(dtype), fill_value=HIDDEN_FILL[dtype], dimension_names=("layer", "token", "d_model"),
             compressors=[CHECKSUM], config=WRITE_ALL, attributes={**encoding, "dtype": dtype, "chunk_tokens": chunk_tokens},
         )
     group.attrs.update({**attrs, PROGRESS_ATTR: {"tokens_done": 0, "complete": n_tokens == 0}})
