@@ -27,6 +27,7 @@ from zarr import buffer
 from ..errors import ActstoreError
 from ..store import Store, layout
 from ..store.open import open_run
+from ..store.precision import decode_bfloat16
 
 DEFAULT_BUFFER_BYTES = 1 << 30
 _META_BYTES = 8 + 2  # per buffered row: index into the selection (int64) and layer (int16)
@@ -134,9 +135,9 @@ class StoreDataset(IterableDataset):
         self.row_bytes = self.d_model * itemsize + _META_BYTES
         largest = int(np.diff(self.bounds).max())
         # what a shard holds besides the buffer: chunks being read (raw + selected rows), the batch being
-        # filled, and the batch out as float32
+        # filled (float32 and coordinates) with its small gathering block, and the batch out
         in_flight = read_ahead * 2 * self.chunk_tokens * self.d_model * itemsize
-        out = batch_size * (self.row_bytes + 8) + batch_size * self.d_model * 4
+        out = batch_size * (2 * self.d_model * 4 + 16) + _STEP * self.d_model * itemsize
         need = batch_size + largest
         capacity = None if buffer_tokens is None else int(buffer_tokens)
         if buffer_bytes is not None or capacity is None:
@@ -200,8 +201,8 @@ class StoreDataset(IterableDataset):
 
     def _batches(self, units: np.ndarray, rng: np.random.Generator) -> Iterator[Batch]:
         """Fill the buffer; then each chunk evicts as many uniformly drawn buffered rows as it brings and
-        takes their slots. Evicted rows are gathered straight into the outgoing batch, so each row is copied
-        three times in all, each a vectorised numpy op: into its slot, out into a batch, and to float32."""
+        takes their slots. Evicted rows are gathered straight into the outgoing batch and decoded there, so
+        each row is copied into its slot and out into a batch, by vectorised numpy ops, and nothing else."""
         if not self.shuffle:
             yield from self._in_order(units)
             return
@@ -250,7 +251,7 @@ class _Outbox:
     def _put(self, rows: np.ndarray, to: slice) -> None:
         """Stored rows (as stored) into the batch at ``to``, as float32."""
         if self.dataset.bfloat16:
-            np.left_shift(rows, 16, out=self.hidden[to].view(np.uint32), dtype=np.uint32)
+            decode_bfloat16(rows, out=self.hidden[to])
         else:
             self.hidden[to] = rows
 
