@@ -12,7 +12,9 @@ s3fs (benchmarks/remote_read.py). It is configured from the same storage options
 (``endpoint_url``, ``key``/``secret``/``token``, ``anon``, ``profile``,
 ``client_kwargs``) and botocore's credential chain, so users pass nothing new;
 options it does not know, and writable handles, stay on s3fs.
-``ACTSTORE_S3_CLIENT=s3fs`` turns it off."""
+``ACTSTORE_S3_CLIENT=s3fs`` turns it off. obstore's runtime does not survive
+``fork()``: a process that read through it starts its workers another way
+(``fork_safe``; the PyTorch loader uses forkserver then)."""
 from __future__ import annotations
 
 import datetime
@@ -231,6 +233,12 @@ class RemoteObjectStore(zarr.storage.ObjectStore):
 # s3fs storage options that have an obstore equivalent below; any other option keeps a handle on s3fs
 _OBSTORE_OPTIONS = {"endpoint_url", "key", "secret", "token", "anon", "profile", "client_kwargs", "max_concurrency"}
 _OBSTORE_CLIENT_KWARGS = {"endpoint_url", "region_name"}
+
+
+def fork_safe(zarr_store: Any) -> bool:
+    """Whether a process that has read through ``zarr_store`` may still ``fork()`` workers that read (not obstore:
+    its Tokio runtime's threads do not survive a fork, and a forked child's reads hang)."""
+    return not isinstance(zarr_store, zarr.storage.ObjectStore)
 
 
 def _s3_client() -> str:

@@ -108,6 +108,7 @@ class StoreDataset(IterableDataset):
         store = Store.open(url, storage_options)
         ds = open_run(store, model, dataset)
         self.url, self.storage_options = store.url, store.storage_options  # workers reopen: a handle does not pickle
+        self.fork_safe = store.fork_safe
         self.path = layout.run_path(model, dataset)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, int(seed), int(epoch)
         self.rank, self.world_size, self.read_ahead = rank, world_size, read_ahead
@@ -347,4 +348,7 @@ def loader(url: str | Store, model: str, dataset: str, layers: Sequence[int] | N
                         rank=found_rank if rank is None else rank,
                         world_size=found_size if world_size is None else world_size,
                         storage_options=storage_options)
-    return StoreLoader(data, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+    # workers forked from a process that has read through obstore would hang: start them from a fresh forkserver
+    context = "forkserver" if num_workers and not data.fork_safe else None
+    return StoreLoader(data, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                       multiprocessing_context=context)
