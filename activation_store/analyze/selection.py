@@ -83,10 +83,13 @@ def select_layers(ds: xr.Dataset, layers: list[int] | None) -> xr.Dataset:
     """The run at the given layers only (all when ``layers`` is empty); an absent layer is an error naming it."""
     if not layers:
         return ds
-    present = set(ds.layer.values.tolist())
-    bad = [layer for layer in layers if layer not in present]
+    stored = ds.layer.values.tolist()
+    bad = [layer for layer in layers if layer not in set(stored)]
     if bad:
-        raise ActstoreError(f"layer {bad[0]} is out of range; the run has layers 0..{int(ds.layer.max())}")
+        if stored == list(range(len(stored))):
+            raise ActstoreError(f"layer {bad[0]} is out of range; the run has layers 0..{int(ds.layer.max())}")
+        raise ActstoreError(f"layer {bad[0]} is not in this run; it stores layers {', '.join(map(str, stored))} "
+                            f"(extracted with --layers)")
     return ds.sel(layer=layers)
 
 
@@ -107,8 +110,10 @@ def last_tokens(ds: xr.Dataset, examples: np.ndarray | None = None, modality: st
     """The last token's state of each example (its last ``modality`` token when given): (layer, example, d_model)."""
     examples = np.arange(ds.sizes["example"]) if examples is None else np.asarray(examples)
     view = stored_view(ds, "last") if modality is None else None
-    if view is not None:
-        return _with_example_coords(view.isel(example=examples), ds, examples)
+    if view is not None:  # as if picked from ``hidden``: its name and attributes
+        picked = view.isel(example=examples).rename(ds.hidden.name)
+        picked.attrs = dict(ds.hidden.attrs)
+        return _with_example_coords(picked, ds, examples)
     hidden = token_states(ds, "the last token of each " + (f"example's {modality} tokens" if modality else "example"))
     index = (ds.token_offset.values + ds.token_count.values - 1)[examples]
     if modality is not None:
@@ -151,12 +156,14 @@ def mean_tokens(ds: xr.Dataset, examples: np.ndarray | None = None, skip_first: 
         raise ActstoreError(f"some examples have no {modality + ' ' if modality else ''}tokens to average"
                             + ("" if modality else " (only BOS); use --pool last"))
     view = stored_view(ds, "mean") if modality is None and skip_first == bos else None
-    if view is not None:
-        return _with_example_coords(view.isel(example=examples), ds, examples)
+    if view is not None:  # as ``mean_states`` gives them: unnamed, no attributes
+        picked = view.isel(example=examples).rename(None)
+        picked.attrs = {}
+        return _with_example_coords(picked, ds, examples)
     data = token_states(ds, "the mean over each " + (f"example's {modality} tokens" if modality else "example's tokens")).data
     means = xr.DataArray(mean_states(data, owner, counts), dims=("layer", "example", "d_model"),
                          coords={"layer": ds.layer.values, "final_norm_applied": ("layer", ds.final_norm_applied.values)})
-    return _with_example_coords(means, ds, examples)
+    return _with_example_coords(means.rename(None), ds, examples)
 
 
 def pooled(ds: xr.Dataset, pool: str, examples: np.ndarray | None = None, modality: str | None = None) -> xr.DataArray:

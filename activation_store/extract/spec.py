@@ -112,7 +112,8 @@ class RunSpec:
             "limit": self.limit, "bos": self.bos, "suffixes": dict(self.suffixes),
             **({"templates": dict(self.templates)} if self.templates else {}),  # absent: text runs keep their hash
             "batch_size": batch, "format": layout.FORMAT_VERSION,
-            **self.keep(model).config(),  # absent for all layers and tokens: full runs keep their hash
+            # absent for all layers and tokens: full runs keep their hash
+            **(self.keep(model).config() if self.layers is not None or self.positions != "all" else {}),
         }
         _, compute_dtype = self.placement()
         if compute_dtype != "float32":
