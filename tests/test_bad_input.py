@@ -59,7 +59,7 @@ ROWS = [
     Row("positions with intervene", (*E, "--intervene", "good-bad", "--coefficients", "1", "--positions", "last"),
         r"--layers/--positions choose what extraction stores; with --intervene use --record-layers and --steer-positions"),
     Row("positions of a stored full run changed", (*E, "--positions", "last"),
-        r"already holds .*/pairs made with a different configuration \(positions\); pass --overwrite"),
+        r"already holds .*/pairs made with a different configuration \(positions differ\); pass --overwrite"),
     # --- extract: datasets and files ------------------------------------------------------------------
     Row("dataset unknown name", ("extract", "--dataset", "nosuchset", "--store", "{store}"),
         r"unknown dataset 'nosuchset'; built in: django-ui, arithmetic"),
