@@ -180,6 +180,7 @@ def test_a_run_begun_with_other_chunks_resumes_with_them(runs, pairs):
     assert result.status == "already complete"
 
 
+@pytest.mark.timeout(1800)  # four commands and a cluster: slow on a loaded two-core machine
 def test_campaign_path_kill_and_resume_give_the_same_numbers(runs, pairs, tmp_path, cli):
     """Chunk-range tasks (in one process, SIGKILLed mid-run and resumed; and on two dask workers, finishing in
     any order) equal one another and the single runs: hidden, views and statistics, full and per-example runs."""
