@@ -53,7 +53,7 @@ def base(tiny_model_dir, tmp_path_factory, _forked_cli):
 def record(cli, model_dir, data, store, *extra):
     return cli("extract", "--model", model_dir, "--dataset", data, "--store", store, "--intervene", "good-bad",
                "--coefficients", "0,5,20", "--generate", "4", "--seed", "0..2", "--target-tokens", data.parent / "targets.txt",
-               "--positions", "all", "--record-layers", "1,2", "--batch-size", "3", "--quiet", *extra)
+               "--steer-positions", "all", "--record-layers", "1,2", "--batch-size", "3", "--quiet", *extra)
 
 
 def test_record_is_deterministic_and_analysable(base, cli, tmp_path):
@@ -116,8 +116,8 @@ BAD = {
     "coefficients not finite": (["extract", "--intervene", "good-bad", "--coefficients", "1,nan"], "finite"),
     "targets the vocabulary lacks": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--target-tokens",
                                       "{root}/missing.txt"], "no token"),
-    "bad positions": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--positions", "first"], "--positions"),
-    "empty positions": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--positions", "50:60"],
+    "bad positions": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--steer-positions", "first"], "--steer-positions"),
+    "empty positions": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--steer-positions", "50:60"],
                         "selects no token"),
     "seed without generate": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--seed", "0..3"],
                               "--generate"),

@@ -6,6 +6,7 @@ results and writes CSV; ``activation_store.plot`` draws figures."""
 from .intervention import per_example, summarize
 from .languages import language_mass, language_table, languages
 from .logit_lens import logit_lens, readout, target_summary
+from .moments import state_moments
 from .selection import examples_of, last_tokens, mean_tokens, pooled, select_layers, tokens_of
 from .similarity import pair_by_item
 from .similarity import variant_similarity as similarity
@@ -13,4 +14,4 @@ from .stats import grouped_mean_ci, mean_ci
 
 __all__ = ["examples_of", "grouped_mean_ci", "language_mass", "language_table", "languages", "last_tokens",
            "logit_lens", "mean_ci", "mean_tokens", "pair_by_item", "per_example", "pooled", "readout",
-           "select_layers", "similarity", "summarize", "target_summary", "tokens_of"]
+           "select_layers", "similarity", "state_moments", "summarize", "target_summary", "tokens_of"]

@@ -23,7 +23,7 @@ from ..store import layout
 from ..vocabulary import token_ids
 from .logit_lens import target_logits
 from .projection import project
-from .selection import examples_of
+from .selection import examples_of, token_states
 from .stats import mean_ci
 
 
@@ -51,7 +51,7 @@ def candidate_logprobs(ds: xr.Dataset, lens: xr.Dataset, tokens: np.ndarray, mod
         ids = xr.DataArray(token_ids(lens[layout.VOCAB_TOKEN].values, candidates), dims="candidate")
     except ActstoreError as exc:
         raise ActstoreError(f"{exc} (was the run made by another model?)") from None
-    hidden = ds.hidden.isel(token=tokens)
+    hidden = token_states(ds, "the target comparison").isel(token=tokens)
     logit = target_logits(hidden, lens, ids, mode).transpose("layer", "token", "candidate").compute()
     normaliser = project(hidden, lens, k=1, mode=mode).log_normaliser            # (layer, token)
     logprob = logit.values - normaliser[..., None]

@@ -37,12 +37,15 @@ from ..errors import ActstoreError
 from ..store import commits, layout
 from ..store.lock import RunLock
 from ..store.handle import Store
+from ..store.views import finish_run
 from ..store.write import PROGRESS_ATTR, _remove_partials, consolidate_if_stale, create_run, run_attrs
 from .models import ModelPlan, plan_model
 from .progress import progress_bar, quiet_loading
 from .spec import RunSpec, stored_config_matches
 from .runner import Runner, runner
-from .run import ExtractResult, _check_writable, default_chunk_tokens
+from .estimate import run_chunk_tokens
+from .keep import Keep
+from .run import ExtractResult, _check_writable, resumed_chunk
 from .tasks import FillTask, Filled, ModelRef, PrepareTask, Prepared, batches_for, fill, prepare
 from .tokens import TokenLayout, tokenize
 
@@ -72,6 +75,10 @@ class RunPlan:
     def ref(self) -> ModelRef:
         return ModelRef(self.spec.model, self.spec.trust_remote_code, self.model.checksum, not self.spec.progress,
                         self.device, self.compute_dtype)
+    keep: Keep | None = None
+    offsets: np.ndarray | None = None  # each example's first unit along ``hidden``'s second axis (tokens or examples)
+    counts: np.ndarray | None = None  # … and its number of units
+    n_units: int = 0
 
     @property
     def name(self) -> str:
@@ -79,7 +86,14 @@ class RunPlan:
 
     @property
     def n_chunks(self) -> int:
-        return commits.n_chunks(self.tokens.n_tokens, self.chunk_tokens)
+        return commits.n_chunks(self.n_units, self.chunk_tokens)
+
+    def settle(self, existing: dict[str, Any] | None) -> None:
+        """Chunk length and configuration, once the stored run (if any) is known: a resume keeps its chunking."""
+        self.chunk_tokens = run_chunk_tokens(self.model.d_model, self.keep.stored_dtype, self.n_units,
+                                             resumed_chunk(self.spec, existing))
+        self.config = {**self.spec.config(self.data, self.model), "dtype": self.spec.dtype,
+                       "chunk_tokens": self.chunk_tokens}
 
     @property
     def done(self) -> bool:
@@ -151,12 +165,13 @@ def plan(specs: Sequence[RunSpec]) -> list[RunPlan]:
         if path in seen:
             raise ActstoreError(f"{model.name}/{dataset.name} is named twice in the campaign")
         seen.add(path)
+        keep = spec.keep(model)
         tokens = tokenize(model.tokenizer, dataset.examples(), bos=spec.bos, suffixes=spec.suffixes)
-        chunk = spec.chunk_tokens or min(default_chunk_tokens(model.d_model, spec.dtype), max(1, tokens.n_tokens))
-        config = {**spec.config(dataset, model), "dtype": spec.dtype, "chunk_tokens": chunk}
+        keep.check_lengths([len(row) for row in tokens.ids], [f"item {e.item!r} ({e.variant})" for e in tokens.examples])
+        offsets, counts, n_units = keep.units(tokens.offsets, tokens.counts)
         device, compute_dtype = spec.placement()
-        plans.append(RunPlan(spec, model, dataset, path, tokens, chunk, config, device=device,
-                             compute_dtype=compute_dtype))
+        plans.append(RunPlan(spec, model, dataset, path, tokens, 0, {}, device=device, compute_dtype=compute_dtype,
+                             keep=keep, offsets=offsets, counts=counts, n_units=n_units))
     return plans
 
 
@@ -214,20 +229,21 @@ def _read_state(plans: list[RunPlan]) -> None:
     store = Store.open(spec.store, spec.storage_options, mode="r+") if Store.exists(spec.store, spec.storage_options) else None
     for p in plans:
         existing = run_attrs(store, p.path) if store is not None else None
+        p.settle(existing)
         if existing is None or p.spec.overwrite:
             p.create, p.committed = True, []
             continue
         stored_config_matches(existing, p.config, p.name, p.spec.store)
-        p.committed = commits.committed(existing.get(PROGRESS_ATTR), p.tokens.n_tokens, p.chunk_tokens)
+        p.committed = commits.committed(existing.get(PROGRESS_ATTR), p.n_units, p.chunk_tokens)
         p.status = "already complete" if p.done else ("resumed" if p.committed else "written")
 
 
 def _fill_tasks(p: RunPlan, threads: int | None, batches_per_task: int) -> list[FillTask]:
     """Tasks for a run's uncommitted chunks, on a fixed grid of ``batches_per_task`` mean batches (whole chunks)."""
     tokens, batch = p.tokens, p.spec.batch_size
-    offsets, counts = tokens.offsets, tokens.counts.astype(np.int64)
+    offsets, counts = p.offsets, p.counts.astype(np.int64)
     n_batches = -(-len(tokens.ids) // batch)
-    mean_batch = tokens.n_tokens / max(1, n_batches)
+    mean_batch = p.n_units / max(1, n_batches)
     per_task = max(1, math.ceil(batches_per_task * mean_batch / p.chunk_tokens))
     ref = p.ref
     tasks = []
@@ -237,8 +253,8 @@ def _fill_tasks(p: RunPlan, threads: int | None, batches_per_task: int) -> list[
                 continue
             stop = min(gap_stop, (start // per_task + 1) * per_task)
             first, last = batches_for(offsets, counts, batch, start * p.chunk_tokens,
-                                      min(stop * p.chunk_tokens, tokens.n_tokens))
-            tasks.append(FillTask(ref, p.spec.store, p.spec.storage_options, p.path, p.spec.dtype, start, stop,
+                                      min(stop * p.chunk_tokens, p.n_units))
+            tasks.append(FillTask(ref, p.spec.store, p.spec.storage_options, p.path, p.keep, start, stop,
                                   int(offsets[first * batch]),
                                   tuple(tokens.ids[b * batch:(b + 1) * batch] for b in range(first, last)), threads))
     return tasks
@@ -284,7 +300,7 @@ def _create(p: RunPlan, store: Store, prepared: Prepared) -> None:
     create_run(store, p.path, n_layers=p.model.n_layers, d_model=p.model.d_model, dtype=p.spec.dtype,
                chunk_tokens=p.chunk_tokens, token_coords=p.tokens.token_coords(),
                example_coords=p.tokens.example_coords(), final_norm_applied=np.array(prepared.applied[p.path]),
-               attrs=attrs)
+               attrs=attrs, keep=p.keep.attrs(), stored_dtype=p.keep.stored_dtype)
 
 
 def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, workers: int | None = None,
@@ -309,8 +325,9 @@ def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, work
         _read_state(plans)
         todo = [p for p in plans if not p.done]
         for p in plans:
-            if p.done:
-                consolidate_if_stale(Store.open(spec.store, spec.storage_options, mode="r+"), p.path)  # a kill after the last block
+            if p.done:  # a kill after the last block may have missed the views and statistics, or the consolidation
+                finish_run(Store.open(spec.store, spec.storage_options, mode="r+"), p.path)
+                consolidate_if_stale(Store.open(spec.store, spec.storage_options, mode="r+"), p.path)
         result = CampaignResult([], skipped, 1, resources=resources)
         if todo:
             run = stack.enter_context(runner(scheduler, workers, resources))
@@ -319,8 +336,8 @@ def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, work
                      resources)
         for p in plans:
             result.runs.append(ExtractResult(spec.store, p.model.name, p.data.name, p.status, len(p.tokens.examples),
-                                             p.tokens.n_tokens, p.model.n_layers, result.written.get(p.path, 0),
-                                             time.perf_counter() - started, result.fill_seconds))
+                                             p.tokens.n_tokens, len(p.keep.layers), result.written.get(p.path, 0),
+                                             time.perf_counter() - started, result.fill_seconds, unit=p.keep.unit))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -343,18 +360,19 @@ def _execute(todo: list[RunPlan], run: Runner, threads: int | None, result: Camp
     written = Counter({p.path: 0 for p in todo})
     result.tasks = len(tasks)
     fill_started = time.perf_counter()
-    total = sum(commits.tokens_in(commits.missing(p.committed, p.n_chunks), p.tokens.n_tokens, p.chunk_tokens) for p in todo)
+    total = sum(commits.tokens_in(commits.missing(p.committed, p.n_chunks), p.n_units, p.chunk_tokens) for p in todo)
     with progress_bar(total, unit="tok", desc="extract", enabled=progress) as bar:
         for done in run.run(fill, tasks, resources):
             p = by_path[done.path]
             p.committed = commits.merge([*p.committed, (done.start_chunk, done.stop_chunk)])
-            root[p.path].attrs[PROGRESS_ATTR] = commits.record(p.committed, p.tokens.n_tokens, p.chunk_tokens)
+            root[p.path].attrs[PROGRESS_ATTR] = commits.record(p.committed, p.n_units, p.chunk_tokens)
             written[p.path] += done.tokens_written
             _tally(result, done, p.model.name)
             bar.update(done.tokens_written)
     result.fill_seconds = time.perf_counter() - fill_started
     for p in todo:
         _remove_partials(root[p.path])  # a lost worker's temporary files
+        finish_run(store, p.path)
     store.consolidate()
     result.written = dict(written)
 

@@ -56,7 +56,7 @@ from .spec import RunSpec, stored_config_matches
 from .tokens import TokenLayout, tokenize
 
 GREEDY = -1
-POSITIONS_OPTION = "--positions"  # the CLI option holding a position selection, named in messages
+POSITIONS_OPTION = "--steer-positions"  # the CLI option holding a position selection, named in messages
 MODES = ("add", "replace")
 MODALITIES = ("image", "audio", "text")
 HALVES = {"top": "media_row", "bottom": "media_row", "left": "media_col", "right": "media_col"}

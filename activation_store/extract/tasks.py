@@ -23,6 +23,7 @@ import numpy as np
 from ..store import layout
 from ..store.handle import Store
 from ..store.write import write_chunks, write_lens
+from .keep import Keep
 from .model_cache import cached_model, loads
 
 
@@ -78,10 +79,10 @@ class FillTask:
     store: str
     storage_options: dict[str, Any] | None
     path: str
-    dtype: str
+    keep: Keep  # what is stored of each batch; its unit (token or example) is what chunks and ``first_token`` count
     start_chunk: int
     stop_chunk: int
-    first_token: int  # token index of the first token of ``batches[0]``
+    first_token: int  # index (in the stored unit) of the first token or example of ``batches[0]``
     batches: tuple[list[list[int]], ...]
     torch_threads: int | None = None
 
@@ -145,8 +146,8 @@ def fill(task: FillTask) -> Filled:
             block = torch.cat(pending, dim=1) if len(pending) > 1 else pending[0]
             size = min(chunk, block.shape[1])
             head, rest = block[:, :size], block[:, size:]
-            futures.append(executor.submit(lambda s, h: write_chunks(hidden, s, encode(h, task.dtype)), block_start,
-                                           head.clone()))
+            futures.append(executor.submit(lambda s, h: write_chunks(hidden, s, encode(h, task.keep.stored_dtype)),
+                                           block_start, head.clone()))
             while len(futures) > 2:  # backpressure: memory stays at the model plus two blocks
                 futures.pop(0).result()
             block_start += size
@@ -155,7 +156,7 @@ def fill(task: FillTask) -> Filled:
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-writer") as executor:
         for ids in task.batches:
-            states = capture(net, ids, plan.pad_id)
+            states = task.keep.apply(capture(net, ids, plan.pad_id), [len(row) for row in ids])
             computed += states.shape[1]
             lo, hi = max(start, position) - position, min(stop, position + states.shape[1]) - position
             position += states.shape[1]

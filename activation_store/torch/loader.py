@@ -73,6 +73,17 @@ def _layers(layers: Sequence[int] | None, n_layers: int) -> np.ndarray:
     return np.unique(np.asarray(chosen) % n_layers)
 
 
+def _label_indices(layers: Sequence[int] | int | None, labels: np.ndarray) -> Sequence[int] | int | None:
+    """Layer labels as indices into a run that stores only some layers (``--layers``); unchanged for full runs."""
+    if layers is None or labels.tolist() == list(range(len(labels))):
+        return layers
+    chosen = [int(layer) for layer in ([layers] if isinstance(layers, int) else layers)]
+    missing = [layer for layer in chosen if layer not in set(labels.tolist())]
+    if missing:
+        raise ActstoreError(f"layer {missing[0]} is not in this run; it stores layers {', '.join(map(str, labels))}")
+    return [labels.tolist().index(layer) for layer in chosen]
+
+
 def _position_mask(positions: str | Sequence[int] | None, position: np.ndarray, count: np.ndarray) -> np.ndarray:
     """Tokens at the chosen positions: ``None``/``"all"``, ``"last"``, or ints (negative ones count from each example's end)."""
     if positions is None or (isinstance(positions, str) and positions == "all"):
@@ -112,7 +123,12 @@ class StoreDataset(IterableDataset):
         self.path = layout.run_path(model, dataset)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, int(seed), int(epoch)
         self.rank, self.world_size, self.read_ahead = rank, world_size, read_ahead
-        self.layers = _layers(layers, ds.sizes["layer"])
+        if "token" not in ds.hidden.dims:
+            positions_kept = ds.attrs.get(layout.CAPTURE_ATTR, {}).get("positions")
+            raise ActstoreError(f"the loader reads token states, but model {model!r} / dataset {dataset!r} stores one "
+                                f"state per example (--positions {positions_kept}); open it with actstore.open_run")
+        self.layer_labels = ds.layer.values.astype(np.int64)  # a --layers run stores some layers: labels ≠ indices
+        self.layers = _layers(_label_indices(layers, self.layer_labels), ds.sizes["layer"])
         self.bfloat16 = ds.hidden.attrs.get("dtype") == "bfloat16"
         self.d_model = ds.sizes["d_model"]
         self.chunk_tokens = int(ds.hidden.attrs.get("chunk_tokens") or ds.hidden.data.chunksize[1])
@@ -300,7 +316,7 @@ class _Outbox:
         hidden, self.hidden = self.hidden[:n], self._new_hidden()     # handed out whole; the next batch is new
         picked = self.picked[:n]
         self.held = 0
-        return Batch(torch.from_numpy(hidden), torch.from_numpy(self.layers[:n].copy()),
+        return Batch(torch.from_numpy(hidden), torch.from_numpy(ds.layer_labels[self.layers[:n]]),  # labels: a copy
                      torch.from_numpy(ds.example[picked]), torch.from_numpy(ds.position[picked]),
                      torch.from_numpy(ds.token_id[picked]))
 
