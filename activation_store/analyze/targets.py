@@ -6,7 +6,9 @@ an exact vocabulary string such as " sofa"), or from a built-in rule:
 - ``result-digits`` / ``result-words``: for the arithmetic set, the result of
   the item ("5+3" → "8" / " eight") at the last position;
 - ``en-next-word``: for Chinese examples, at every position the English
-  translation (CC-CEDICT's first gloss) of the next Chinese word (jieba)."""
+  translation (CC-CEDICT's first gloss) of the next Chinese word (jieba);
+- ``next-token``: at every position but an example's last, the token that
+  actually comes next (what the translation competes with in the paper's lens)."""
 from __future__ import annotations
 
 import csv
@@ -22,7 +24,7 @@ from ..vocabulary import token_ids, vocabulary_index
 from ..store import layout
 from .selection import examples_of
 
-RULES = ("result-digits", "result-words", "en-next-word")
+RULES = ("result-digits", "result-words", "en-next-word", "next-token")
 
 
 def _rows(path: Path):
@@ -80,6 +82,8 @@ def from_rule(rule: str, ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArray:
         raise ActstoreError(f"unknown target rule {rule!r}; rules: {', '.join(RULES)}, or a targets file")
     if rule == "en-next-word":
         return _next_word_translation(ds, lens)
+    if rule == "next-token":
+        return _next_token(ds)
     return _arithmetic_result(ds, lens, words=rule == "result-words")
 
 
@@ -98,6 +102,13 @@ def _arithmetic_result(ds: xr.Dataset, lens: xr.Dataset, words: bool) -> xr.Data
         candidates = ([f" {num2words(result)}", f" {num2words(result).split('-')[0]}"] if words
                       else [str(result), f" {result}", str(result)[0]])
         targets[ends[example]] = next((index[c] for c in candidates if c in index), -1)
+    return xr.DataArray(targets, dims="token")
+
+
+def _next_token(ds: xr.Dataset) -> xr.DataArray:
+    targets = np.full(ds.sizes["token"], -1, dtype=np.int64)
+    targets[:-1] = ds.token_id.values[1:]
+    targets[ds.token_offset.values + ds.token_count.values - 1] = -1     # nothing comes next inside the example
     return xr.DataArray(targets, dims="token")
 
 
