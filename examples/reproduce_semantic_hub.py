@@ -26,11 +26,13 @@ def main() -> None:
     parser.add_argument("--limit", default=None, help="N, or DATASET=N,… (items per dataset)")
     parser.add_argument("--docs", type=Path, default=Path("docs"))
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--lens-layer-step", type=int, default=1, help="lens analyses read every Nth layer")
     args = parser.parse_args()
+    command = ("python examples/reproduce_semantic_hub.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip()
+    path = args.docs / "reproduction.md"
     run = reproduce(args.store, args.docs, models=args.models.split(",") if args.models else None, limit=args.limit,
-                    n_boot=args.bootstrap)
-    command = "python examples/reproduce_semantic_hub.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    path = write_report(run, args.docs / "reproduction.md", command.strip())
+                    n_boot=args.bootstrap, lens_step=args.lens_layer_step,
+                    on_finding=lambda partial: write_report(partial, path, command))
     for finding in run.findings:
         print(f"{finding.verdict:>30}  {finding.title}")
     print(f"wrote {path} in {run.seconds['total']:.0f} s")

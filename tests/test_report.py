@@ -22,7 +22,7 @@ def test_report_tiny_model_end_to_end(tiny_model_dir, tmp_path, cli):
     (docs).mkdir()
     (docs / "interventions.md").write_text("# Steering sweeps\n\nrandom-vector control: no effect\n", encoding="utf-8")
     done = cli("report", "--store", store, "--models", f"{model},{model},{model}", "--limit", "2", "--docs", docs,
-               "--bootstrap", "20")
+               "--bootstrap", "20", "--lens-layer-step", "2")
     assert done.returncode == 0, done.stderr
     text = (docs / "reproduction.md").read_text(encoding="utf-8")
     sections = re.findall(r"^## (.+)$", text, flags=re.M)
@@ -44,7 +44,10 @@ def test_report_tiny_model_end_to_end(tiny_model_dir, tmp_path, cli):
     saved = load_from_store(str(store), model.name, "semantics", "similarity-last-centered-baseline-form-swapped")
     first = f"{float(saved.score.isel(layer=0)):+.3f} [{float(saved.ci_low.isel(layer=0)):+.3f}, "
     assert first in text.split("## COGS similarity")[1].split("## ")[0]
-    assert "raw" in text.split("## Arithmetic logit lens")[1].split("## ")[0]
+    arithmetic = text.split("## Arithmetic logit lens")[1].split("## ")[0]
+    assert "| raw |" in arithmetic and "| normed |" in arithmetic
+    assert "layer 1 (33%)" not in arithmetic and "layer 2 (67%)" in arithmetic    # --lens-layer-step 2: 0, 2, 3
+    assert "read one layer in 2" in text and "In progress" not in text
 
 
 def test_report_bad_inputs(tmp_path, cli):
@@ -58,7 +61,8 @@ def test_report_bad_inputs(tmp_path, cli):
     store = tmp_path / "untouched.zarr"
     for args, message in ((["--limit", "code=x"], "--limit takes N or DATASET=N"),
                           (["--models", "a,b,c,d"], "1 to 3 models"),
-                          (["--bootstrap", "0"], "--bootstrap must be at least 1")):
+                          (["--bootstrap", "0"], "--bootstrap must be at least 1"),
+                          (["--lens-layer-step", "0"], "--lens-layer-step must be at least 1")):
         done = cli("report", "--store", store, "--docs", tmp_path / "docs", *args)
         assert done.returncode == 2 and done.stderr.startswith(f"actstore: error: ") and message in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1

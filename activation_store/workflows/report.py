@@ -21,6 +21,7 @@ import xarray as xr
 from ..analyze.stats import mean_ci
 from ..errors import ActstoreError
 from ..plot.analyses import layer_curves_plot
+from ..store import open_lens
 from .languages import languages_report
 from .logit_lens import logit_lens_report
 from .roles import roles_report
@@ -83,6 +84,7 @@ class ReproductionRun:
     limits: dict[str, int | None]
     store: str
     seconds: dict[str, float] = field(default_factory=dict)
+    lens_step: int = 1
 
 
 def resolve_models(models: list[str] | None) -> dict[str, str]:
@@ -260,10 +262,11 @@ def multilingual_lens(ctx: "Context") -> Finding:
             f.models.append(model)
             for lens in LENSES:
                 out = ctx.work / role / lens
-                english = logit_lens_report(ctx.store, model, "django-ui", out, variant="zh", targets="en-next-word",
-                                            k=1, lens_mode=lens).result
-                actual = logit_lens_report(ctx.store, model, "django-ui", out, variant="zh", targets="next-token",
-                                           k=1, lens_mode=lens).result
+                english = logit_lens_report(ctx.store, model, "django-ui", out / "en-next-word", variant="zh",
+                                            targets="en-next-word", k=1, lens_mode=lens,
+                                            layers=ctx.lens_layers(model)).result
+                actual = logit_lens_report(ctx.store, model, "django-ui", out / "next-token", variant="zh",
+                                           targets="next-token", k=1, lens_mode=lens, layers=ctx.lens_layers(model)).result
                 have = np.flatnonzero((english.target_rank.isel(layer=0).values >= 0)
                                       & (actual.target_rank.isel(layer=0).values >= 0))
                 if not len(have):
@@ -292,12 +295,12 @@ def multilingual_lens(ctx: "Context") -> Finding:
 
 
 def _combine(verdicts: list[tuple[str, str, str]]) -> tuple[str, str]:
-    """One verdict over the lenses: the better one, with each lens's reason."""
-    rank = {"reproduced": 0, "partly": 1, "not reproduced at this scale": 2, "not run": 3}
-    best = min((v for _, v, _ in verdicts), key=rank.__getitem__)
-    if best == "reproduced" and any(v != "reproduced" for _, v, _ in verdicts):
-        best = "partly" if any(v == "not reproduced at this scale" for _, v, _ in verdicts) else best
-    return best, "; ".join(f"{lens} lens: {why}" for lens, _, why in verdicts)
+    """One verdict over the lenses: the normed lens's (on models whose residual norm grows to 1e4 and more,
+    such as Gemma 3, the raw lens's log-probabilities are degenerate), with every lens's reason beside it."""
+    by_lens = {lens: verdict for lens, verdict, _ in verdicts}
+    verdict = by_lens.get("normed", verdicts[0][1])
+    reasons = "; ".join(f"{lens} lens: {verdict_} — {why}" for lens, verdict_, why in verdicts)
+    return verdict, reasons
 
 
 def language_trends(ctx: "Context") -> Finding:
@@ -317,7 +320,7 @@ def language_trends(ctx: "Context") -> Finding:
             f.models.append(model)
             for lens in LENSES:
                 report = languages_report(ctx.store, model, "django-ui", ctx.work / role / lens, variant="zh",
-                                          lens_mode=lens)
+                                          lens_mode=lens, layers=ctx.lens_layers(model))
                 mass = report.result.mass
                 f.figures.append(ctx.figure(report.files, f"language-trends-{role}-{lens}"))
                 for language in ("en", "zh"):
@@ -350,7 +353,8 @@ def _margin_finding(ctx: "Context", f: Finding, role: str, dataset: str, variant
     tables, verdicts = [], []
     for lens in LENSES:
         report = target_report(ctx.store, model, dataset, ctx.work / role / lens, variant=variant, lens_mode=lens,
-                               n_boot=ctx.n_boot, include=include, exclude=exclude, label=label)
+                               n_boot=ctx.n_boot, include=include, exclude=exclude, label=label,
+                               layers=ctx.lens_layers(model))
         r = report.result
         f.figures.append(ctx.figure(report.files, f"{f.key}-{lens}"))
         rows = layer_rows(model, lens, what, r.layer.values, r.margin.values, r.ci_low.values, r.ci_high.values)
@@ -507,14 +511,14 @@ def cogs_roles(ctx: "Context") -> Finding:
         tables, verdicts = [], []
         for lens in LENSES:
             report = roles_report(ctx.store, model, "semantics", ctx.work / "main" / lens, variant="sentence",
-                                  lens_mode=lens)
+                                  lens_mode=lens, layers=ctx.lens_layers(model))
             r = report.result
             f.figures.append(ctx.figure(report.files, f"cogs-roles-{lens}"))
             diagonal = np.stack([r.confusion.sel(gold=g, predicted=g).values for g in r.gold.values], axis=-1)
             rows = layer_rows(model, lens, "mean diagonal (centred)", r.layer.values, diagonal.mean(axis=-1))
             tables.append(rows)
             margin = target_report(ctx.store, model, "semantics", ctx.work / "main" / lens, variant="sentence",
-                                   lens_mode=lens, n_boot=ctx.n_boot).result
+                                   lens_mode=lens, n_boot=ctx.n_boot, layers=ctx.lens_layers(model)).result
             tables.append(layer_rows(model, lens, "gold − max other role", margin.layer.values, margin.margin.values,
                                      margin.ci_low.values, margin.ci_high.values))
             mid = _middle(rows[rows.layer > 0])
@@ -562,6 +566,15 @@ class Context:
     figures: Path                                  # the report's compact figures
     docs: Path
     n_boot: int = 1000
+    lens_step: int = 1                             # lens analyses read every lens_step-th layer (and the last)
+
+    def lens_layers(self, model: str) -> list[int] | None:
+        """The layers the lens-based analyses read: every ``lens_step``-th, always with the first and last
+        (a full-vocabulary projection per token and layer is the report's main cost)."""
+        if self.lens_step <= 1:
+            return None
+        last = int(open_lens(self.store, model).attrs["n_layers"])
+        return sorted(set(range(0, last + 1, self.lens_step)) | {last})
 
     def save_figure(self, source: Path, name: str) -> Path:
         """A compact copy of a workflow's PNG for the report (palette PNG: a third of the bytes)."""
@@ -580,26 +593,31 @@ class Context:
 
 
 def reproduce(store: str, docs: Path, *, models: list[str] | None = None, limit: str | int | None = None,
-              work: Path | None = None, overwrite: bool = False, n_boot: int = 1000, dtype: str = "bfloat16",
-              batch_size: int = 8, log: Callable[[str], None] = print) -> ReproductionRun:
+              work: Path | None = None, overwrite: bool = False, n_boot: int = 1000, lens_step: int = 1,
+              dtype: str = "bfloat16", batch_size: int = 8, log: Callable[[str], None] = print,
+              on_finding: Callable[[ReproductionRun], None] | None = None) -> ReproductionRun:
     """Extract the grid into ``store`` and run every experiment from it; figures go to ``docs/figures``, the
-    workflows' CSVs and full-size PNGs to ``work`` (default ``<docs>/../results/reproduction``)."""
+    workflows' CSVs and full-size PNGs to ``work`` (default ``<docs>/../results/reproduction``).
+    ``on_finding`` sees the run so far after each experiment (e.g. to write the report as it grows)."""
     roles = resolve_models(models)
     limits = parse_limits(limit)
     if n_boot < 1:
         raise ActstoreError(f"--bootstrap must be at least 1, got {n_boot}")
+    if lens_step < 1:
+        raise ActstoreError(f"--lens-layer-step must be at least 1, got {lens_step}")
     started = time.perf_counter()
     names, runs = extract_grid(store, roles, limits, overwrite=overwrite, dtype=dtype, batch_size=batch_size, log=log)
     extracted = time.perf_counter()
     ctx = Context(str(store), names, Path(work or docs.parent / "results" / "reproduction"),
-                  docs / "figures", docs, n_boot)
-    findings = []
+                  docs / "figures", docs, n_boot, lens_step)
+    run = ReproductionRun([], names, runs, limits, str(store), {"extract": extracted - started}, lens_step)
     for experiment in EXPERIMENTS:
         began = time.perf_counter()
         finding = experiment(ctx)
         finding.models = list(dict.fromkeys(finding.models))
         log(f"{finding.key}: {finding.verdict} ({time.perf_counter() - began:.0f} s)")
-        findings.append(finding)
-    seconds = {"extract": extracted - started, "analyses": time.perf_counter() - extracted,
-               "total": time.perf_counter() - started}
-    return ReproductionRun(findings, names, runs, limits, str(store), seconds)
+        run.findings.append(finding)
+        run.seconds.update(analyses=time.perf_counter() - extracted, total=time.perf_counter() - started)
+        if on_finding is not None:
+            on_finding(run)
+    return run

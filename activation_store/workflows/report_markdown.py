@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .report import MIDDLE, Finding, ReproductionRun
+from .report import EXPERIMENTS, MIDDLE, Finding, ReproductionRun
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -88,7 +88,11 @@ def render(run: ReproductionRun, docs: Path, command: str = "") -> str:
     roles = ", ".join(f"{role}: `{name}`" for role, name in run.models.items())
     limits = ", ".join(f"{name} {n if n is not None else 'all'}" for name, n in run.limits.items())
     seconds = run.seconds
-    lines += [f"Models — {roles}. Items per dataset — {limits}.",
+    step = (f" The lens-based analyses read one layer in {run.lens_step} (and the last) to fit the run time."
+            if run.lens_step > 1 else "")
+    done = "" if len(run.findings) == len(EXPERIMENTS) else \
+        f" **In progress: {len(run.findings)} of {len(EXPERIMENTS)} experiments so far.**"
+    lines += [f"Models — {roles}. Items per dataset — {limits}.{step}{done}",
               f"Wall time — extraction {seconds.get('extract', 0):.0f} s, analyses {seconds.get('analyses', 0):.0f} s, "
               f"total {seconds.get('total', 0):.0f} s (2 shared CPU cores).", "",
               "| experiment | verdict | lens |", "|---|---|---|"]
