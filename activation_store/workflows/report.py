@@ -430,7 +430,7 @@ def arithmetic_pca(ctx: "Context") -> Finding:
         f.table = layer_rows(model, "—", "share nearer the word anchor", r.layer.values, share["mean"], share.ci_low,
                              share.ci_high)
         shifted = f.table.assign(value=f.table.value - 0.5, ci_low=f.table.ci_low - 0.5, ci_high=f.table.ci_high - 0.5)
-        f.verdict, f.why = middle_verdict(shifted, +1, "share nearer the word − 0.5")
+        f.verdict, f.why = middle_verdict(shifted, +1, "share nearer the word − 0.5", True)
         explained = r.explained_variance.values
         f.notes.append(f"The anchor plane explains {explained[0]:.1%} + {explained[1]:.1%} of the anchors' variance; "
                        "the verdict is a reading of a qualitative figure.")
@@ -573,7 +573,7 @@ class Context:
         (a full-vocabulary projection per token and layer is the report's main cost)."""
         if self.lens_step <= 1:
             return None
-        last = int(open_lens(self.store, model).attrs["n_layers"])
+        last = int(open_lens(self.store, model).attrs["n_layers"]) - 1     # n_layers counts the embeddings too
         return sorted(set(range(0, last + 1, self.lens_step)) | {last})
 
     def save_figure(self, source: Path, name: str) -> Path:
