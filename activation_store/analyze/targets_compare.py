@@ -71,6 +71,22 @@ def marked_logprobs(ds: xr.Dataset, lens: xr.Dataset, variant: str | None = None
     return candidate_logprobs(ds, lens, marked_tokens(ds, examples), mode=mode)
 
 
+def with_targets(table: xr.Dataset, include: list[str] | None = None, exclude: list[str] | None = None) -> xr.Dataset:
+    """The positions of a ``candidate_logprobs`` table whose target is in ``include`` and not in ``exclude``:
+    one run can carry two kinds of annotation (the code set's list commas, target " and", and its call
+    arguments), and each of the paper's plots reads one kind."""
+    targets = table.target.values.astype(str)
+    keep = np.ones(len(targets), dtype=bool)
+    if include is not None:
+        keep &= np.isin(targets, include)
+    if exclude is not None:
+        keep &= ~np.isin(targets, exclude)
+    if not keep.any():
+        raise ActstoreError(f"no annotated position has a target {'in ' + repr(include) if include else ''}"
+                            f"{' and not in ' + repr(exclude) if exclude else ''}")
+    return table.isel(token=np.flatnonzero(keep))
+
+
 def target_margin(table: xr.Dataset, n_boot: int = 1000, seed: int = 0) -> xr.Dataset:
     """Per layer: mean log p(target), mean best log p(alternative), their mean margin with a bootstrap 95%
     interval over positions, and the share of positions where the target wins."""
