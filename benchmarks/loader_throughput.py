@@ -6,6 +6,9 @@ least any consumer must do); the loader also mixes chunks in its shuffle buffer
 and hands out (batch_size, d_model) tensors with their coordinates. Repeats
 alternate the two, after one warm-up pass of each (so both read from the same
 page cache); medians are printed with their ratio. Goal: loader ≥ 0.8× plain.
+Each side's CPU seconds (all threads of this process) are printed too: on a
+machine whose cores are busy with other work, throughput follows CPU per row,
+and the loader's read-ahead threads cannot overlap its shuffling with reads.
 
     python benchmarks/loader_throughput.py [--tokens 131072] [--layers 2] [--d-model 640] [--repeats 3]
     python benchmarks/loader_throughput.py --store URL --model M --dataset D [--layer 6 --layer 12]
@@ -15,6 +18,7 @@ store first with the store's own writer (random values; contents do not matter h
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -50,9 +54,9 @@ def write_run(url: str, n_layers: int, n_tokens: int, d_model: int, chunk: int, 
     store.consolidate()
 
 
-def plain_read(url: str, path: str, layers: list[int]) -> tuple[int, float]:
-    """Every chunk of ``layers`` in store order, decoded to float32: (tokens × layers, seconds)."""
-    started = time.perf_counter()
+def plain_read(url: str, path: str, layers: list[int]) -> tuple[int, float, float]:
+    """Every chunk of ``layers`` in store order, decoded to float32: (tokens × layers, seconds, CPU seconds)."""
+    started, cpu = time.perf_counter(), time.process_time()
     hidden = Store.open(url).root[path][layout.HIDDEN]
     chunk = hidden.chunks[1]
     bf16 = hidden.attrs.get(layout.ENCODING_ATTR) == layout.BF16_ENCODING
@@ -62,14 +66,14 @@ def plain_read(url: str, path: str, layers: list[int]) -> tuple[int, float]:
             block = hidden[layer, start:start + chunk]
             block = decode_bfloat16(block) if bf16 else block
             rows += block.shape[0]
-    return rows, time.perf_counter() - started
+    return rows, time.perf_counter() - started, time.process_time() - cpu
 
 
-def loader_read(loader) -> tuple[int, float]:
-    """One epoch of the loader (each iteration is the next epoch: a new order)."""
-    started = time.perf_counter()
+def loader_read(loader) -> tuple[int, float, float]:
+    """One epoch of the loader (each iteration is the next epoch: a new order): (rows, seconds, CPU seconds)."""
+    started, cpu = time.perf_counter(), time.process_time()
     rows = sum(len(batch.layer) for batch in loader)
-    return rows, time.perf_counter() - started
+    return rows, time.perf_counter() - started, time.process_time() - cpu
 
 
 def main() -> None:
@@ -100,23 +104,30 @@ def main() -> None:
                                        shuffle=True, seed=0, buffer_bytes=args.buffer_mb << 20, num_workers=args.workers)
         setup = time.perf_counter() - started                            # opening the run and planning the reads
         plain_read(url, path, layers), loader_read(loader)               # warm-up
-        plain, loaded = [], []
+        plain, loaded, plain_cpu, loaded_cpu = [], [], [], []
         for _ in range(args.repeats):
-            rows_plain, seconds = plain_read(url, path, layers)
+            rows_plain, seconds, cpu = plain_read(url, path, layers)
             plain.append(seconds)
-            rows_loaded, seconds = loader_read(loader)
+            plain_cpu.append(cpu)
+            rows_loaded, seconds, cpu = loader_read(loader)
             loaded.append(seconds)
+            loaded_cpu.append(cpu)
         assert rows_plain == rows_loaded, (rows_plain, rows_loaded)
         stored_mb = rows_plain * bytes_per_row / 1e6
         print(f"{rows_plain:,} rows (tokens × layers) × d_model {ds.sizes['d_model']}, {stored_mb:.0f} MB stored, "
               f"chunks of {ds.hidden.data.chunksize[1]} tokens; medians of {args.repeats}")
-        for name, times in (("plain zarr read + decode", plain),
-                            (f"loader, shuffle on ({args.buffer_mb} MB buffer, batch {args.batch_size}, "
-                             f"{args.workers} workers)", loaded)):
+        for name, times, cpu in (("plain zarr read + decode", plain, plain_cpu),
+                                 (f"loader, shuffle on ({args.buffer_mb} MB buffer, batch {args.batch_size}, "
+                                  f"{args.workers} workers)", loaded, loaded_cpu)):
             median = statistics.median(times)
-            print(f"  {name:<62} {median:6.2f} s  {rows_plain / median:>12,.0f} tokens/s  {stored_mb / median:7.0f} MB/s")
+            print(f"  {name:<62} {median:6.2f} s  {rows_plain / median:>12,.0f} tokens/s  {stored_mb / median:7.0f} MB/s"
+                  f"  CPU {statistics.median(cpu):5.2f} s")
         print(f"  loader / plain throughput: {statistics.median(plain) / statistics.median(loaded):.2f}× "
               f"(one epoch each; building the loader, once: {setup:.2f} s)")
+        if args.workers == 0:  # CPU time counts this process's threads only; workers are other processes
+            print(f"  loader / plain rows per CPU second: {statistics.median(plain_cpu) / statistics.median(loaded_cpu):.2f}× "
+                  f"(what the throughput ratio tends to when the cores are busy with other work; "
+                  f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@
    comes from the server's own access log, so a client-side retry would count too.
 4. Times one analysis-like computation (the per-layer mean of every
    example's last-token hidden state: ``open_run`` plus dask, all chunks read)
-   from the local store and from S3, several times each. Prints the medians
-   and the ratio.
+   from the local store and from S3, several times each: over S3 with s3fs and
+   with obstore (Zarr's ``ObjectStore``, the default for reading), each with
+   dask's default threads and with more threads and more concurrent requests per
+   Zarr call (``async.concurrency``). Prints the medians and the ratios.
 
     python benchmarks/remote_read.py [--tokens 16384] [--repeats 5]
 
@@ -30,11 +32,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import dask
 import numpy as np
+import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' S3 server helper
 
 import actstore  # noqa: E402
+from activation_store.analyze.similarity import variant_similarity  # noqa: E402
 from activation_store.store import layout  # noqa: E402
 from activation_store.store.transfer import copy_store  # noqa: E402
 from activation_store.store import Store  # noqa: E402
@@ -127,6 +132,8 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=576)
     parser.add_argument("--chunk-tokens", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--similarity", action="store_true", help="also time the similarity analysis once each way")
+    parser.add_argument("--threads", type=int, default=8, help="dask threads for the more-concurrency variants")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,27 +158,64 @@ def main() -> None:
             again = copy_store(local, url, destination_options=options, progress=False)
             print(f"push again (nothing to send): {again.skipped} objects found identical in {again.seconds:.2f}s")
 
-            with s3fs_calls() as calls:
-                opened = requests_during(server, lambda: actstore.open_run(url, MODEL, DATASET, storage_options=options))
-            print(f"HTTP requests to open one run over S3 (open_run, server log): {len(opened)} — "
-                  + ", ".join(opened) + f"  [s3fs calls: {len(calls)}]")
-            tree = requests_during(server, lambda: actstore.open(url, storage_options=options))
-            print(f"HTTP requests to open the whole store over S3 (open): {len(tree)}")
-            read = requests_during(server, lambda: analysis(url, options))
-            print(f"HTTP requests for open + the computation: {len(read)} "
-                  f"({sum(r.startswith('GET') for r in read)} GET, {sum(r.startswith('HEAD') for r in read)} HEAD)")
+            for client in ("s3fs", "obstore"):
+                os.environ["ACTSTORE_S3_CLIENT"] = client
+                with s3fs_calls() as calls:
+                    opened = requests_during(server, lambda: actstore.open_run(url, MODEL, DATASET,
+                                                                                storage_options=options))
+                print(f"[{client}] HTTP requests to open one run over S3 (open_run, server log): {len(opened)} — "
+                      + ", ".join(opened) + f"  [s3fs calls: {len(calls)}]")
+                tree = requests_during(server, lambda: actstore.open(url, storage_options=options))
+                print(f"[{client}] HTTP requests to open the whole store over S3 (open): {len(tree)}")
+                read = requests_during(server, lambda: analysis(url, options))
+                print(f"[{client}] HTTP requests for open + the computation: {len(read)} "
+                      f"({sum(r.startswith('GET') for r in read)} GET, {sum(r.startswith('HEAD') for r in read)} HEAD)")
+            os.environ.pop("ACTSTORE_S3_CLIENT")
 
             local_times, local_result = timed(lambda: analysis(local, None), args.repeats)
-            remote_times, remote_result = timed(lambda: analysis(url, options), args.repeats)
-            assert np.array_equal(local_result, remote_result), "S3 and local results differ"
-            local_median, remote_median = statistics.median(local_times), statistics.median(remote_times)
+            local_median = statistics.median(local_times)
             print(f"per-layer mean of last-token states ({examples:,} examples, reads all {size / 1e6:,.0f} MB), "
-                  f"median of {args.repeats}:")
-            print(f"  local: {local_median:6.3f}s  ({size / 1e6 / local_median:6,.0f} MB/s)  runs: "
+                  f"median of {args.repeats}, S3 clients alternated run by run:")
+            print(f"  {'local':<58} {local_median:6.3f}s  ({size / 1e6 / local_median:6,.0f} MB/s)  runs: "
                   + ", ".join(f"{t:.3f}" for t in local_times))
-            print(f"  S3   : {remote_median:6.3f}s  ({size / 1e6 / remote_median:6,.0f} MB/s)  runs: "
-                  + ", ".join(f"{t:.3f}" for t in remote_times))
-            print(f"  ratio S3 / local: {remote_median / local_median:.1f}x (results identical)")
+            threads = dask.config.get("num_workers", None) or os.cpu_count()
+            variants = {  # name: (client, dask threads, zarr async.concurrency)
+                f"S3 s3fs (before), {threads} dask threads": ("s3fs", threads, 10),
+                f"S3 s3fs, {args.threads} dask threads, async.concurrency 64": ("s3fs", args.threads, 64),
+                f"S3 obstore (default now), {threads} dask threads": ("obstore", threads, 10),
+                f"S3 obstore, {args.threads} dask threads, async.concurrency 64": ("obstore", args.threads, 64),
+            }
+            times: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(args.repeats):
+                for name, (client, workers, concurrency) in variants.items():
+                    os.environ["ACTSTORE_S3_CLIENT"] = client
+                    with dask.config.set(num_workers=workers), zarr.config.set({"async.concurrency": concurrency}):
+                        spent, result = timed(lambda: analysis(url, options), 1)
+                    assert np.array_equal(local_result, result), f"{name}: S3 and local results differ"
+                    times[name] += spent
+            os.environ.pop("ACTSTORE_S3_CLIENT")
+            for name, spent in times.items():
+                median = statistics.median(spent)
+                print(f"  {name:<58} {median:6.3f}s  ({size / 1e6 / median:6,.0f} MB/s)  {median / local_median:4.1f}x local"
+                      "  runs: " + ", ".join(f"{t:.3f}" for t in spent))
+            before, now = (statistics.median(times[name]) for name in list(variants)[::2])
+            print(f"  obstore / s3fs read throughput: {before / now:.2f}x (results identical to local in every run)")
+
+            if args.similarity:  # the paper's analysis as `actstore analyze similarity` runs it, minus writing results
+                print("similarity (open_run + variant_similarity, en vs zh, last token, centred, 1000 resamples), once each:")
+                spent = {}
+                for name, where, client in (("local", local, None), ("S3 s3fs", url, "s3fs"), ("S3 obstore", url, "obstore")):
+                    if client:
+                        os.environ["ACTSTORE_S3_CLIENT"] = client
+                    started = time.perf_counter()
+                    ds = actstore.open_run(where, MODEL, DATASET, storage_options=None if client is None else options)
+                    result = variant_similarity(ds, ["en", "zh"], pool="last", center=True, n_boot=1000)
+                    spent[name] = time.perf_counter() - started
+                    reference = result if client is None else reference
+                    np.testing.assert_allclose(result.score.values, reference.score.values)
+                    print(f"  {name:<12} {spent[name]:6.2f}s  {spent[name] / spent['local']:4.1f}x local")
+                os.environ.pop("ACTSTORE_S3_CLIENT")
+                print(f"  obstore / s3fs: {spent['S3 s3fs'] / spent['S3 obstore']:.2f}x faster")
         finally:
             server.stop()
 

@@ -14,7 +14,7 @@ The same steps from the shell:
     actstore steering define --store S --model gemma3-270m --name a-plus-one --layer 6 \\
         --from-states arith:variant=plus1 --minus arith:variant=base
     actstore extract --model gemma3-270m --dataset arith.jsonl --variants prompt --store S \\
-        --intervene a-plus-one --coefficients 0,0.5,1,1.5,2,2.5,3 --positions last --generate 2
+        --intervene a-plus-one --coefficients 0,0.5,1,1.5,2,2.5,3 --steer-positions last --generate 2
     actstore analyze intervention --store S --model gemma3-270m --dataset arith --vector a-plus-one --rule arithmetic
 """
 from __future__ import annotations

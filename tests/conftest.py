@@ -82,6 +82,19 @@ def tiny_model_dir(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread in this process for a module's tests: single-process references computed with the same
+    number of threads as each worker (or each --quiet subprocess) are bit-identical to theirs.
+    Use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def parallel_jsonl(tmp_path) -> Path:
     import json
@@ -104,6 +117,16 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.fixture(scope="session")
+def _forked_cli():
+    from forked_cli import ForkedCli
+
+    return ForkedCli()
+
+
 @pytest.fixture
-def cli():
-    return run_cli
+def cli(_forked_cli):
+    """``cli(*args)`` → exit code, stdout and stderr of the command's own ``main()`` in a fresh forked process
+    (tests/forked_cli.py): what a user sees, without paying the imports per call. Tests about the interpreter
+    start itself (installs, first-run messages) use ``run_cli``."""
+    return _forked_cli

@@ -103,3 +103,30 @@ def build_qwen2_audio(path: Path) -> Path:
 
 
 BUILDERS = {"llava": build_llava, "chameleon": build_chameleon, "qwen2-audio": build_qwen2_audio}
+
+
+WIDE = (16, 24)        # pixels, height × width: the wide LLaVA's images, a 4 × 6 grid of 4 px patches
+
+
+def build_llava_wide(path: Path) -> Path:
+    """LLaVA with a Pixtral vision tower (any height and width, as in pixtral-12b's LLaVA class) whose processor
+    resizes every image to 16 × 24 pixels: 4 rows × 6 columns of image tokens."""
+    import torch
+    from transformers import (CLIPImageProcessor, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+                              LlavaProcessor, PixtralVisionConfig)
+
+    tokenizer = media_tokenizer(["<image>"])
+    vision = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                 image_size=32, patch_size=4, head_dim=8)
+    config = LlavaConfig(vision_config=vision, text_config=LlamaConfig(**_text_kwargs(len(tokenizer))),
+                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
+                         vision_feature_select_strategy="full")
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config).eval()
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"height": WIDE[0], "width": WIDE[1]}, do_center_crop=False),
+        tokenizer=tokenizer, patch_size=4, vision_feature_select_strategy="full", image_token="<image>",
+        num_additional_image_tokens=0)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

@@ -51,6 +51,15 @@ ROWS = [
     Row("variants empty list", (*E, "--variants", ","), r"--variants.*expected a comma-separated list"),
     Row("variant unknown", (*E, "--variants", "en,tlh"), r"dataset 'pairs' has no variant 'tlh'; it has en, zh, fr"),
     Row("unknown option", (*E, "--frobnicate"), r"No such option '--frobnicate'"),
+    Row("layer out of range", (*E, "--layers", "0,9"), r"layer 9 is out of range: .* has layers 0\.\.3"),
+    Row("layer range out of range", (*E, "--layers", "2:9"), r"--layers 2:9 reaches layer 8, out of range"),
+    Row("layers not numbers", (*E, "--layers", "first,2"), r"--layers must be all, a comma-separated list"),
+    Row("layers empty range", (*E, "--layers", "2:2"), r"--layers 2:2 selects no layer"),
+    Row("positions unknown", (*E, "--positions", "first"), r"--positions must be all, last or mean, got 'first'"),
+    Row("positions with intervene", (*E, "--intervene", "good-bad", "--coefficients", "1", "--positions", "last"),
+        r"--layers/--positions choose what extraction stores; with --intervene use --record-layers and --steer-positions"),
+    Row("positions of a stored full run changed", (*E, "--positions", "last"),
+        r"already holds .*/pairs made with a different configuration \(positions differ\); pass --overwrite"),
     # --- extract: datasets and files ------------------------------------------------------------------
     Row("dataset unknown name", ("extract", "--dataset", "nosuchset", "--store", "{store}"),
         r"unknown dataset 'nosuchset'; built in: django-ui, arithmetic"),
@@ -139,6 +148,17 @@ ROWS = [
                                  "--out", "{files}/out"), V999, store="v999"),
     Row("analyze bad layers", ("analyze", "similarity", "--store", "{store}", "--model", "{model_name}", "--dataset", "pairs",
                                "--layers", "x", "--out", "{files}/out"), r"--layers"),
+    Row("logit lens on a last-token run", ("analyze", "logit-lens", "--store", "{store}", "--model", "{model_name}",
+                                           "--dataset", "pairs", "--out", "{files}/out"),
+        r"the logit lens needs every token's states, but this run stores only each example's last-token state "
+        r"\(extracted with --positions last\)", store="lastonly"),
+    Row("mean similarity on a last-token run", ("analyze", "similarity", "--store", "{store}", "--model", "{model_name}",
+                                                "--dataset", "pairs", "--pool", "mean", "--out", "{files}/out"),
+        r"the mean over each example's tokens needs every token's states, but this run stores only each example's "
+        r"last-token state", store="lastonly"),
+    Row("analyze a layer a subset run lacks", ("analyze", "similarity", "--store", "{store}", "--model", "{model_name}",
+                                               "--dataset", "pairs", "--layers", "1", "--out", "{files}/out"),
+        r"layer 1 is not in this run; it stores layers 0, 2", store="lastonly"),
     Row("push unknown scheme", ("push", "{store}", "foo://bucket/acts.zarr", "--quiet"), r"unknown URL scheme 'foo://'"),
     Row("push newer format", ("push", "{store}", "{files}/copy.zarr", "--quiet"), V999, store="v999"),
     Row("pull missing source", ("pull", "{files}/nothere.zarr", "{files}/copy.zarr", "--quiet"), r"no actstore store at", store=None),
@@ -206,7 +226,11 @@ def make_stores(stores: Path, model_dir: Path, pairs: Path) -> dict[str, Path]:
     import zarr
 
     zarr.open_group(str(plainzarr), mode="w")
-    return {"good": good, "v999": v999, "corrupt": corrupt, "runcorrupt": runcorrupt, "notstore": notstore, "plainzarr": plainzarr}
+    lastonly = stores / "lastonly" / "acts.zarr"  # a selective run: two layers, each example's last token
+    actstore.extract(model=str(model_dir), dataset=str(pairs), store=str(lastonly), layers="0,2", positions="last",
+                     progress=False)
+    return {"good": good, "v999": v999, "corrupt": corrupt, "runcorrupt": runcorrupt, "notstore": notstore,
+            "plainzarr": plainzarr, "lastonly": lastonly}
 
 
 def check(row: Row, index: int, world: dict, cli) -> str | None:
@@ -259,12 +283,9 @@ def test_rows_are_unique_and_plenty():
 def test_every_bad_input_gets_one_line_and_leaves_stores_alone(world, monkeypatch):
     monkeypatch.setenv("ACTSTORE_CACHE", str(world["tmp"] / "cache"))  # a failed GGUF conversion caches nothing here
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cli = ForkedCli(workers=2)
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            outcomes = list(pool.map(lambda item: check(item[1], item[0], world, cli), enumerate(ROWS)))
-    finally:
-        cli.close()
+    cli = ForkedCli()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(lambda item: check(item[1], item[0], world, cli), enumerate(ROWS)))
     failures = [f"{row.name}: {outcome}" for row, outcome in zip(ROWS, outcomes) if outcome is not None]
     slowest = sorted(world["seconds"].items(), key=lambda item: -item[1])[:5]
     print(f"\nbad inputs tried {len(ROWS)} / handled {len(ROWS) - len(failures)}; slowest: "

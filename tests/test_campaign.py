@@ -31,15 +31,7 @@ CHUNK, BATCH, TASK_BATCHES = 16, 4, 3
 OPTS = dict(chunk_tokens=CHUNK, batch_size=BATCH, progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Single-process references use one torch thread, as every worker here does."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # single-process references: one thread, as each worker
 
 
 @pytest.fixture(scope="module")
@@ -264,3 +256,46 @@ def test_campaign_on_s3_with_two_workers_identical_to_local(models, reference, t
         assert ds.sizes["token"] == want["token_id"].size
     finally:
         server.stop()
+
+
+def test_bfloat16_compute_on_two_workers_equals_single_process_bfloat16(cluster, models, tmp_path):
+    """--compute-dtype travels in each task's model reference; the worker cache keys loads by it."""
+    _, client = cluster
+    single, campaign = str(tmp_path / "single.zarr"), str(tmp_path / "campaign.zarr")
+    bf16 = dict(device="cpu", compute_dtype="bfloat16")
+    actstore.extract(model=str(models[1]), dataset="arithmetic", store=single, limit=40, **OPTS, **bf16)
+    result = run_campaign([spec(models[1], "arithmetic", campaign, **bf16)], scheduler=client.scheduler.address,
+                          threads_per_worker=1, progress=False, batches_per_task=TASK_BATCHES)
+    assert result.resources is None and set(result.devices.values()) == {"cpu"}
+    assert set(result.loads.values()) == {1}, result.loads  # a bfloat16 load of its own, once per worker
+    assert_identical(campaign, single, models[1], "arithmetic")
+    attrs = zarr.open_group(campaign, mode="r", use_consolidated=False)[f"{models[1].name}/arithmetic"].attrs
+    assert attrs["config"]["compute_dtype"] == "bfloat16"
+    assert attrs["provenance"]["compute"]["compute_dtype"] == "bfloat16"
+
+
+def test_gpu_resource_missing_on_the_cluster_is_one_line(cluster):
+    """A campaign whose tasks need a GPU is refused, not left waiting, on a cluster with no GPU workers."""
+    from activation_store.extract.runner import OnCluster
+
+    _, client = cluster
+    with pytest.raises(ActstoreError, match=r"no worker of the dask cluster at tcp://.* declares the resource GPU=1")\
+            as info:
+        OnCluster(client).check_resources({"GPU": 1}, client.scheduler.address)
+    assert "\n" not in str(info.value)
+    OnCluster(client).check_resources(None, client.scheduler.address)  # CPU tasks need nothing declared
+
+
+def test_campaign_device_refusals_are_one_line_and_write_nothing(models, pairs, tmp_path):
+    """Checked before any cluster starts (no subprocess here: the CLI prints these lines as every ActstoreError)."""
+    import torch
+
+    store = tmp_path / "acts.zarr"
+    refusals = [(dict(device_map="auto", device="cpu"), "--device-map places one model over several devices")]
+    if not torch.cuda.is_available():
+        refusals.append((dict(device="cuda"), "--device cuda: CUDA is not available here"))
+    for options, message in refusals:
+        with pytest.raises(ActstoreError, match=message) as info:
+            run_campaign([spec(models[0], pairs, str(store), **options)], workers=2, progress=False)
+        assert "\n" not in str(info.value)
+    assert not store.exists()

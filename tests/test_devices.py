@@ -205,7 +205,7 @@ def test_dry_run_for_a_llama3_8b_config_alone(tmp_path, parallel_jsonl, cli):
     assert "examples        15; tokens" in out and "estimated at 4 bytes per token" in out
     tokens = int(out.split("tokens ")[1].split(" ")[0].replace(",", ""))
     per_layer = tokens * 4096 * 2  # one exactly-sized chunk: a run smaller than one default chunk
-    assert f"on disk         {per_layer / 1e3:,.2f} kB per layer, {33 * per_layer / 1e6:,.2f} MB in total" in out
+    assert f"on disk         {per_layer / 1e3:,.2f} kB per layer, {33 * per_layer / 1e6:,.2f} MB for hidden" in out
     assert "free at target" in out and not store.exists()
 
 
@@ -221,7 +221,11 @@ def test_dry_run_with_a_tokenizer_counts_real_tokens(tiny_model_dir, parallel_js
                      progress=False)
     stored = run_group(store, model_dir.name, "pairs")["hidden"]
     assert not plan.tokens_estimated and (plan.examples, plan.tokens) == (15, stored.shape[1])
-    assert plan.total_bytes == stored.nbytes and plan.layer_bytes * stored.shape[0] == plan.total_bytes
+    assert plan.hidden_bytes == stored.nbytes and plan.layer_bytes * stored.shape[0] == plan.hidden_bytes
+    group = run_group(store, model_dir.name, "pairs")
+    views = ("hidden_last", "hidden_mean", "stat_mean", "stat_second_moment", "stat_abs_max")
+    assert plan.views_bytes == sum(group[name].nbytes for name in views)
+    assert plan.total_bytes == plan.hidden_bytes + plan.views_bytes
     assert plan.batch_size == 16 and plan.fits_device and plan.fits_disk
     net_params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_pretrained(model_dir).parameters())
     assert plan.shape.parameters == net_params

@@ -32,10 +32,8 @@ def tree_hash(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def base(tiny_model_dir, tmp_path_factory):
+def base(tiny_model_dir, tmp_path_factory, _forked_cli):
     """A store with a plain run and two vectors, made through the CLI."""
-    from conftest import run_cli
-
     model_dir = tiny_model_dir("llama")
     root = tmp_path_factory.mktemp("intervene-cli")
     data = root / "pairs.jsonl"
@@ -47,7 +45,7 @@ def base(tiny_model_dir, tmp_path_factory):
                   "--from-states", "pairs:variant=en:item=good", "--minus", "pairs:variant=en:item=bad"],
                  ["steering", "define", "--store", store, "--model", model_dir, "--name", "the-table", "--layer", "1",
                   "--from-unembedding", "The", "--minus", " table", "--coefficient", "2"]):
-        result = run_cli(*args)
+        result = _forked_cli(*args)
         assert result.returncode == 0, result.stderr
     return model_dir, root, data, store
 
@@ -55,7 +53,7 @@ def base(tiny_model_dir, tmp_path_factory):
 def record(cli, model_dir, data, store, *extra):
     return cli("extract", "--model", model_dir, "--dataset", data, "--store", store, "--intervene", "good-bad",
                "--coefficients", "0,5,20", "--generate", "4", "--seed", "0..2", "--target-tokens", data.parent / "targets.txt",
-               "--positions", "all", "--record-layers", "1,2", "--batch-size", "3", "--quiet", *extra)
+               "--steer-positions", "all", "--record-layers", "1,2", "--batch-size", "3", "--quiet", *extra)
 
 
 def test_record_is_deterministic_and_analysable(base, cli, tmp_path):
@@ -118,8 +116,8 @@ BAD = {
     "coefficients not finite": (["extract", "--intervene", "good-bad", "--coefficients", "1,nan"], "finite"),
     "targets the vocabulary lacks": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--target-tokens",
                                       "{root}/missing.txt"], "no token"),
-    "bad positions": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--positions", "first"], "--positions"),
-    "empty positions": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--positions", "50:60"],
+    "bad positions": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--steer-positions", "first"], "--steer-positions"),
+    "empty positions": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--steer-positions", "50:60"],
                         "selects no token"),
     "seed without generate": (["extract", "--intervene", "good-bad", "--coefficients", "1", "--seed", "0..3"],
                               "--generate"),

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from media_models import BUILDERS, IMAGE_SIZE
+from media_models import BUILDERS, IMAGE_SIZE, WIDE, build_llava_wide
 
 MEDIA = {"llava": "image", "chameleon": "image", "qwen2-audio": "audio"}
 TEMPLATES = {"image": "USER: <image>\nWhat is it? ASSISTANT:", "audio": "Audio: <audio> What is it?"}
@@ -37,6 +37,17 @@ def write_wav(path: Path, seconds: float, freq: float, rate: int = 22050) -> Non
         out.writeframes(samples.tobytes())
 
 
+def tone(seconds: float, freq: float, rate: int) -> np.ndarray:
+    return (0.4 * np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+
+
+def write_sound(path: Path, seconds: float, freq: float, rate: int = 22050) -> None:
+    """A sine tone in the format the suffix names (FLAC, OGG/Vorbis, MP3), written by soundfile."""
+    import soundfile
+
+    soundfile.write(str(path), tone(seconds, freq, rate), rate)
+
+
 @pytest.fixture
 def mixed(tmp_path) -> Path:
     """A JSONL of image, audio and text variants; media paths relative to the file, one in a subfolder."""
@@ -47,9 +58,9 @@ def mixed(tmp_path) -> Path:
     noise = (np.random.default_rng(0).random((30, 30, 3)) * 255).astype(np.uint8)
     Image.fromarray(noise).save(tmp_path / "noise.png")
     write_wav(tmp_path / "low.wav", 0.7, 220)
-    write_wav(tmp_path / "high.wav", 1.3, 880)
+    write_sound(tmp_path / "high.flac", 1.3, 880)  # not only PCM WAV: FLAC through libsndfile
     rows = [{"id": "red", "image": "imgs/red.png", "audio": "low.wav", "en": "a red dog"},
-            {"id": "noise", "image": "noise.png", "audio": "high.wav", "en": "a cat on a sofa"}]
+            {"id": "noise", "image": "noise.png", "audio": "high.flac", "en": "a cat on a sofa"}]
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return path
@@ -259,7 +270,11 @@ def test_bad_media_inputs_are_one_line_and_leave_the_store_alone(media_models, t
     assert f"{broken}:2" in done.stderr and "missing.png" in done.stderr
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt nonsense")
-    for row, line in (({"id": "c", "image": "corrupt.png"}, 3), ({"id": "d", "audio": "corrupt.wav"}, 3)):
+    (tmp_path / "corrupt.flac").write_bytes(b"fLaC" + bytes(range(60)))
+    write_sound(tmp_path / "cut.mp3", 0.5, 440)
+    (tmp_path / "cut.mp3").write_bytes((tmp_path / "cut.mp3").read_bytes()[:40])
+    for row, line in (({"id": "c", "image": "corrupt.png"}, 3), ({"id": "d", "audio": "corrupt.wav"}, 3),
+                      ({"id": "e", "audio": "corrupt.flac"}, 3), ({"id": "f", "audio": "cut.mp3"}, 3)):
         bad = tmp_path / "bad.jsonl"
         bad.write_text("\n".join([json.dumps({"id": "x", "en": "x"}), json.dumps({"id": "y", "en": "y"}), json.dumps(row)]) + "\n")
         with pytest.raises(ActstoreError, match=rf"bad.jsonl:{line}: not a readable") as error:
@@ -308,3 +323,76 @@ def test_spoken_words_runs_through_an_audio_model(media_models, tmp_path, monkey
     per_example = np.bincount(ds.token_example.values[audio], minlength=ds.sizes["example"])
     assert (per_example[:3] > 0).all() and (per_example[3:] == 0).all()
     assert math.isclose(float(ds.media_seconds.values[0]) * 25, per_example[0], abs_tol=2)  # 25 slots a second
+
+
+@pytest.mark.parametrize("suffix", ["flac", "ogg", "mp3"])
+def test_compressed_audio_decodes_to_the_tone_it_holds(suffix, tmp_path):
+    """FLAC gives the samples back (to 16-bit steps); lossy OGG/MP3 keep the length and the pitch."""
+    from activation_store.extract.datasets.media import decode_audio
+
+    path = tmp_path / f"tone.{suffix}"
+    write_sound(path, 1.0, 440, rate=22050)
+    samples = decode_audio(path.read_bytes(), str(path), 16000)
+    assert samples.dtype == np.float32 and abs(len(samples) - 16000) <= (16000 * 0.1 if suffix == "mp3" else 1)
+    if suffix == "flac":
+        np.testing.assert_allclose(samples[:15990], tone(1.0, 440, 16000)[:15990], atol=5e-3)
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    assert abs(np.argmax(spectrum) * 16000 / len(samples) - 440) < 5
+
+
+def test_non_square_image_grid_follows_the_processor(mixed, tmp_path):
+    """A vision tower with rows ≠ columns (Pixtral's, in LLaVA's class): states, positions and grid cells."""
+    import activation_store as actstore
+    from activation_store.extract.datasets.media import decode_image
+
+    model_dir = build_llava_wide(tmp_path / "llava-wide")
+    store = str(tmp_path / "s.zarr")
+    actstore.extract(model=str(model_dir), dataset=str(mixed), store=store, variants=["image"],
+                     templates={"image": TEMPLATES["image"]}, dtype="float32", batch_size=2, progress=False)
+    ds = actstore.open_run(store, model_dir.name, "mixed")
+    for e in range(2):
+        reference = str(ds.media.values[e])
+        media = decode_image(Path(reference).read_bytes(), reference)
+        _, processor, inputs, states, _ = _model_outputs(model_dir, "image", TEMPLATES["image"], media)
+        rows, cols = (int(n) // processor.patch_size for n in inputs["pixel_values"].shape[-2:])
+        assert (rows, cols) == (WIDE[0] // 4, WIDE[1] // 4) and rows != cols
+        start, count = int(ds.token_offset.values[e]), int(ds.token_count.values[e])
+        tokens = slice(start, start + count)
+        np.testing.assert_allclose(ds.hidden.values[:, tokens], states, rtol=1e-4, atol=1e-5)
+        where = np.flatnonzero(inputs["input_ids"][0].numpy() == processor.image_token_id)
+        assert len(where) == rows * cols
+        k = np.arange(rows * cols)
+        assert np.array_equal(ds.media_row.values[tokens][where], k // cols)
+        assert np.array_equal(ds.media_col.values[tokens][where], k % cols)
+
+
+def test_image_grid_reads_qwen2_vl_and_refuses_a_count_it_cannot_place():
+    """Qwen2-VL's real image processor (its full processor needs torchvision) on a wide picture: merged patches."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessorPil
+
+    from activation_store.extract.media import image_grid
+
+    image_processor = Qwen2VLImageProcessorPil(patch_size=4, merge_size=2, temporal_patch_size=2,
+                                               min_pixels=8 * 8, max_pixels=64 * 64)
+    out = image_processor(images=[Image.new("RGB", (48, 16))], return_tensors="pt")
+    _, h, w = (int(v) for v in out["image_grid_thw"][0])
+    count = h * w // 4  # the processor's own count of image tokens: one per 2 × 2 merged patches
+    holder = SimpleNamespace(image_processor=image_processor)  # what Qwen2VLProcessor exposes
+    assert image_grid(holder, dict(out), count) == (h // 2, w // 2) and h != w
+    assert image_grid(holder, dict(out), count + 3) is None   # tiles plus newline tokens: no grid claimed
+
+
+def test_media_batches_pad_images_of_different_sizes():
+    import torch
+
+    from activation_store.extract.media import _stack
+
+    a, b = torch.ones(1, 3, 16, 24), 2 * torch.ones(1, 3, 24, 16)
+    batch = _stack([a, b])
+    assert batch.shape == (2, 3, 24, 24)
+    assert torch.equal(batch[0, :, :16, :24], a[0]) and (batch[0, :, 16:] == 0).all()
+    assert torch.equal(batch[1, :, :24, :16], b[0]) and (batch[1, :, :, 16:] == 0).all()
+    assert torch.equal(_stack([a, a]), torch.cat([a, a]))

@@ -1,6 +1,6 @@
 """Stores shared through S3, against a real S3-protocol server on 127.0.0.1 (moto_server, see s3_server.py).
 
-Everything goes through s3fs exactly as with a real bucket: the endpoint comes
+Everything goes through s3fs (writes) or obstore (reads) exactly as with a real bucket: the endpoint comes
 from ``--endpoint-url`` (or ``storage_options``), credentials from the standard
 AWS environment variables, which the server checks (signatures and access keys).
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import shutil
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,12 +22,14 @@ import xarray as xr
 
 import actstore
 from activation_store.errors import ActstoreError
+from activation_store.store import Store
 from activation_store.store.transfer import copy_store
 from s3_server import MotoServer, closed_port
 
 ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
             "AWS_DEFAULT_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_CONFIG_FILE",
-            "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_MAX_ATTEMPTS")
+            "AWS_SHARED_CREDENTIALS_FILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_MAX_ATTEMPTS",
+            "ACTSTORE_S3_CLIENT")
 QUIET = {"OMP_NUM_THREADS": "1"}  # torch's threads fight on two cores (see test_crash_resume.py)
 
 
@@ -35,7 +37,7 @@ QUIET = {"OMP_NUM_THREADS": "1"}  # torch's threads fight on two cores (see test
 def s3(tmp_path_factory):
     """The server, with its IAM key exported as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for this process and the
     CLI subprocesses; AWS config files point nowhere, so nothing of the machine's own AWS setup leaks in."""
-    server = MotoServer().start()
+    server = MotoServer(request_log=str(tmp_path_factory.mktemp("s3log") / "access.log")).start()
     saved = {key: os.environ.get(key) for key in ENV_KEYS}
     for key in ENV_KEYS:
         os.environ.pop(key, None)
@@ -52,15 +54,7 @@ def s3(tmp_path_factory):
                 os.environ[key] = value
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """In-process extractions here too: one torch thread, as QUIET gives the subprocesses."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process extractions: one thread, as QUIET gives the subprocesses
 
 
 _buckets = itertools.count()
@@ -138,25 +132,14 @@ def one_line_error(result) -> str:
 
 
 @contextmanager
-def s3_requests():
-    """Every S3 API call s3fs makes inside the block (s3fs logs each one as ``CALL: <operation>``)."""
+def s3_requests(s3):
+    """Every HTTP request the server answers inside the block, from its own access log (whichever client sent
+    them: s3fs writes, obstore reads)."""
     calls: list[str] = []
-
-    class Count(logging.Handler):
-        def emit(self, record):
-            message = record.getMessage()
-            if message.startswith("CALL:"):
-                calls.append(message.split(" ")[1])
-
-    logger, handler = logging.getLogger("s3fs"), Count()
-    level = logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(handler)
-    try:
-        yield calls
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    before = len(s3.requests_logged())
+    yield calls
+    time.sleep(0.3)  # the server logs a request after answering it
+    calls += [line.split('"')[1] for line in s3.requests_logged()[before:]]
 
 
 def same_run(a: xr.Dataset, b: xr.Dataset) -> None:
@@ -179,7 +162,7 @@ def test_extract_to_s3_opens_like_local(s3, bucket, tiny_model_dir, parallel_jso
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("written: ")
 
-    with s3_requests() as calls:
+    with s3_requests(s3) as calls:
         there = actstore.open_run(remote, model_dir.name, "pairs", storage_options=opts(s3))
     here = actstore.open_run(str(local), model_dir.name, "pairs")
     same_run(there, here)
@@ -192,14 +175,14 @@ def test_extract_to_s3_opens_like_local(s3, bucket, tiny_model_dir, parallel_jso
     # and one chunk per coordinate, which are loaded on open so that notebook selections work on them
     coordinate_chunks = sum(1 for name in here.coords if here[name].size)
     assert len(calls) <= 2 + coordinate_chunks, calls
-    assert all(call == "get_object" for call in calls), calls
+    assert all(call.startswith("GET ") for call in calls), calls  # whole objects: no HEAD, no listing
 
     # ... however many runs the store holds
     more = tmp_path / "more.jsonl"
     shutil.copy(parallel_jsonl, more)
     actstore.extract(model=str(model_dir), dataset=str(more), store=remote, limit=1, progress=False,
                      storage_options=opts(s3))
-    with s3_requests() as again:
+    with s3_requests(s3) as again:
         actstore.open_run(remote, model_dir.name, "pairs", storage_options=opts(s3))
     assert len(again) == len(calls)
 
@@ -389,6 +372,32 @@ def test_anonymous_read_of_a_public_bucket(s3, local_store, tmp_path, cli, monke
         assert not (tmp_path / "priv.zarr" / "zarr.json").exists()
         with pytest.raises(ActstoreError, match="denied"):
             actstore.open_run(f"s3://{private}/acts.zarr", model, "pairs", storage_options=opts(s3, anon=True))
+
+
+# --- the read client ------------------------------------------------------------------------------------------
+
+def test_reads_go_through_obstore_with_the_options_users_pass(s3, bucket, local_store, monkeypatch):
+    remote = f"s3://{bucket}/acts.zarr"
+    copy_store(str(local_store), remote, destination_options=opts(s3), progress=False)
+    model = next(p.name for p in local_store.iterdir() if p.is_dir())
+    here = actstore.open_run(str(local_store), model, "pairs")
+    for options in (opts(s3), opts(s3, key=s3.key_id, secret=s3.secret),
+                    {"client_kwargs": {"endpoint_url": s3.endpoint, "region_name": "us-east-1"}}):
+        handle = Store.open(remote, options)
+        assert type(handle.zarr_store).__name__ == "RemoteObjectStore", options
+        there = actstore.open_run(handle, model, "pairs")
+        same_run(there, here)
+        np.testing.assert_array_equal(last_token_means(there), last_token_means(here))
+    # writable handles, options obstore has no equivalent for, and the switch keep s3fs
+    assert type(Store.open(remote, opts(s3), mode="r+").zarr_store).__name__ == "RemoteStore"
+    assert type(Store.open(remote, opts(s3, default_block_size=1 << 20)).zarr_store).__name__ == "RemoteStore"
+    monkeypatch.setenv("ACTSTORE_S3_CLIENT", "s3fs")
+    handle = Store.open(remote, opts(s3))
+    assert type(handle.zarr_store).__name__ == "RemoteStore"
+    np.testing.assert_array_equal(last_token_means(actstore.open_run(handle, model, "pairs")), last_token_means(here))
+    monkeypatch.setenv("ACTSTORE_S3_CLIENT", "boto")
+    with pytest.raises(ActstoreError, match="ACTSTORE_S3_CLIENT must be 'obstore' or 's3fs'"):
+        Store.open(remote, opts(s3))
 
 
 # --- bad input: one line, non-zero exit, nothing half-written presented as whole -------------------------------

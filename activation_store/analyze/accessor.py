@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .selection import examples_of, last_tokens, mean_tokens, tokens_of
+from .selection import examples_of, last_tokens, mean_tokens, token_states, tokens_of
 
 
 @xr.register_dataset_accessor("actstore")
@@ -34,7 +34,7 @@ class RunAccessor:
 
     def tokens(self, variant: str | None = None, item: str | None = None) -> xr.DataArray:
         """``hidden`` of the matching examples' tokens: (layer, token, d_model), lazy."""
-        return self.examples(variant, item).hidden
+        return token_states(self.examples(variant, item), "token states")
 
     def last_tokens(self, variant: str | None = None, item: str | None = None) -> xr.DataArray:
         """Each matching example's last-token state: (layer, example, d_model)."""

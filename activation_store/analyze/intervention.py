@@ -215,11 +215,15 @@ def lens_forecast(states: xr.DataArray, lens: xr.Dataset, vector: np.ndarray, co
 
 
 def forecast_states(ds: xr.Dataset, layer: int) -> xr.DataArray | None:
-    """The baseline's last-prompt-token states at ``layer`` from the recorded run, or None when not recorded."""
-    if "states" not in ds or layer not in set(ds.layer.values.tolist()):
+    """The baseline's last-prompt-token states at ``layer`` from the recorded run, or None when not recorded, or
+    when the forecast (coefficient × vector added there) is not what the run did: a ``replace``, or a run whose
+    steered positions (image tokens, say) leave out a last prompt token."""
+    if "states" not in ds or layer not in set(ds.layer.values.tolist()) or ds.attrs.get("mode", "add") != "add":
+        return None
+    last = (ds.token_offset.values + ds.token_count.values - 1).astype(np.int64)
+    if "steered" in ds and not ds.steered.values[last].all():
         return None
     base = baseline_index(ds)
-    last = (ds.token_offset.values + ds.token_count.values - 1).astype(np.int64)
     states = ds.states.isel(condition=base).sel(layer=layer).isel(token=xr.DataArray(last, dims="example"))
     states = states.drop_vars([c for c in states.coords if c not in ("layer", "final_norm_applied")])
     return states.assign_coords(example=ds.example.values, item=("example", ds["item"].values)).load()

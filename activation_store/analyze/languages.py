@@ -22,7 +22,7 @@ from ..cache import cache_root
 from ..errors import ActstoreError
 from ..store import layout
 from .projection import project
-from .selection import examples_of, tokens_of
+from .selection import examples_of, token_states, tokens_of
 
 DEFAULT_LANGUAGES = ("en", "zh", "ja", "ko", "ru", "ar", "hi", "fr", "de", "es")
 
@@ -114,6 +114,6 @@ def languages(ds: xr.Dataset, lens: xr.Dataset, variant: str | None = None, code
     tokens = tokens_of(ds, examples_of(ds, variant=variant))
     if ds.attrs.get("config", {}).get("bos"):
         tokens = tokens[ds.position.values[tokens] > 0]
-    mass = language_mass(ds.hidden.isel(token=tokens), lens, table, mode=mode)
+    mass = language_mass(token_states(ds, "the language analysis").isel(token=tokens), lens, table, mode=mode)
     mass.attrs.update(variant=variant or "all", table=table.attrs.get("source", ""))
     return mass

@@ -11,7 +11,7 @@ from ..errors import ActstoreError
 from ..store import layout
 from .lens import lens_input
 from .projection import project
-from .selection import examples_of, tokens_of
+from .selection import examples_of, token_states, tokens_of
 from .stats import mean_ci
 
 def target_logits(hidden: xr.DataArray, lens: xr.Dataset, target_ids: xr.DataArray, mode: str = "normed") -> xr.DataArray:
@@ -86,7 +86,7 @@ def logit_lens(ds: xr.Dataset, lens: xr.Dataset, *, example: int | None = None, 
     if not len(examples):
         raise ActstoreError(f"no example has variant {variant!r} and item {item!r}")
     tokens = tokens_of(ds, examples, modality=modality)
-    result = readout(ds.hidden.isel(token=tokens), lens, k=k,
+    result = readout(token_states(ds, "the logit lens").isel(token=tokens), lens, k=k,
                      targets=targets.isel(token=tokens) if targets is not None else None, mode=mode)
     single = len(examples) == 1
     vocab = lens[layout.VOCAB_TOKEN].values

@@ -2,17 +2,51 @@
 
 Each can be restricted to one ``modality`` (text, image, audio): the last text
 token, the mean over an image's tokens, the audio slots. Each returns a lazy DataArray with an ``example`` dimension carrying the
-``item`` and ``variant`` coordinates, so analyses can pair variants by item."""
+``item`` and ``variant`` coordinates, so analyses can pair variants by item.
+
+Last-token and mean states come from the run's stored per-example states when
+it has them — a ``--positions last|mean`` run's ``hidden``, or a full run's
+pooled views (store/views.py) — and are computed from ``hidden`` otherwise,
+with the same functions the views were written with: the same numbers either
+way. An analysis that needs every token's states calls ``token_states``, which
+refuses a per-example run in one line."""
 from __future__ import annotations
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
 from ..errors import ActstoreError
-from ..store.layout import MODALITIES
+from ..pooling import mean_states
+from ..store.layout import CAPTURE_ATTR, MODALITIES, VIEWS, VIEWS_ATTR
 
 POOLS = ("last", "mean")
+
+
+STORED = {"last": "each example's last-token state", "mean": "each example's mean state"}
+
+
+def run_positions(ds: xr.Dataset) -> str:
+    """What the run stores per layer: ``all`` tokens, or one ``last``/``mean`` state per example."""
+    return ds.attrs.get(CAPTURE_ATTR, {}).get("positions", "all")
+
+
+def stored_view(ds: xr.Dataset, pool: str) -> xr.DataArray | None:
+    """The run's stored (layer, example, d_model) states for ``pool`` (``last``/``mean``), or None."""
+    if run_positions(ds) == pool:
+        return ds.hidden
+    name = VIEWS.get(pool)
+    if ds.attrs.get(VIEWS_ATTR, {}).get(pool) == name and name in ds.data_vars:
+        return ds[name]
+    return None
+
+
+def token_states(ds: xr.Dataset, what: str = "this analysis") -> xr.DataArray:
+    """``hidden`` over tokens; one line naming what the run holds instead when it stores one state per example."""
+    positions = run_positions(ds)
+    if positions == "all":
+        return ds.hidden
+    raise ActstoreError(f"{what} needs every token's states, but this run stores only {STORED[positions]} "
+                        f"(extracted with --positions {positions}); extract with --positions all")
 
 
 def modality_mask(ds: xr.Dataset, modality: str | None) -> np.ndarray:
@@ -49,10 +83,13 @@ def select_layers(ds: xr.Dataset, layers: list[int] | None) -> xr.Dataset:
     """The run at the given layers only (all when ``layers`` is empty); an absent layer is an error naming it."""
     if not layers:
         return ds
-    present = set(ds.layer.values.tolist())
-    bad = [layer for layer in layers if layer not in present]
+    stored = ds.layer.values.tolist()
+    bad = [layer for layer in layers if layer not in set(stored)]
     if bad:
-        raise ActstoreError(f"layer {bad[0]} is out of range; the run has layers 0..{int(ds.layer.max())}")
+        if stored == list(range(len(stored))):
+            raise ActstoreError(f"layer {bad[0]} is out of range; the run has layers 0..{int(ds.layer.max())}")
+        raise ActstoreError(f"layer {bad[0]} is not in this run; it stores layers {', '.join(map(str, stored))} "
+                            f"(extracted with --layers)")
     return ds.sel(layer=layers)
 
 
@@ -72,6 +109,12 @@ def tokens_of(ds: xr.Dataset, examples: np.ndarray, modality: str | None = None)
 def last_tokens(ds: xr.Dataset, examples: np.ndarray | None = None, modality: str | None = None) -> xr.DataArray:
     """The last token's state of each example (its last ``modality`` token when given): (layer, example, d_model)."""
     examples = np.arange(ds.sizes["example"]) if examples is None else np.asarray(examples)
+    view = stored_view(ds, "last") if modality is None else None
+    if view is not None:  # as if picked from ``hidden``: its name and attributes
+        picked = view.isel(example=examples).rename(ds.hidden.name)
+        picked.attrs = dict(ds.hidden.attrs)
+        return _with_example_coords(picked, ds, examples)
+    hidden = token_states(ds, "the last token of each " + (f"example's {modality} tokens" if modality else "example"))
     index = (ds.token_offset.values + ds.token_count.values - 1)[examples]
     if modality is not None:
         mask = modality_mask(ds, modality)
@@ -83,33 +126,23 @@ def last_tokens(ds: xr.Dataset, examples: np.ndarray | None = None, modality: st
             bad = examples[np.flatnonzero(index < 0)[0]]
             raise ActstoreError(f"example {int(bad)} ({ds.variant.values[bad]}, item {ds['item'].values[bad]!r}) "
                                 f"has no {modality} token")
-    states = ds.hidden.isel(token=xr.DataArray(index, dims="example"))
+    states = hidden.isel(token=xr.DataArray(index, dims="example"))
     return _with_example_coords(states, ds, examples)
-
-
-def _segment_sums(block: np.ndarray, owner: np.ndarray, n_out: int) -> np.ndarray:
-    """Sums of runs of tokens with the same owner in one (layer, token, d_model) block: (layer, 1, n_out, d_model)."""
-    out = np.zeros((block.shape[0], 1, n_out, block.shape[2]), dtype=np.float64)
-    if not len(owner):
-        return out
-    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    sums = np.add.reduceat(block.astype(np.float64), starts, axis=1)
-    keep = owner[starts] >= 0
-    out[:, 0, owner[starts][keep]] = sums[:, keep]
-    return out
 
 
 def mean_tokens(ds: xr.Dataset, examples: np.ndarray | None = None, skip_first: bool | None = None,
                 modality: str | None = None) -> xr.DataArray:
-    """Each example's states averaged over its tokens: (layer, example, d_model).
+    """Each example's states averaged over its tokens: (layer, example, d_model) float32.
 
     A segment sum per token chunk, then a tree sum over chunks: memory stays at a
     chunk plus one (examples × d_model) partial, whatever the run's size.
     ``skip_first`` leaves out position 0 (default: when the run prepended BOS,
     whose state is an outlier the mean would be dominated by). With ``modality``
-    only that modality's tokens count (e.g. the mean over an image's tokens)."""
+    only that modality's tokens count (e.g. the mean over an image's tokens).
+    The run's stored means serve the default (all modalities, BOS left out as recorded)."""
+    bos = bool(ds.attrs.get("config", {}).get("bos", False))
     if skip_first is None:
-        skip_first = bool(ds.attrs.get("config", {}).get("bos", False))
+        skip_first = bos
     examples = np.arange(ds.sizes["example"]) if examples is None else np.asarray(examples)
     slot = np.full(ds.sizes["example"], -1, dtype=np.int64)
     slot[examples] = np.arange(len(examples))
@@ -122,18 +155,15 @@ def mean_tokens(ds: xr.Dataset, examples: np.ndarray | None = None, skip_first: 
     if (counts == 0).any():
         raise ActstoreError(f"some examples have no {modality + ' ' if modality else ''}tokens to average"
                             + ("" if modality else " (only BOS); use --pool last"))
-    data = ds.hidden.data
-    token_chunks = data.chunks[1]
-    owners = da.from_array(owner, chunks=(token_chunks,))
-    partial = da.map_blocks(
-        lambda block, who: _segment_sums(block, who.reshape(-1), len(examples)), data, owners[None, :, None],
-        new_axis=[2], chunks=(data.chunks[0], (1,) * len(token_chunks), (len(examples),), data.chunks[2]),
-        dtype=np.float64, meta=np.empty((0, 0, 0, 0)),
-    )
-    sums = partial.sum(axis=1)
-    means = xr.DataArray(sums / counts[None, :, None], dims=("layer", "example", "d_model"),
+    view = stored_view(ds, "mean") if modality is None and skip_first == bos else None
+    if view is not None:  # as ``mean_states`` gives them: unnamed, no attributes
+        picked = view.isel(example=examples).rename(None)
+        picked.attrs = {}
+        return _with_example_coords(picked, ds, examples)
+    data = token_states(ds, "the mean over each " + (f"example's {modality} tokens" if modality else "example's tokens")).data
+    means = xr.DataArray(mean_states(data, owner, counts), dims=("layer", "example", "d_model"),
                          coords={"layer": ds.layer.values, "final_norm_applied": ("layer", ds.final_norm_applied.values)})
-    return _with_example_coords(means, ds, examples)
+    return _with_example_coords(means.rename(None), ds, examples)
 
 
 def pooled(ds: xr.Dataset, pool: str, examples: np.ndarray | None = None, modality: str | None = None) -> xr.DataArray:

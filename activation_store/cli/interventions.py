@@ -7,7 +7,7 @@ import click
 
 from ..extract.spec import RunSpec
 
-INTERVENTION_KEYS = ("intervene", "coefficients", "positions", "generate", "seed", "target_tokens", "top_k", "record_layers")
+INTERVENTION_KEYS = ("intervene", "coefficients", "steer_positions", "steer_mode", "steer_onward", "generate", "seed", "target_tokens", "top_k", "record_layers")
 
 
 def intervention_options(func: Callable) -> Callable:
@@ -16,7 +16,10 @@ def intervention_options(func: Callable) -> Callable:
     func = click.option("--target-tokens", default=None, type=click.Path(dir_okay=False), help="With --intervene: vocabulary strings to record (one a line, or a .json of named sets).")(func)
     func = click.option("--seed", default=None, help="With --generate: sample with these seeds (0..9 or 0,3,7) instead of greedy decoding.")(func)
     func = click.option("--generate", type=int, default=0, show_default=True, help="With --intervene: tokens of continuation per condition.")(func)
-    func = click.option("--positions", default="last", show_default=True, help="With --intervene: all, last or START:END prompt positions that get the vector.")(func)
+    func = click.option("--steer-onward", is_flag=True, help="With --intervene: steer the vector's layer and every later layer's output (the paper's Chameleon replace).")(func)
+    func = click.option("--steer-mode", default="add", show_default=True, metavar="add|replace", help="With --intervene: add coefficient × vector to the state, or replace the state with it.")(func)
+    func = click.option("--steer-positions", "steer_positions", default="last", show_default=True, help="With --intervene: prompt positions that get the vector: all, last, START:END, "
+                        "a modality (image, audio, text) or an image half (image:top|bottom|left|right).")(func)
     func = click.option("--coefficients", default=None, help="With --intervene: comma-separated coefficients (0, the baseline, is always run).")(func)
     func = click.option("--intervene", default=None, metavar="VECTOR", help="Record a steering intervention with this stored vector instead of states.")(func)
     return func
@@ -28,6 +31,12 @@ def run_intervention(options: dict[str, Any], spec: RunSpec) -> str:
 
     if not options.get("intervene"):
         given = [f"--{k.replace('_', '-')}" for k in ("coefficients", "seed", "target_tokens", "record_layers") if options.get(k)]
+        if not given and options.get("steer_mode", "add") != "add":
+            given = ["--steer-mode"]
+        if not given and options.get("steer_onward"):
+            given = ["--steer-onward"]
+        if not given and options.get("steer_positions", "last") != "last":
+            given = ["--steer-positions"]
         if given or options.get("generate"):
             raise click.UsageError(f"{(given or ['--generate'])[0]} goes with --intervene VECTOR")
         return ""
@@ -40,6 +49,6 @@ def run_intervention(options: dict[str, Any], spec: RunSpec) -> str:
         except ValueError:
             raise click.BadParameter("expected comma-separated integers", param_hint="--record-layers") from None
     steering = InterventionSpec(vector=options["intervene"], coefficients=options["coefficients"],
-                                positions=options["positions"], generate=options["generate"], seeds=options["seed"],
+                                positions=options["steer_positions"], mode=options["steer_mode"], onward=bool(options.get("steer_onward")), generate=options["generate"], seeds=options["seed"],
                                 target_tokens=options["target_tokens"], top_k=options["top_k"], record_layers=layers)
     return record_interventions(spec, steering).summary()

@@ -14,7 +14,13 @@ its worker is rerun by dask and rewrites the same bytes.
 A run locked by another writer is skipped, named in the result, when the
 campaign has other runs to do — the other writer is finishing it, and the rest
 of the grid does not depend on it; when every run is locked the campaign is
-refused, as a single ``extract`` is."""
+refused, as a single ``extract`` is.
+
+Where the model runs is part of each task's model reference: ``--device`` and
+``--compute-dtype`` are settled on the client (the compute dtype is part of
+every run's configuration). On a cluster, ``cuda`` means each worker's own GPU:
+GPU workers declare one ``GPU`` resource (a local cluster's do, one worker per
+GPU) and every task holds it, so one model sits on one GPU."""
 from __future__ import annotations
 
 import contextlib
@@ -31,12 +37,15 @@ from ..errors import ActstoreError
 from ..store import commits, layout
 from ..store.lock import RunLock
 from ..store.handle import Store
+from ..store.views import finish_run
 from ..store.write import PROGRESS_ATTR, _remove_partials, consolidate_if_stale, create_run, run_attrs
 from .models import ModelPlan, plan_model
 from .progress import progress_bar, quiet_loading
 from .spec import RunSpec, stored_config_matches
 from .runner import Runner, runner
-from .run import ExtractResult, _check_writable, default_chunk_tokens
+from .estimate import run_chunk_tokens
+from .keep import Keep
+from .run import ExtractResult, _check_writable, resumed_chunk
 from .tasks import FillTask, Filled, ModelRef, PrepareTask, Prepared, batches_for, fill, prepare
 from .tokens import TokenLayout, tokenize
 
@@ -59,6 +68,17 @@ class RunPlan:
     committed: commits.Ranges = field(default_factory=list)
     create: bool = False  # a new (or replaced) run group, made after its model is prepared
     status: str = "written"
+    device: str = "cpu"  # where its tasks run: cpu, mps, cuda:N (in this process) or cuda (each worker's own GPU)
+    compute_dtype: str = "float32"
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(self.spec.model, self.spec.trust_remote_code, self.model.checksum, not self.spec.progress,
+                        self.device, self.compute_dtype)
+    keep: Keep | None = None
+    offsets: np.ndarray | None = None  # each example's first unit along ``hidden``'s second axis (tokens or examples)
+    counts: np.ndarray | None = None  # … and its number of units
+    n_units: int = 0
 
     @property
     def name(self) -> str:
@@ -66,7 +86,14 @@ class RunPlan:
 
     @property
     def n_chunks(self) -> int:
-        return commits.n_chunks(self.tokens.n_tokens, self.chunk_tokens)
+        return commits.n_chunks(self.n_units, self.chunk_tokens)
+
+    def settle(self, existing: dict[str, Any] | None) -> None:
+        """Chunk length and configuration, once the stored run (if any) is known: a resume keeps its chunking."""
+        self.chunk_tokens = run_chunk_tokens(self.model.d_model, self.keep.stored_dtype, self.n_units,
+                                             resumed_chunk(self.spec, existing))
+        self.config = {**self.spec.config(self.data, self.model), "dtype": self.spec.dtype,
+                       "chunk_tokens": self.chunk_tokens}
 
     @property
     def done(self) -> bool:
@@ -86,6 +113,8 @@ class CampaignResult:
     loads: dict[tuple[str, int], int] = field(default_factory=dict)  # (model, worker pid) -> loads
     written: dict[str, int] = field(default_factory=dict)  # run path -> tokens written
     peak_rss: dict[int, int] = field(default_factory=dict)  # worker pid -> bytes
+    devices: dict[int, str] = field(default_factory=dict)  # worker pid -> the device its forward passes ran on
+    resources: dict[str, float] | None = None  # what each task held on the cluster ({"GPU": 1})
 
     @property
     def recompute_fraction(self) -> float:
@@ -136,11 +165,43 @@ def plan(specs: Sequence[RunSpec]) -> list[RunPlan]:
         if path in seen:
             raise ActstoreError(f"{model.name}/{dataset.name} is named twice in the campaign")
         seen.add(path)
+        keep = spec.keep(model)
         tokens = tokenize(model.tokenizer, dataset.examples(), bos=spec.bos, suffixes=spec.suffixes)
-        chunk = spec.chunk_tokens or min(default_chunk_tokens(model.d_model, spec.dtype), max(1, tokens.n_tokens))
-        config = {**spec.config(dataset, model), "dtype": spec.dtype, "chunk_tokens": chunk}
-        plans.append(RunPlan(spec, model, dataset, path, tokens, chunk, config))
+        keep.check_lengths([len(row) for row in tokens.ids], [f"item {e.item!r} ({e.variant})" for e in tokens.examples])
+        offsets, counts, n_units = keep.units(tokens.offsets, tokens.counts)
+        device, compute_dtype = spec.placement()
+        plans.append(RunPlan(spec, model, dataset, path, tokens, 0, {}, device=device, compute_dtype=compute_dtype,
+                             keep=keep, offsets=offsets, counts=counts, n_units=n_units))
     return plans
+
+
+def _place(plans: list[RunPlan], clustered: bool, workers: int | None) -> dict[str, float] | None:
+    """Settle where tasks run; the resources each task holds on a cluster (``{"GPU": 1}`` for CUDA), else None.
+
+    In this process a run keeps its resolved device (``cuda:0``…). On a cluster ``cuda`` becomes each worker's
+    own GPU, so a pinned ``cuda:N`` (every worker on one GPU) and a device map (one model over several
+    devices in one process) are refused, and a local cluster gets no more GPU workers than there are GPUs."""
+    if any(p.spec.device_map for p in plans):
+        raise ActstoreError("--device-map places one model over several devices in one process; campaigns place "
+                            "one model per device: drop --device-map, or extract that run alone")
+    kinds = {p.device.split(":")[0] for p in plans}
+    if len(kinds) > 1:
+        raise ActstoreError(f"a campaign runs on one kind of device; got {', '.join(sorted(kinds))}")
+    kind = kinds.pop()
+    if not clustered or kind != "cuda":
+        return None
+    if any(":" in p.spec.device for p in plans):
+        raise ActstoreError(f"--device {plans[0].spec.device} would put every worker on one GPU; give --device cuda: "
+                            f"each worker takes its own GPU")
+    if workers is not None:
+        import torch
+
+        if workers > torch.cuda.device_count():
+            raise ActstoreError(f"--workers {workers} --device cuda: one model per GPU, and this machine has "
+                                f"{torch.cuda.device_count()} GPU(s); give --workers {torch.cuda.device_count()} or fewer")
+    for p in plans:
+        p.device = "cuda"
+    return {"GPU": 1}
 
 
 def _lock_all(plans: list[RunPlan], stack: contextlib.ExitStack) -> tuple[list[RunPlan], list[str]]:
@@ -168,22 +229,23 @@ def _read_state(plans: list[RunPlan]) -> None:
     store = Store.open(spec.store, spec.storage_options, mode="r+") if Store.exists(spec.store, spec.storage_options) else None
     for p in plans:
         existing = run_attrs(store, p.path) if store is not None else None
+        p.settle(existing)
         if existing is None or p.spec.overwrite:
             p.create, p.committed = True, []
             continue
         stored_config_matches(existing, p.config, p.name, p.spec.store)
-        p.committed = commits.committed(existing.get(PROGRESS_ATTR), p.tokens.n_tokens, p.chunk_tokens)
+        p.committed = commits.committed(existing.get(PROGRESS_ATTR), p.n_units, p.chunk_tokens)
         p.status = "already complete" if p.done else ("resumed" if p.committed else "written")
 
 
 def _fill_tasks(p: RunPlan, threads: int | None, batches_per_task: int) -> list[FillTask]:
     """Tasks for a run's uncommitted chunks, on a fixed grid of ``batches_per_task`` mean batches (whole chunks)."""
     tokens, batch = p.tokens, p.spec.batch_size
-    offsets, counts = tokens.offsets, tokens.counts.astype(np.int64)
+    offsets, counts = p.offsets, p.counts.astype(np.int64)
     n_batches = -(-len(tokens.ids) // batch)
-    mean_batch = tokens.n_tokens / max(1, n_batches)
+    mean_batch = p.n_units / max(1, n_batches)
     per_task = max(1, math.ceil(batches_per_task * mean_batch / p.chunk_tokens))
-    ref = ModelRef(p.spec.model, p.spec.trust_remote_code, p.model.checksum, not p.spec.progress)
+    ref = p.ref
     tasks = []
     for gap_start, gap_stop in commits.missing(p.committed, p.n_chunks):
         for start in range(gap_start, gap_stop):
@@ -191,32 +253,33 @@ def _fill_tasks(p: RunPlan, threads: int | None, batches_per_task: int) -> list[
                 continue
             stop = min(gap_stop, (start // per_task + 1) * per_task)
             first, last = batches_for(offsets, counts, batch, start * p.chunk_tokens,
-                                      min(stop * p.chunk_tokens, tokens.n_tokens))
-            tasks.append(FillTask(ref, p.spec.store, p.spec.storage_options, p.path, p.spec.dtype, start, stop,
+                                      min(stop * p.chunk_tokens, p.n_units))
+            tasks.append(FillTask(ref, p.spec.store, p.spec.storage_options, p.path, p.keep, start, stop,
                                   int(offsets[first * batch]),
                                   tuple(tokens.ids[b * batch:(b + 1) * batch] for b in range(first, last)), threads))
     return tasks
 
 
-def _prepare(plans: list[RunPlan], run: Runner, threads: int | None) -> dict[str, Prepared]:
+def _prepare(plans: list[RunPlan], run: Runner, threads: int | None,
+             resources: dict[str, float] | None) -> dict[str, Prepared]:
     """One prepare task per model with work: its lens head written once, before any forward pass."""
     by_model: dict[ModelRef, list[RunPlan]] = {}
     for p in plans:
-        by_model.setdefault(ModelRef(p.spec.model, p.spec.trust_remote_code, p.model.checksum, not p.spec.progress), []).append(p)
+        by_model.setdefault(p.ref, []).append(p)
     spec = plans[0].spec
     tasks = [PrepareTask(ref, spec.store, spec.storage_options,
                          {p.path: p.tokens.ids[: min(4, len(p.tokens.ids))] for p in group if p.create}, threads)
              for ref, group in by_model.items()]
     results: dict[str, Prepared] = {}
-    for task, prepared in zip(tasks, _in_order(run, prepare, tasks)):
+    for task, prepared in zip(tasks, _in_order(run, prepare, tasks, resources)):
         for p in by_model[task.ref]:
             results[p.path] = prepared
     return results
 
 
-def _in_order(run: Runner, fn, items: list) -> list:
+def _in_order(run: Runner, fn, items: list, resources: dict[str, float] | None = None) -> list:
     """Results of ``fn`` over ``items`` in the items' order (for the few prepare tasks)."""
-    done = list(run.run(_Tagged(fn), list(enumerate(items))))
+    done = list(run.run(_Tagged(fn), list(enumerate(items)), resources))
     return [result for _, result in sorted(done, key=lambda pair: pair[0])]
 
 
@@ -237,7 +300,7 @@ def _create(p: RunPlan, store: Store, prepared: Prepared) -> None:
     create_run(store, p.path, n_layers=p.model.n_layers, d_model=p.model.d_model, dtype=p.spec.dtype,
                chunk_tokens=p.chunk_tokens, token_coords=p.tokens.token_coords(),
                example_coords=p.tokens.example_coords(), final_norm_applied=np.array(prepared.applied[p.path]),
-               attrs=attrs)
+               attrs=attrs, keep=p.keep.attrs(), stored_dtype=p.keep.stored_dtype)
 
 
 def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, workers: int | None = None,
@@ -255,33 +318,36 @@ def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, work
     if workers is not None and scheduler is not None:
         raise ActstoreError("give --workers (a local cluster) or --scheduler (a running one), not both")
     plans = plan(specs)
+    resources = _place(plans, scheduler is not None or workers is not None, workers)
     spec = plans[0].spec
     with contextlib.ExitStack() as stack:
         plans, skipped = _lock_all(plans, stack)
         _read_state(plans)
         todo = [p for p in plans if not p.done]
         for p in plans:
-            if p.done:
-                consolidate_if_stale(Store.open(spec.store, spec.storage_options, mode="r+"), p.path)  # a kill after the last block
-        result = CampaignResult([], skipped, 1)
+            if p.done:  # a kill after the last block may have missed the views and statistics, or the consolidation
+                finish_run(Store.open(spec.store, spec.storage_options, mode="r+"), p.path)
+                consolidate_if_stale(Store.open(spec.store, spec.storage_options, mode="r+"), p.path)
+        result = CampaignResult([], skipped, 1, resources=resources)
         if todo:
-            run = stack.enter_context(runner(scheduler, workers))
+            run = stack.enter_context(runner(scheduler, workers, resources))
             result.workers = run.workers
-            _execute(todo, run, threads_per_worker if (scheduler or workers) else None, result, progress, batches_per_task)
+            _execute(todo, run, threads_per_worker if (scheduler or workers) else None, result, progress, batches_per_task,
+                     resources)
         for p in plans:
             result.runs.append(ExtractResult(spec.store, p.model.name, p.data.name, p.status, len(p.tokens.examples),
-                                             p.tokens.n_tokens, p.model.n_layers, result.written.get(p.path, 0),
-                                             time.perf_counter() - started, result.fill_seconds))
+                                             p.tokens.n_tokens, len(p.keep.layers), result.written.get(p.path, 0),
+                                             time.perf_counter() - started, result.fill_seconds, unit=p.keep.unit))
     result.seconds = time.perf_counter() - started
     return result
 
 
 def _execute(todo: list[RunPlan], run: Runner, threads: int | None, result: CampaignResult, progress: bool,
-             batches_per_task: int) -> None:
+             batches_per_task: int, resources: dict[str, float] | None) -> None:
     """Prepare models, create new run groups, fill every missing chunk and commit as results arrive."""
     spec = todo[0].spec
-    prepared = _prepare(todo, run, threads)
-    store = Store.open(spec.store, spec.storage_options, mode="a")
+    store = Store.open(spec.store, spec.storage_options, mode="a")  # made here: prepare tasks racing to create it collide
+    prepared = _prepare(todo, run, threads, resources)
     root = store.root
     for p in todo:
         if p.create:
@@ -294,18 +360,19 @@ def _execute(todo: list[RunPlan], run: Runner, threads: int | None, result: Camp
     written = Counter({p.path: 0 for p in todo})
     result.tasks = len(tasks)
     fill_started = time.perf_counter()
-    total = sum(commits.tokens_in(commits.missing(p.committed, p.n_chunks), p.tokens.n_tokens, p.chunk_tokens) for p in todo)
+    total = sum(commits.tokens_in(commits.missing(p.committed, p.n_chunks), p.n_units, p.chunk_tokens) for p in todo)
     with progress_bar(total, unit="tok", desc="extract", enabled=progress) as bar:
-        for done in run.run(fill, tasks):
+        for done in run.run(fill, tasks, resources):
             p = by_path[done.path]
             p.committed = commits.merge([*p.committed, (done.start_chunk, done.stop_chunk)])
-            root[p.path].attrs[PROGRESS_ATTR] = commits.record(p.committed, p.tokens.n_tokens, p.chunk_tokens)
+            root[p.path].attrs[PROGRESS_ATTR] = commits.record(p.committed, p.n_units, p.chunk_tokens)
             written[p.path] += done.tokens_written
             _tally(result, done, p.model.name)
             bar.update(done.tokens_written)
     result.fill_seconds = time.perf_counter() - fill_started
     for p in todo:
         _remove_partials(root[p.path])  # a lost worker's temporary files
+        finish_run(store, p.path)
     store.consolidate()
     result.written = dict(written)
 
@@ -315,3 +382,4 @@ def _tally(result: CampaignResult, done: Filled, model: str) -> None:
     result.tokens_computed += done.tokens_computed
     result.loads[(model, done.pid)] = done.model_loads
     result.peak_rss[done.pid] = max(result.peak_rss.get(done.pid, 0), done.peak_rss)
+    result.devices[done.pid] = done.device

@@ -49,6 +49,30 @@ def resolve_device(device: str = "auto") -> str:
     return f"cuda:{index}"
 
 
+def worker_device(device: str) -> str:
+    """The concrete device a campaign worker runs ``device`` on: ``cuda`` is this worker's own GPU.
+
+    A campaign's GPU workers each declare one ``GPU`` resource, so one model sits on one GPU. Workers of a
+    local cluster are named 0, 1, …, and worker ``i`` takes GPU ``i``; a worker with another name (Slurm,
+    Kubernetes: one GPU made visible to it) takes its current device. Anything else (``cpu``, ``cuda:N``
+    in-process) is resolved as ``--device`` is."""
+    if device != "cuda":
+        return resolve_device(device)
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ActstoreError(f"--device cuda: this worker ({os.uname().nodename}, pid {os.getpid()}) has no CUDA "
+                            f"(torch {torch.__version__})")
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):  # not on a dask worker
+        name = None
+    index = name % torch.cuda.device_count() if isinstance(name, int) else torch.cuda.current_device()
+    return f"cuda:{index}"
+
+
 def _mps_available() -> bool:
     import torch
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..errors import ActstoreError
 from .devices import free_memory
-from .estimate import ModelShape, auto_batch_size, free_disk, model_shape, run_chunk_tokens, store_bytes
+from .estimate import ModelShape, auto_batch_size, free_disk, model_shape, run_chunk_tokens, store_bytes, view_bytes
 from .models import plan_model
 from .spec import RunSpec
 from .tokens import tokenize
@@ -38,8 +38,16 @@ class DryRun:
     device_free: int
     chunk_tokens: int
     layer_bytes: int
-    total_bytes: int
+    hidden_bytes: int
     disk_free: int | None
+    layers: tuple[int, ...] = ()
+    positions: str = "all"
+    units: int = 0  # along hidden's second axis: tokens, or examples for last/mean
+    views_bytes: int = 0  # a full run's per-example views and every run's statistics
+
+    @property
+    def total_bytes(self) -> int:
+        return self.hidden_bytes + self.views_bytes
 
     @property
     def weight_bytes(self) -> int:
@@ -68,10 +76,25 @@ class DryRun:
             f"device          {self.device}: {_size(self.device_free)} free; weights + one batch "
             + ("fit" if self.fits_device else "DO NOT fit (try --device-map auto, a smaller --batch-size or "
                                               "--compute-dtype)"),
-            f"on disk         {_size(self.layer_bytes)} per layer, {_size(self.total_bytes)} in total for hidden "
-            f"at {self.dtype} (chunks of {self.chunk_tokens:,} tokens)",
+            f"stored          {self._selection()}",
+            f"on disk         {_size(self.layer_bytes)} per layer, {_size(self.hidden_bytes)} for hidden at "
+            f"{'float32' if self.positions == 'mean' else self.dtype} (chunks of {self.chunk_tokens:,} "
+            f"{'tokens' if self.positions == 'all' else 'examples'}); {_size(self.views_bytes)} for "
+            f"{'pooled views and ' if self.positions == 'all' else ''}statistics; {_size(self.total_bytes)} in total",
             f"free at target  {disk}" + ("" if self.fits_disk else " — NOT ENOUGH"),
         ])
+
+
+    def _selection(self) -> str:
+        n = self.shape.n_layers
+        layers = "all layers" if len(self.layers) == n else f"{len(self.layers)} of {n} layers ({_ranges(self.layers)})"
+        what = {"all": "every token", "last": "each example's last token",
+                "mean": "each example's mean over its tokens (BOS left out)"}[self.positions]
+        return f"{layers}, {what}: {self.units:,} states per layer"
+
+
+def _ranges(layers: tuple[int, ...]) -> str:
+    return ",".join(str(v) for v in layers) if len(layers) <= 8 else f"{layers[0]}..{layers[-1]}"
 
 
 def _size(n: int) -> str:
@@ -101,14 +124,17 @@ def dry_run(spec: RunSpec) -> DryRun:
         except ActstoreError:  # not even one example fits: report it as such rather than stop
             batch_size = 1
     n_tokens = sum(widths)
-    chunk = run_chunk_tokens(shape.d_model, spec.dtype, n_tokens, spec.chunk_tokens)
-    layer_bytes, total_bytes = store_bytes(n_tokens, shape.n_layers, shape.d_model, spec.dtype, chunk)
+    keep = spec.keep(model)
+    units = n_tokens if keep.unit == "token" else len(widths)
+    chunk = run_chunk_tokens(shape.d_model, keep.stored_dtype, units, spec.chunk_tokens)
+    layer_bytes, hidden_bytes = store_bytes(units, len(keep.layers), shape.d_model, keep.stored_dtype, chunk)
+    views = view_bytes(len(widths) if keep.unit == "token" else 0, len(keep.layers), shape.d_model, spec.dtype)
     return DryRun(
         model=model.name, dataset=data.name, store=spec.store, device=device, compute_dtype=compute_dtype,
         dtype=spec.dtype, examples=len(examples), tokens=n_tokens, tokens_estimated=model.tokenizer is None,
         longest=max(widths), shape=shape, batch_size=batch_size,  # as extract records it
         # a batch never holds more than every example
         activation_bytes=shape.activation_bytes(min(batch_size, len(widths)), max(widths), compute_dtype),
-        device_free=free, chunk_tokens=chunk, layer_bytes=layer_bytes, total_bytes=total_bytes,
-        disk_free=free_disk(spec.store),
+        device_free=free, chunk_tokens=chunk, layer_bytes=layer_bytes, hidden_bytes=hidden_bytes,
+        disk_free=free_disk(spec.store), layers=keep.layers, positions=keep.positions, units=units, views_bytes=views,
     )

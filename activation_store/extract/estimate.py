@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import ActstoreError
 from ..store import location
 from ..store.precision import storage_dtype
+from ..store.views import spread_chunk
 from .devices import DTYPE_BYTES
 
 CHUNK_BYTES = 16 << 20
@@ -31,8 +32,12 @@ def default_chunk_tokens(d_model: int, dtype: str) -> int:
 
 
 def run_chunk_tokens(d_model: int, dtype: str, n_tokens: int, chunk_tokens: int | None = None) -> int:
-    """The chunk length a run gets: the user's, else ~16 MB, and a run smaller than that one exact chunk."""
-    return chunk_tokens or min(default_chunk_tokens(d_model, dtype), max(1, n_tokens))
+    """The chunk length a run gets: the user's, else at most ~16 MB per layer chunk, spread evenly over the run.
+
+    zarr stores an edge chunk whole, so a run of 12,167 tokens in chunks of 8,192 would store 16,384 (fill
+    included: 1.35× the states); two chunks of 6,084 store 12,168. The run's length is known when it is
+    planned, and a resume reuses the recorded length, so the chunk grid never changes under a run."""
+    return chunk_tokens or spread_chunk(n_tokens, default_chunk_tokens(d_model, dtype))
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,14 @@ def free_disk(store: str) -> int | None:
 
 
 def store_bytes(n_tokens: int, n_layers: int, d_model: int, dtype: str, chunk: int) -> tuple[int, int]:
-    """``(bytes per layer, bytes in total)`` of ``hidden`` on disk: whole chunks (the edge one too), uncompressed."""
+    """``(bytes per layer, bytes in total)`` of ``hidden`` on disk: whole chunks (the edge one too), uncompressed.
+
+    ``n_tokens`` counts what ``hidden``'s second axis holds: tokens, or examples in a ``--positions last|mean`` run."""
     per_layer = math.ceil(n_tokens / chunk) * chunk * d_model * storage_dtype(dtype).itemsize if n_tokens else 0
     return per_layer, per_layer * n_layers
+
+
+def view_bytes(n_examples: int, n_layers: int, d_model: int, dtype: str) -> int:
+    """Bytes of a full run's pooled views (last token at ``dtype``, mean at float32) and statistics."""
+    per_layer = n_examples * d_model * (storage_dtype(dtype).itemsize + 4) + d_model * 16 + 4
+    return per_layer * n_layers

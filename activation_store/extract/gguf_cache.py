@@ -5,13 +5,17 @@ on two cores) and refuses ``save_pretrained`` on the result, so the weights are
 moved into a fresh model built from the config and saved from there. The cache
 key is the GGUF's SHA-256, which is also the model checksum in provenance.
 Conversion happens under a file lock, once per machine, even when several
-worker processes of a campaign ask for the same model at the same moment."""
+worker processes of a campaign ask for the same model at the same moment; each
+conversion appends a line to ``models/conversions.jsonl`` in the cache (which
+GGUF, which process, when), so a machine's conversions can be counted."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +25,7 @@ from ..checksums import sha256_file
 from ..errors import ActstoreError
 
 MARKER = "actstore-source.json"
+LOG = "conversions.jsonl"
 
 
 def _check_gguf(path: Path) -> None:
@@ -52,7 +57,12 @@ def converted(gguf: Path, name: str) -> tuple[Path, str]:
         return target, checksum
     with cache_lock(target.name):  # the others wait, then find the marker
         if not (target / MARKER).exists():
+            started = time.time()
             _convert(gguf, target, checksum)
+            record = {"gguf": str(gguf), "sha256": checksum, "target": target.name, "pid": os.getpid(),
+                      "host": socket.gethostname(), "started": started, "finished": time.time()}
+            with open(target.parent / LOG, "a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
     return target, checksum
 
 

@@ -1,10 +1,17 @@
 """Running a steering intervention once and recording what it did to the outputs.
 
 For each coefficient c (0, the baseline, always included and first) the model runs
-over the dataset with c × vector added to the output of decoder layer l − 1 — the
-state stored as ``hidden_states[l]`` (index 0 is the embeddings) — at the chosen
-prompt positions (``last``, ``all``, or a Python slice ``START:END``; with ``all``
-the generated tokens are steered too). Recorded per condition and example:
+over the dataset with c × vector added to (mode ``add``) or put in place of (mode
+``replace``) the output of decoder layer l − 1 — the state stored as
+``hidden_states[l]`` (index 0 is the embeddings) — and, with ``onward``, of every later
+decoder layer too (the paper's Chameleon intervention), at the chosen prompt positions:
+``last``, ``all`` (the generated tokens are steered too), a Python slice
+``START:END``, or the positions of one modality, ``image``/``audio``/``text``
+(``modality:image`` alike), or one half of each image's grid (``image:top``,
+``image:bottom``, ``image:left``, ``image:right``; a middle row or column of an odd
+grid is in neither half). Image and audio variants run through the model's
+processor exactly as in a plain extraction (extract/media.py). Recorded per
+condition and example:
 
 - next-token log-probs at the last prompt position over a *support*: the target
   tokens, then the baseline's ranks up to a fixed width (targets + top-k × conditions),
@@ -15,7 +22,8 @@ the generated tokens are steered too). Recorded per condition and example:
   gives the same random draws in every condition, so conditions differ only by the vector),
   one token a step on the prompt's key-value cache;
 - ``states``: hidden states of the prompt tokens at chosen layers (default: the vector's layer),
-  (condition, layer, token, d_model), tokens packed as in a run.
+  (condition, layer, token, d_model), tokens packed as in a run, with each token's modality,
+  media grid cell or slot, and ``steered`` (whether the vector reached it).
 
 The baseline runs exactly as a plain extraction does (same batches, same padding,
 no hook), so its states equal the stored run's. Each condition is written as a
@@ -45,14 +53,18 @@ from ..store.write import write_lens
 from ..target_sets import all_strings, read_target_sets
 from ..vocabulary import token_ids
 from .capture import final_norm_applied, pad_batch
-from .datasets.media import media_variants
 from .lens_head import model_head
+from .media import media_layout
 from .models import ModelPlan, plan_model
 from .progress import progress_bar, quiet_loading
 from .spec import RunSpec, stored_config_matches
 from .tokens import TokenLayout, tokenize
 
 GREEDY = -1
+POSITIONS_OPTION = "--steer-positions"  # the CLI option holding a position selection, named in messages
+MODES = ("add", "replace")
+MODALITIES = ("image", "audio", "text")
+HALVES = {"top": "media_row", "bottom": "media_row", "left": "media_col", "right": "media_col"}
 
 
 @dataclass
@@ -111,54 +123,100 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 
 def parse_positions(text: str) -> str | slice:
+    """The one parser of a position selection: ``all``, ``last``, a slice, or a modality (``image``, ``audio``,
+    ``text``, also spelt ``modality:image``) or image half (``image:top``…), returned in its canonical spelling."""
+    text = (text or "").strip()
     if text in ("all", "last"):
         return text
-    match = re.fullmatch(r"\s*(-?\d*)\s*:\s*(-?\d*)\s*", text or "")
+    media = re.fullmatch(rf"(?:modality:)?({'|'.join(MODALITIES)})(?::(\w+))?", text)
+    if media and (media[2] is None or (media[1] == "image" and media[2] in HALVES)):
+        return f"{media[1]}:{media[2]}" if media[2] else media[1]
+    match = re.fullmatch(r"\s*(-?\d*)\s*:\s*(-?\d*)\s*", text)
     if not match:
-        raise ActstoreError(f"--positions must be all, last or START:END (a Python slice), got {text!r}")
+        raise ActstoreError(f"{POSITIONS_OPTION} must be all, last, START:END (a Python slice), image, audio, text "
+                            f"or image:top|bottom|left|right, got {text!r}")
     return slice(int(match[1]) if match[1] else None, int(match[2]) if match[2] else None)
 
 
-def steered_positions(positions: str | slice, length: int) -> np.ndarray:
-    """Prompt positions (0-based) of one example that get the vector."""
+def steered_positions(positions: str | slice, length: int, coords: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Prompt positions (0-based) of one example that get the vector; ``coords`` are its tokens' ``modality``,
+    ``media_row`` and ``media_col`` (a text layout's tokens are all text)."""
     if positions == "last":
         return np.array([length - 1])
     if positions == "all":
         return np.arange(length)
-    return np.arange(length)[positions]
+    if isinstance(positions, slice):
+        return np.arange(length)[positions]
+    kind, _, half = positions.partition(":")
+    modality = coords["modality"] if coords else np.full(length, "text", dtype=object)
+    chosen = modality == kind
+    if half:
+        cell = coords[HALVES[half]] if coords and HALVES[half] in coords else np.full(length, -1)
+        size = int(cell[chosen].max()) + 1 if chosen.any() else 0
+        chosen &= (cell >= 0) & ((cell < size // 2) if half in ("top", "left") else (cell >= (size + 1) // 2))
+    return np.flatnonzero(chosen)
+
+
+def example_token_coords(tokens: TokenLayout) -> list[dict[str, np.ndarray]]:
+    """Each example's per-token modality and grid cells (what a media position selection reads)."""
+    coords = tokens.token_coords()
+    bounds = np.append(tokens.offsets, tokens.n_tokens).astype(np.int64)
+    names = [n for n in ("modality", *layout.MEDIA_TOKEN_COORDS) if n in coords]
+    return [{n: coords[n][a:b] for n in names} for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def steer_state(hidden: torch.Tensor, mask: torch.Tensor, value: torch.Tensor, mode: str) -> torch.Tensor:
+    """``hidden`` (batch × width × d) with ``value`` added to it, or put in its place, where ``mask`` (batch ×
+    width, 0/1) is 1; ``value`` is coefficient × vector."""
+    mask = mask[:, : hidden.shape[1], None]
+    if mode == "replace":
+        return torch.where(mask.bool(), value.to(hidden.dtype), hidden)
+    return hidden + (mask * value).to(hidden.dtype)
 
 
 def decoder_layers(net) -> torch.nn.ModuleList:
-    """The model's stack of decoder layers (the ModuleList as long as num_hidden_layers)."""
+    """The language model's stack of decoder layers (the ModuleList as long as num_hidden_layers): a
+    vision/audio-language model's is searched in its ``language_model``, never in its vision or audio tower."""
     n = net.config.get_text_config().num_hidden_layers
-    for module in net.base_model.modules():
+    language = getattr(net.base_model, "language_model", None)
+    language = net.base_model if language is None else language
+    direct = getattr(language, "layers", None)
+    if isinstance(direct, torch.nn.ModuleList) and len(direct) == n:
+        return direct
+    for module in language.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n:
             return module
     raise ActstoreError(f"cannot find the decoder layers of {type(net).__name__}")
 
 
 class Steering:
-    """A forward hook adding ``coefficient × vector`` where ``mask`` is 1 (batch × width), before any other hook."""
+    """Forward hooks on one or more decoder layers adding ``coefficient × vector`` where ``mask`` is 1 (batch ×
+    width), or with mode ``replace`` putting it in place of the state there, before any other hook."""
 
-    def __init__(self, layer_module: torch.nn.Module, vector: torch.Tensor):
-        self.module, self.vector, self.delta = layer_module, vector, None
+    def __init__(self, layer_modules: torch.nn.Module | list[torch.nn.Module], vector: torch.Tensor, mode: str = "add"):
+        self.modules = layer_modules if isinstance(layer_modules, list) else [layer_modules]
+        self.vector, self.mode, self.value, self.mask = vector, mode, None, None
 
     def __enter__(self):
-        self.handle = self.module.register_forward_hook(self._hook, prepend=True)  # before transformers' own recorder
+        # prepended: before transformers' own recorder, so the recorded hidden states show the change
+        self.handles = [module.register_forward_hook(self._hook, prepend=True) for module in self.modules]
         return self
 
     def __exit__(self, *exc):
-        self.handle.remove()
+        for handle in self.handles:
+            handle.remove()
 
     def set(self, coefficient: float, mask: torch.Tensor | None) -> None:
-        self.delta = None if coefficient == 0 or mask is None else (coefficient * mask[..., None]) * self.vector
+        """Steer the next forward passes with ``coefficient`` at ``mask``; coefficient 0 runs the model untouched."""
+        self.value = None if coefficient == 0 or mask is None else coefficient * self.vector
+        self.mask = mask
 
     def _hook(self, _module, _inputs, output):
-        if self.delta is None:
+        if self.value is None:
             return output
         hidden = output[0] if isinstance(output, tuple) else output
-        delta = self.delta[:, : hidden.shape[1]].to(hidden.dtype)
-        return (hidden + delta, *output[1:]) if isinstance(output, tuple) else hidden + delta
+        steered = steer_state(hidden, self.mask, self.value, self.mode)
+        return (steered, *output[1:]) if isinstance(output, tuple) else steered
 
 
 def _last_logits(net, hidden: torch.Tensor) -> torch.Tensor:
@@ -169,28 +227,29 @@ def _last_logits(net, hidden: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _forward(net, ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor):
-    """Next-token logits after position ``lengths − 1`` of each row, and all hidden states."""
-    out = net.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+def _forward(net, ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, **inputs):
+    """Next-token logits after position ``lengths − 1`` of each row, and all hidden states; ``inputs`` are a
+    media batch's pixels or audio features."""
+    out = net.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False, **inputs)
     last = out.last_hidden_state[torch.arange(ids.shape[0]), lengths - 1]
     return _last_logits(net, last).double(), out.hidden_states
 
 
 @torch.inference_mode()
-def _prompt_cache(net, rows: list[list[int]], pad_id: int, hook: "Steering", coefficient: float, where):
+def _prompt_cache(net, rows: list[list[int]], pad_id: int, hook: "Steering", coefficient: float,
+                  chosen: list[np.ndarray], inputs: dict):
     """The steered prompts' key-value cache, left-padded (so every row's next token sits at the same cache index
-    and index distances equal position distances, as sliding-window attention assumes), and its attention mask."""
+    and index distances equal position distances, as sliding-window attention assumes), and its attention mask.
+    ``chosen`` are each row's steered positions, counted from its first token; ``inputs`` a media batch's."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    steer_mask = torch.zeros((len(rows), width), dtype=torch.float32)
     for i, row in enumerate(rows):
         ids[i, width - len(row):] = torch.tensor(row)
         mask[i, width - len(row):] = 1
-        steer_mask[i, width - len(row) + steered_positions(where, len(row))] = 1.0
-    hook.set(coefficient, steer_mask)
+    hook.set(coefficient, steer_mask([width - len(row) + np.asarray(c) for row, c in zip(rows, chosen)], width))
     positions = (mask.cumsum(1) - 1).clamp(min=0)
-    out = net.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    out = net.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **inputs)
     return out.cache, mask
 
 
@@ -214,6 +273,8 @@ class InterventionSpec:
     vector: str
     coefficients: tuple[float, ...] | list[float] | str
     positions: str = "last"
+    mode: str = "add"
+    onward: bool = False  # steer every later decoder layer's output too
     generate: int = 0
     seeds: tuple[int, ...] | list[int] | str | None = None
     target_tokens: str | None = None
@@ -226,7 +287,11 @@ class InterventionSpec:
         seeds = parse_seeds(self.seeds) if isinstance(self.seeds, str) else self.seeds
         set_(self, "seeds", tuple(seeds) if seeds is not None else None)
         set_(self, "record_layers", tuple(sorted(set(self.record_layers))) if self.record_layers else None)
-        parse_positions(self.positions)
+        where = parse_positions(self.positions)
+        if isinstance(where, str):  # "modality:image" and "image" are one selection, recorded alike
+            set_(self, "positions", where)
+        if self.mode not in MODES:
+            raise ActstoreError(f"--steer-mode must be add or replace, got {self.mode!r}")
         if self.generate < 0:
             raise ActstoreError(f"--generate must be 0 or more tokens, got {self.generate}")
         if self.seeds is not None and not self.generate:
@@ -262,9 +327,6 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
     store, options = spec.store, spec.storage_options
     target_sets = read_target_sets(steering.target_tokens) if steering.target_tokens is not None else {}
     data = spec.load_data()
-    if media_variants(data):  # their files would be tokenized as text
-        raise ActstoreError(f"interventions on image/audio variants are not supported yet ({', '.join(media_variants(data))}); "
-                            f"choose text variants with --variants")
     if not Store.exists(store, options):
         raise ActstoreError(f"no actstore store at {store}; extract a run and define a steering vector first")
     with quiet_loading(not spec.progress):
@@ -288,15 +350,16 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
         net = model.load_weights()  # target ids come from the lens head, checked before "already complete"
     head_arrays, head_attrs = model_head(net, model)
     target_ids = token_ids(head_arrays[layout.VOCAB_TOKEN], wanted).tolist()
-    tokens = tokenize(model.tokenizer, data.examples(), bos=spec.bos, suffixes=spec.suffixes)
-    for example, ids in zip(tokens.examples, tokens.ids):
-        if not len(steered_positions(steering.where, len(ids))):
-            raise ActstoreError(f"--positions {steering.positions} selects no token of example {example.item!r} "
-                                f"({example.variant}, {len(ids)} tokens)")
+    tokens = media_layout(model, data, data.examples(), bos=spec.bos, suffixes=spec.suffixes, templates=spec.templates,
+                          weights=lambda: net) or tokenize(model.tokenizer, data.examples(), bos=spec.bos, suffixes=spec.suffixes)
+    selected = select_positions(tokens, steering)
     config = {
         **spec.config(data, model), "vector": steering.vector, "vector_attrs": steer.attrs,
         "vector_sha": config_hash({"v": steer.vector.astype(np.float64).tolist()}),
-        "coefficients": list(steering.coefficients), "positions": steering.positions, "generate": steering.generate,
+        "coefficients": list(steering.coefficients), "positions": steering.positions,
+        **({"mode": steering.mode} if steering.mode != "add" else {}),  # absent: add runs keep their hash
+        **({"onward": True} if steering.onward else {}),
+        "generate": steering.generate,
         "seeds": list(steering.seeds) if steering.seeds is not None else None, "targets": wanted,
         "top_k": steering.top_k, "record_layers": layers,
     }
@@ -313,12 +376,13 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
         if spec.overwrite:
             clear_partial(target, path)
         resume = read_partial(target, path, blocks_hash)
-        arrays = _run(net, model, tokens, spec, steering, steer, target_ids, layers, resume,
+        arrays = _run(net, model, tokens, spec, steering, steer, target_ids, layers, selected, resume,
                       lambda c, block: write_partial(target, path, blocks_hash, c, block))
-        arrays.update(_coords(net, model, tokens, steering, wanted, target_ids, layers))
+        arrays.update(_coords(net, model, tokens, steering, wanted, target_ids, layers, selected))
         attrs = {
             "config": config, "config_hash": blocks_hash, "vector": steering.vector, "layer": steer.layer,
-            "hook": steer.attrs.get("hook", ""), "positions": steering.positions,
+            "steered_layers": steered_layers(steer.layer, n_decoder, steering.onward),
+            "hook": steer.attrs.get("hook", ""), "positions": steering.positions, "mode": steering.mode,
             "provenance": spec.provenance(data, model, type(net).__name__, created=False),  # reruns write identical bytes
         }
         write_lens(target, layout.encode_name(model.name), head_arrays, head_attrs)
@@ -330,10 +394,13 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
 
 
 def _coords(net, model: ModelPlan, tokens: TokenLayout, steering: InterventionSpec, wanted: list[str],
-            target_ids: list[int], layers: list[int]) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
-    """The recorded group's coordinates: conditions, examples, tokens, targets, samples, layers."""
+            target_ids: list[int], layers: list[int], selected: list[np.ndarray]
+            ) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """The recorded group's coordinates: conditions, examples, tokens (media cells, steered or not), targets,
+    samples, layers."""
     applied = final_norm_applied(net, tokens.ids[: min(4, len(tokens.ids))], model.pad_id)
     token_coords = tokens.token_coords()
+    media_coords = [n for n in layout.MEDIA_TOKEN_COORDS if n in token_coords]
     return {
         "condition": (("condition",), np.arange(len(steering.coefficients), dtype=np.int32)),
         "coefficient": (("condition",), np.array(steering.coefficients, dtype=np.float64)),
@@ -342,6 +409,9 @@ def _coords(net, model: ModelPlan, tokens: TokenLayout, steering: InterventionSp
         "token_id": (("token",), token_coords["token_id"]),
         "token_example": (("token",), token_coords["token_example"]),
         "position": (("token",), token_coords["position"]),
+        "modality": (("token",), token_coords["modality"]),
+        **{n: (("token",), token_coords[n]) for n in media_coords},
+        "steered": (("token",), np.concatenate([np.isin(np.arange(len(ids)), s) for ids, s in zip(tokens.ids, selected)])),
         "target_token": (("target",), np.array(wanted, dtype=object)),
         "target_id": (("target",), np.array(target_ids, dtype=np.int64)),
         "seed": (("sample",), np.array(steering.samples, dtype=np.int64)),
@@ -350,8 +420,37 @@ def _coords(net, model: ModelPlan, tokens: TokenLayout, steering: InterventionSp
     }
 
 
+def select_positions(tokens: TokenLayout, steering: InterventionSpec) -> list[np.ndarray]:
+    """The steered prompt positions of every example; an example where the selection finds none is refused."""
+    where, selected = steering.where, []
+    for example, ids, coords in zip(tokens.examples, tokens.ids, example_token_coords(tokens)):
+        chosen = steered_positions(where, len(ids), coords)
+        if not len(chosen):
+            kind = where.partition(":")[0] if isinstance(where, str) and where not in ("all", "last") else None
+            hint = ("" if kind in (None, "text") else f"; choose the {kind} variants with --variants"
+                    if not (coords["modality"] == kind).any() else "; its image has no row × column grid here")
+            raise ActstoreError(f"{POSITIONS_OPTION} {steering.positions} selects no token of example {example.item!r} "
+                                f"({example.variant}, {len(ids)} tokens){hint}")
+        selected.append(chosen)
+    return selected
+
+
+def steered_layers(layer: int, n_decoder: int, onward: bool) -> list[int]:
+    """The hidden-state layers that get the vector: its own, and with ``onward`` every later one through the last."""
+    return list(range(layer, n_decoder + 1)) if onward else [layer]
+
+
+def steer_mask(rows_positions: list[np.ndarray], width: int) -> torch.Tensor:
+    """Batch × width, 1 at each row's steered positions."""
+    mask = torch.zeros((len(rows_positions), width), dtype=torch.float32)
+    for i, chosen in enumerate(rows_positions):
+        mask[i, chosen] = 1.0
+    return mask
+
+
 def _run(net, model: ModelPlan, tokens: TokenLayout, spec: RunSpec, steering: InterventionSpec, steer: SteeringVector,
-         target_ids: list[int], layers: list[int], resume: dict[int, dict[str, np.ndarray]],
+         target_ids: list[int], layers: list[int], selected: list[np.ndarray],
+         resume: dict[int, dict[str, np.ndarray]],
          save: Callable[[int, dict[str, tuple[tuple[str, ...], np.ndarray]]], None]
          ) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
     """Every condition (the baseline first: it fixes the support) over every batch: the recorded arrays, by name.
@@ -363,13 +462,15 @@ def _run(net, model: ModelPlan, tokens: TokenLayout, spec: RunSpec, steering: In
     k = min(steering.top_k, vocab_size)
     width = min(vocab_size, len(set(target_ids)) + k * len(coefficients))
     blocks, support_id = [], None
-    with Steering(decoder_layers(net)[steer.layer - 1], torch.from_numpy(steer.vector).float()) as hook, \
+    blocks_of_net = decoder_layers(net)
+    hooked = [blocks_of_net[layer - 1] for layer in steered_layers(steer.layer, model.n_decoder_layers, steering.onward)]
+    with Steering(hooked, torch.from_numpy(steer.vector).float(), steering.mode) as hook, \
             progress_bar(len(coefficients) * len(tokens.ids), unit="ex", desc="intervene", enabled=spec.progress) as bar:
         for c, coefficient in enumerate(coefficients):
             block = resume.get(c)
             if block is None:
-                block = _condition(net, model, tokens, spec, steering, hook, coefficient, target_ids, layers, k,
-                                   support_id, width, bar)
+                block = _condition(net, model, tokens, spec, steering, hook, coefficient, target_ids, layers, selected,
+                                   k, support_id, width, bar)
                 save(c, {name: (dims, block[name]) for name, dims in BLOCK_DIMS.items() if name in block})
             else:
                 bar.update(len(tokens.ids))
@@ -402,8 +503,8 @@ BLOCK_DIMS = {  # one condition's arrays (the baseline's block also holds the su
 
 
 def _condition(net, model: ModelPlan, tokens: TokenLayout, spec: RunSpec, steering: InterventionSpec, hook: Steering,
-               coefficient: float, target_ids: list[int], layers: list[int], k: int, support_id: np.ndarray | None,
-               width: int, bar) -> dict[str, np.ndarray]:
+               coefficient: float, target_ids: list[int], layers: list[int], selected: list[np.ndarray], k: int,
+               support_id: np.ndarray | None, width: int, bar) -> dict[str, np.ndarray]:
     """One condition over every batch. ``support_id`` None: this is the baseline, whose ranks make the support."""
     where, generate, samples, batch_size = steering.where, steering.generate, steering.samples, spec.batch_size
     n_ex = len(tokens.ids)
@@ -421,11 +522,10 @@ def _condition(net, model: ModelPlan, tokens: TokenLayout, spec: RunSpec, steeri
         stop = start + len(rows)
         lengths = torch.tensor([len(r) for r in rows])
         ids, mask = pad_batch(rows, model.pad_id)
-        steer_mask = torch.zeros(ids.shape, dtype=torch.float32)
-        for i, row in enumerate(rows):
-            steer_mask[i, steered_positions(where, len(row))] = 1.0
-        hook.set(coefficient, steer_mask)
-        logits, states = _forward(net, ids, mask, lengths)
+        chosen = selected[start:stop]
+        inputs = tokens.model_inputs(start, stop)  # a media batch's pixels / audio features
+        hook.set(coefficient, steer_mask(chosen, ids.shape[1]))
+        logits, states = _forward(net, ids, mask, lengths, **inputs)
         logp = torch.log_softmax(logits, dim=-1)
         real = mask.bool()
         n_real = int(real.sum())
@@ -441,7 +541,7 @@ def _condition(net, model: ModelPlan, tokens: TokenLayout, spec: RunSpec, steeri
                 support_id[start + i] = _support(target_ids, order[i, :width].numpy(), width)
         out["logprob"][start:stop] = torch.gather(logp, 1, torch.from_numpy(support_id[start:stop])).numpy()
         if samples and generate > 1:
-            past, left_mask = _prompt_cache(net, rows, model.pad_id, hook, coefficient, where)
+            past, left_mask = _prompt_cache(net, rows, model.pad_id, hook, coefficient, chosen, inputs)
         for s, seed in enumerate(samples):
             cache = None if generate == 1 else past if s + 1 == len(samples) else copy.deepcopy(past)
             out["generated_id"][s, start:stop] = _generate(  # each sample extends its own copy of the cache

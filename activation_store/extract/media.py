@@ -4,7 +4,8 @@ A media example is its variant's prompt template with the media spliced in at
 the placeholder (``<image>`` or ``<audio>``, or the processor's own token). The
 model's processor expands the placeholder into the media tokens the language
 model reads, so the stored positions are exactly the model's: LLaVA's patch
-tokens (row × column of the vision grid), Chameleon's VQ codes (which are
+tokens (row × column of the vision grid, which need not be square: see
+``image_grid``), Chameleon's VQ codes (which are
 vocabulary ids: they are stored as the token ids, and fed as such), and
 Qwen2-Audio's audio slots (one per 40 ms). Tensors the model needs beside the
 ids (pixels, mel features) are made again per batch from the files, checked
@@ -88,11 +89,38 @@ def preprocessing(processor: Any, kinds: tuple[str, ...]) -> dict[str, Any]:
     return {k: (dict(v) if isinstance(v, dict) else v) for k, v in out.items()}
 
 
+def image_grid(processor: Any, out: dict[str, Any], count: int) -> tuple[int, int] | None:
+    """Rows × columns of an image's ``count`` tokens, in raster order, as the processor laid them out: Qwen2-VL's
+    ``image_grid_thw`` (patches merged ``merge_size``² into a token), Pixtral's ``image_sizes`` in pixels, LLaVA's
+    pixel height and width over ``patch_size``, else a square. None when no reading gives ``count`` tokens
+    (LLaVA-Next's tiles with newline tokens): those tokens get no grid cell."""
+    image_processor = getattr(processor, "image_processor", None)
+    patch = getattr(processor, "patch_size", None)
+    patch = patch if isinstance(patch, int) else None
+    merge = int(getattr(processor, "spatial_merge_size", None) or 1)
+    readings = []
+    thw = out.get("image_grid_thw")
+    if thw is not None:
+        _, h, w = (int(v) for v in thw[0])
+        token_merge = int(getattr(image_processor, "merge_size", None) or 1)
+        readings.append((h // token_merge, w // token_merge))
+    sizes, pixels = out.get("image_sizes"), out.get("pixel_values")
+    if sizes is not None and patch:
+        h, w = (int(v) for v in sizes[0])
+        readings.append((h // (patch * merge), w // (patch * merge)))
+    if pixels is not None and patch and getattr(pixels, "ndim", 0) == 4:
+        readings.append((int(pixels.shape[-2]) // (patch * merge), int(pixels.shape[-1]) // (patch * merge)))
+    side = isqrt(count)
+    readings.append((side, side))
+    return next(((rows, cols) for rows, cols in readings if rows * cols == count), None)
+
+
 @dataclass
 class _Encoded:
     ids: list[int]
     media_positions: np.ndarray
     inputs: dict[str, Any]
+    grid: tuple[int, int] | None = None  # an image's rows × columns of tokens
 
 
 @dataclass
@@ -105,21 +133,21 @@ class MediaLayout(TokenLayout):
     templates: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     media_positions: list[np.ndarray] = field(default_factory=list)
+    grids: list[tuple[int, int] | None] = field(default_factory=list)  # per example: an image's rows × columns
     renderer: Any = None                                      # re-encodes a batch's media for the model
     provenance: dict[str, Any] = field(default_factory=dict)  # templates and preprocessing, for the run's attrs
 
     def token_coords(self) -> dict[str, np.ndarray]:
         coords = super().token_coords()
         modality, row, col, slot = [], [], [], []
-        for ids, kind, where in zip(self.ids, self.kinds, self.media_positions):
+        for ids, kind, where, grid in zip(self.ids, self.kinds, self.media_positions, self.grids):
             n = len(ids)
             m, r, c, s = np.full(n, "text", dtype=object), np.full(n, -1, np.int32), np.full(n, -1, np.int32), np.full(n, -1, np.int32)
             if len(where):
                 m[where] = kind
                 k = np.arange(len(where), dtype=np.int32)
-                side = isqrt(len(where))
-                if kind == "image" and side * side == len(where):
-                    r[where], c[where] = k // side, k % side
+                if kind == "image" and grid is not None:
+                    r[where], c[where] = k // grid[1], k % grid[1]
                 elif kind == "audio":
                     s[where] = k
             modality.append(m), row.append(r), col.append(c), slot.append(s)
@@ -195,6 +223,7 @@ class MediaEncoder:
                                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         ids = out.pop("input_ids")[0].tolist()
         out.pop("attention_mask", None)
+        grid_inputs = dict(out)  # Chameleon's pixels give way to codes below; its grid is read from them first
         _, token_id = _native_token(self.processor, kind)
         positions = np.flatnonzero(np.asarray(ids) == token_id)
         if not len(positions):
@@ -210,7 +239,8 @@ class MediaEncoder:
             out = {}
         prefix = [self.processor.tokenizer.bos_token_id] if self.bos and self.processor.tokenizer.bos_token_id is not None else []
         seconds = len(media) / self.rate if kind == "audio" else 0.0
-        return _Encoded(prefix + ids, positions + len(prefix), dict(out)), seconds, digest
+        grid = image_grid(self.processor, grid_inputs, len(positions)) if kind == "image" else None
+        return _Encoded(prefix + ids, positions + len(prefix), dict(out), grid), seconds, digest
 
     def layout(self, examples: list[Example], suffixes: dict[str, str] | None) -> MediaLayout:
         """Token ids of every example (text through the tokenizer as usual, media through the processor)."""
@@ -226,12 +256,14 @@ class MediaEncoder:
                 layout.ids.append(ids), layout.inputs.append(rendered)
                 layout.kinds.append("text"), layout.references.append(""), layout.hashes.append("")
                 layout.templates.append(""), layout.seconds.append(0.0), layout.media_positions.append(np.zeros(0, np.int64))
+                layout.grids.append(None)
                 continue
             encoded, seconds, digest = self.encode(example)
             layout.ids.append(encoded.ids), layout.inputs.append(self.prompts[example.variant])
             layout.kinds.append(self.kinds[example.variant]), layout.references.append(example.text)
             layout.hashes.append(digest), layout.templates.append(self.templates[example.variant])
             layout.seconds.append(seconds), layout.media_positions.append(encoded.media_positions)
+            layout.grids.append(encoded.grid)
         return layout
 
     def batch_inputs(self, layout: MediaLayout, start: int, stop: int) -> dict[str, Any]:
@@ -249,8 +281,23 @@ class MediaEncoder:
                 parts.setdefault(name, []).append(value)
         net = self.weights()
         device, dtype = net.device, net.dtype
-        return {name: torch.cat(values).to(device, dtype if values[0].is_floating_point() else values[0].dtype)
+        return {name: _stack(values).to(device, dtype if values[0].is_floating_point() else values[0].dtype)
                 for name, values in parts.items()}
+
+
+def _stack(values: list[Any]) -> Any:
+    """One batch from per-example tensors; ones of different sizes (Pixtral's images of their own height and
+    width) are zero-padded at the end of each dimension, as the processors pad a batch."""
+    import torch
+
+    if len({tuple(v.shape[1:]) for v in values}) == 1:
+        return torch.cat(values)
+    size = [max(v.shape[d] for v in values) for d in range(1, values[0].ndim)]
+    padded = []
+    for v in values:
+        pad = [amount for d in reversed(range(1, v.ndim)) for amount in (0, size[d - 1] - v.shape[d])]
+        padded.append(torch.nn.functional.pad(v, pad))
+    return torch.cat(padded)
 
 
 def architecture(model: ModelPlan) -> str:

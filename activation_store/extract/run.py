@@ -24,10 +24,12 @@ from ..errors import ActstoreError
 from ..store import Store, layout, location
 from ..store.precision import encode
 from ..store.lock import run_lock
+from ..store.views import finish_run
 from ..store.write import consolidate_if_stale, create_run, reopen_run, run_attrs, write_lens
 from .capture import HostCopy, final_norm_applied, forward_states
 from .datasets import DEFAULT_DATASET, Dataset
 from .devices import free_memory
+from .keep import Keep
 from .estimate import auto_batch_size, default_chunk_tokens, model_shape, run_chunk_tokens  # noqa: F401 (re-export)
 from .lens_head import model_head
 from .media import MediaLayout, media_layout
@@ -49,6 +51,7 @@ class ExtractResult:
     tokens_written: int
     seconds: float
     fill_seconds: float = 0.0
+    unit: str = "token"  # what ``tokens_written`` counts: tokens, or examples in a --positions last|mean run
 
     @property
     def tokens_per_second(self) -> float:
@@ -56,9 +59,9 @@ class ExtractResult:
         return self.tokens_written / self.fill_seconds if self.fill_seconds else 0.0
 
     def summary(self) -> str:
-        rate = f", {self.tokens_per_second:,.0f} tokens/s" if self.tokens_written else ""
+        rate = f", {self.tokens_per_second:,.0f} {self.unit}s/s" if self.tokens_written else ""
         return (f"{self.status}: {self.model}/{self.dataset} in {self.store} — {self.examples} examples, "
-                f"{self.tokens:,} tokens × {self.layers} layers; wrote {self.tokens_written:,} tokens "
+                f"{self.tokens:,} tokens × {self.layers} layers; wrote {self.tokens_written:,} {self.unit}s "
                 f"in {self.seconds:.1f}s{rate}")
 
 
@@ -103,6 +106,8 @@ def extract(
     compute_dtype: str | None = None,
     device_map: str | None = None,
     max_memory: dict[Any, Any] | None = None,
+    layers: str | list[int] | None = None,
+    positions: str = "all",
 ) -> ExtractResult:
     """Run ``model`` over ``dataset`` once and store every layer's hidden states in ``store``.
 
@@ -110,12 +115,13 @@ def extract(
     (``auto``: CUDA, then MPS, then CPU) and ``compute_dtype`` (default float32 on the CPU, bfloat16 on GPUs
     that have it) say where and how the model runs; ``dtype`` is what is stored. ``batch_size="auto"``
     takes the largest batch that fits the device's free memory. ``templates`` (media variant → prompt holding
-    ``<image>`` or ``<audio>``) frame image and audio variants."""
+    ``<image>`` or ``<audio>``) frame image and audio variants. ``layers`` (indices, ``"0:18"`` or ``"all"``) and
+    ``positions`` (``all``, ``last``, ``mean``) store only part of the states (extract/keep.py)."""
     return extract_run(RunSpec(model, dataset, store, variants=variants, limit=limit, bos=bos, suffixes=suffixes or {},
                                dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens, overwrite=overwrite,
                                trust_remote_code=trust_remote_code, storage_options=storage_options, progress=progress,
                                columns=columns, id_column=id_column, templates=templates, device=device, compute_dtype=compute_dtype,
-                               device_map=device_map, max_memory=max_memory))
+                               device_map=device_map, max_memory=max_memory, layers=layers, positions=positions))
 
 
 def extract_run(spec: RunSpec) -> ExtractResult:
@@ -128,6 +134,7 @@ def extract_run(spec: RunSpec) -> ExtractResult:
     if model.name in layout.RESERVED_ROOT_GROUPS:
         raise ActstoreError(f"a model may not be named {model.name!r}: that group holds saved {model.name}; "
                             f"rename the model directory")
+    spec.keep(model)  # a layer the model lacks is refused before the store is touched
     path = layout.run_path(model.name, data.name)
     with run_lock(spec.store, path, spec.storage_options):  # one writer per run: a second is refused, naming the first
         return _extract_locked(spec, data, model, path, started)
@@ -157,8 +164,10 @@ def _extract_placed(spec: RunSpec, data: Dataset, model: ModelPlan, path: str, s
 
     tokens = media_layout(model, data, data.examples(), bos=spec.bos, suffixes=spec.suffixes, templates=spec.templates,
                           weights=weights) or tokenize(model.tokenizer, data.examples(), bos=spec.bos, suffixes=spec.suffixes)
-    n_layers = model.n_layers
-    chunk = run_chunk_tokens(model.d_model, spec.dtype, tokens.n_tokens, spec.chunk_tokens)
+    keep = spec.keep(model)
+    keep.check_lengths([len(row) for row in tokens.ids], [f"item {e.item!r} ({e.variant})" for e in tokens.examples])
+    _, _, n_units = keep.units(tokens.offsets, tokens.counts)
+    chunk = run_chunk_tokens(model.d_model, keep.stored_dtype, n_units, resumed_chunk(spec, existing))
     batch_size, batch_choice = spec.batch_size, None
     if batch_size == "auto" and existing is not None and not spec.overwrite:  # a resume keeps its partition
         batch_size, batch_choice = existing["config"]["batch_size"], "auto: the batch size recorded when the run began"
@@ -167,9 +176,10 @@ def _extract_placed(spec: RunSpec, data: Dataset, model: ModelPlan, path: str, s
         config = {**spec.config(data, model, batch_size), "dtype": spec.dtype, "chunk_tokens": chunk}
         stored_config_matches(existing, config, f"{model.name}/{data.name}", store)
         if existing.get("progress", {}).get("complete"):
-            consolidate_if_stale(target, path)  # a kill after the last block may have missed it
+            finish_run(target, path)  # a kill after the last block may have missed the views and statistics
+            consolidate_if_stale(target, path)  # … or the consolidation
             return ExtractResult(store, model.name, data.name, "already complete", len(tokens.examples),
-                                 tokens.n_tokens, n_layers, 0, time.perf_counter() - started)
+                                 tokens.n_tokens, len(keep.layers), 0, time.perf_counter() - started, unit=keep.unit)
         resuming = True
 
     net = weights()
@@ -181,12 +191,20 @@ def _extract_placed(spec: RunSpec, data: Dataset, model: ModelPlan, path: str, s
         batch_choice = f"auto: {free:,} bytes free on {device} after loading the weights"
     config = {**spec.config(data, model, batch_size), "dtype": spec.dtype, "chunk_tokens": chunk}
     return _write(spec, data, model, net, device, tokens, target, path, config, chunk, batch_size, batch_choice,
-                  resuming, started)
+                  resuming, started, keep)
+
+
+def resumed_chunk(spec: RunSpec, existing: dict[str, Any] | None) -> int | None:
+    """The chunk length to plan with: the user's, else the one a run being resumed was made with (so a run begun
+    under an older chunking rule resumes), else None (``run_chunk_tokens`` chooses)."""
+    if spec.chunk_tokens or existing is None or spec.overwrite:
+        return spec.chunk_tokens
+    return existing.get("config", {}).get("chunk_tokens")
 
 
 def _write(spec: RunSpec, data: Dataset, model: ModelPlan, net, device: str, tokens, target, path: str,
            config: dict[str, Any], chunk: int, batch_size: int, batch_choice: str | None, resuming: bool,
-           started: float) -> ExtractResult:
+           started: float, keep: Keep) -> ExtractResult:
     """Create or reopen the run and fill it: the model is loaded, the configuration settled."""
     store, options, n_layers = spec.store, spec.storage_options, model.n_layers
     # a first look at a few examples before the store is touched: non-finite states (float16 overflow) stop here
@@ -204,27 +222,32 @@ def _write(spec: RunSpec, data: Dataset, model: ModelPlan, net, device: str, tok
         attrs = {"config": config, "config_hash": config_hash(config), "provenance": provenance}
         writer = create_run(target, path, n_layers=n_layers, d_model=model.d_model, dtype=spec.dtype, chunk_tokens=chunk,
                             token_coords=tokens.token_coords(), example_coords=tokens.example_coords(),
-                            final_norm_applied=np.array(applied), attrs=attrs)
+                            final_norm_applied=np.array(applied), attrs=attrs, keep=keep.attrs(),
+                            stored_dtype=keep.stored_dtype)
         target.consolidate()
     done = writer.tokens_done
     fill_started = time.perf_counter()
-    written = _fill(net, device, tokens, writer, batch_size, model.pad_id, spec.dtype, spec.progress)
+    written = _fill(net, device, tokens, writer, batch_size, model.pad_id, keep, spec.progress)
     fill_seconds = time.perf_counter() - fill_started
+    finish_run(target, path)
     target.consolidate()
     status = "resumed" if resuming and done else "written"
-    return ExtractResult(store, model.name, data.name, status, len(tokens.examples), tokens.n_tokens, n_layers, written,
-                         time.perf_counter() - started, fill_seconds)
+    return ExtractResult(store, model.name, data.name, status, len(tokens.examples), tokens.n_tokens, len(keep.layers),
+                         written, time.perf_counter() - started, fill_seconds, unit=keep.unit)
 
 
-def _fill(net, device: str, tokens, writer, batch_size: int, pad_id: int, dtype: str, progress: bool) -> int:
+def _fill(net, device: str, tokens, writer, batch_size: int, pad_id: int, keep: Keep, progress: bool) -> int:
     """Forward every batch from the first uncommitted block on; write finished blocks on a thread.
+
+    What is stored of each batch is ``keep.apply``'s: all its tokens, or one state per example (then the
+    units counted here — ``done``, offsets, blocks — are examples).
 
     A batch's copy to the host runs while the device computes the next batch (``HostCopy``), and the
     writer thread encodes and writes while both go on: neither the device nor the disk waits for the other."""
-    done, total, chunk = writer.tokens_done, tokens.n_tokens, writer.chunk_tokens
+    offsets, _, total = keep.units(tokens.offsets, tokens.counts)
+    done, chunk, dtype = writer.tokens_done, writer.chunk_tokens, keep.stored_dtype
     if done >= total:
         return 0
-    offsets = tokens.offsets
     first_example = int(np.searchsorted(offsets, done, side="right") - 1)
     first_batch = first_example // batch_size
     position = int(offsets[first_batch * batch_size])  # token index of the next captured token
@@ -247,10 +270,11 @@ def _fill(net, device: str, tokens, writer, batch_size: int, pad_id: int, dtype:
             buffered -= size
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-writer") as executor, \
-            progress_bar(total, initial=done, unit="tok", desc="extract", enabled=progress) as bar:
-        def take(copy: HostCopy) -> None:
+            progress_bar(total, initial=done, unit="tok" if keep.unit == "token" else "ex", desc="extract",
+                         enabled=progress) as bar:
+        def take(copy: HostCopy, lengths: list[int]) -> None:
             nonlocal position
-            hidden = copy.result()
+            hidden = keep.apply(copy.result(), lengths)
             skip = max(0, done - position)
             position += hidden.shape[1]
             if skip:
@@ -260,15 +284,15 @@ def _fill(net, device: str, tokens, writer, batch_size: int, pad_id: int, dtype:
                 bar.update(hidden.shape[1])
             flush(executor, final=False)
 
-        in_flight: HostCopy | None = None
+        in_flight: tuple[HostCopy, list[int]] | None = None
         for start in range(first_batch * batch_size, len(tokens.ids), batch_size):
-            copy = HostCopy(forward_states(net, tokens.ids[start:start + batch_size], pad_id, device,
-                                           **tokens.model_inputs(start, start + batch_size)))
+            ids = tokens.ids[start:start + batch_size]
+            copy = HostCopy(forward_states(net, ids, pad_id, device, **tokens.model_inputs(start, start + batch_size)))
             if in_flight is not None:
-                take(in_flight)  # the previous batch, while this one computes
-            in_flight = copy
+                take(*in_flight)  # the previous batch, while this one computes
+            in_flight = (copy, [len(row) for row in ids])
         if in_flight is not None:
-            take(in_flight)
+            take(*in_flight)
         flush(executor, final=True)
         for future in futures:
             future.result()

@@ -20,6 +20,7 @@ from ..store import layout
 from ..store.precision import DTYPES
 from .datasets import DEFAULT_DATASET, Dataset, load_dataset
 from .devices import check_compute_dtype, default_compute_dtype, device_kind, resolve_device
+from .keep import Keep, LayerChoice, check_positions, parse_layers, resolve_layers
 from .models import DEFAULT_MODEL, ModelPlan, attention, input_device
 
 
@@ -48,6 +49,8 @@ class RunSpec:
     device_map: str | None = None  # "auto": accelerate places a model larger than one device
     max_memory: Mapping[Any, Any] | None = None  # with device_map: accelerate's per-device limits
     templates: Mapping[str, str] | None = None  # media variant → prompt holding <image> or <audio>
+    layers: LayerChoice = None  # hidden states kept: None (all), indices, or "START:STOP[:STEP]" (extract/keep.py)
+    positions: str = "all"  # all tokens, or one state per example: "last" or "mean" (BOS left out)
 
     def __post_init__(self) -> None:
         # lists and None from callers become one canonical form, so equal specs compare equal
@@ -58,6 +61,8 @@ class RunSpec:
         set_(self, "columns", dict(self.columns) if self.columns else None)
         set_(self, "max_memory", dict(self.max_memory) if self.max_memory else None)
         set_(self, "templates", dict(self.templates) if self.templates else None)
+        set_(self, "layers", parse_layers(self.layers))
+        check_positions(self.positions)
         if self.dtype not in DTYPES:
             raise ActstoreError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.batch_size != "auto" and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
@@ -83,6 +88,11 @@ class RunSpec:
             raise ActstoreError(f"a dataset may not be named {data.name!r}: that group holds {data.name} data; rename the file")
         return data
 
+    def keep(self, model: ModelPlan) -> Keep:
+        """The layers and positions this run stores, checked against ``model`` (a layer it lacks is refused)."""
+        return Keep(resolve_layers(self.layers, model.n_layers, model.name), model.n_layers, self.positions,
+                    self.bos, self.dtype)
+
     def placement(self) -> tuple[str, str]:
         """``(torch device, compute dtype)`` this spec runs on here: ``auto`` and the dtype default resolved."""
         device = resolve_device(self.device)
@@ -102,6 +112,8 @@ class RunSpec:
             "limit": self.limit, "bos": self.bos, "suffixes": dict(self.suffixes),
             **({"templates": dict(self.templates)} if self.templates else {}),  # absent: text runs keep their hash
             "batch_size": batch, "format": layout.FORMAT_VERSION,
+            # absent for all layers and tokens: full runs keep their hash
+            **(self.keep(model).config() if self.layers is not None or self.positions != "all" else {}),
         }
         _, compute_dtype = self.placement()
         if compute_dtype != "float32":

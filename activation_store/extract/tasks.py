@@ -23,6 +23,7 @@ import numpy as np
 from ..store import layout
 from ..store.handle import Store
 from ..store.write import write_chunks, write_lens
+from .keep import Keep
 from .model_cache import cached_model, loads
 
 
@@ -34,6 +35,22 @@ class ModelRef:
     trust_remote_code: bool
     checksum: str
     quiet: bool = False  # no loading progress bars
+    device: str = "cpu"  # cpu, mps, cuda:N (in this process) or cuda: the worker's own GPU (devices.worker_device)
+    compute_dtype: str = "float32"  # what the model runs in, decided on the client: part of every run's config
+
+
+def _model(ref: ModelRef) -> tuple[Any, Any]:
+    """The referenced model from this process's cache, on the worker's device in the campaign's compute dtype."""
+    from .devices import worker_device
+
+    return cached_model(ref.model, ref.trust_remote_code, ref.checksum, ref.quiet, worker_device(ref.device),
+                        ref.compute_dtype)
+
+
+def _loads(ref: ModelRef) -> int:
+    from .devices import worker_device
+
+    return loads(ref.model, ref.trust_remote_code, ref.checksum, worker_device(ref.device), ref.compute_dtype)
 
 
 @dataclass(frozen=True)
@@ -62,10 +79,10 @@ class FillTask:
     store: str
     storage_options: dict[str, Any] | None
     path: str
-    dtype: str
+    keep: Keep  # what is stored of each batch; its unit (token or example) is what chunks and ``first_token`` count
     start_chunk: int
     stop_chunk: int
-    first_token: int  # token index of the first token of ``batches[0]``
+    first_token: int  # index (in the stored unit) of the first token or example of ``batches[0]``
     batches: tuple[list[list[int]], ...]
     torch_threads: int | None = None
 
@@ -80,8 +97,9 @@ class Filled:
     seconds: float
     host: str
     pid: int
-    model_loads: int  # loads of this model in the worker process so far
+    model_loads: int  # loads of this model (on this device, in this dtype) in the worker process so far
     peak_rss: int  # bytes, the worker process's high-water mark
+    device: str = "cpu"  # where the task's forward passes ran
 
 
 def _threads(n: int | None) -> None:
@@ -98,7 +116,7 @@ def prepare(task: PrepareTask) -> Prepared:
     from .lens_head import model_head
 
     _threads(task.torch_threads)
-    plan, net = cached_model(task.ref.model, task.ref.trust_remote_code, task.ref.checksum, task.ref.quiet)
+    plan, net = _model(task.ref)
     write_lens(Store.open(task.store, task.storage_options, mode="a"), layout.encode_name(plan.name), *model_head(net, plan))
     applied = {path: final_norm_applied(net, ids, plan.pad_id) for path, ids in task.samples.items()}
     return Prepared(applied, type(net).__name__, os.getpid())
@@ -113,7 +131,7 @@ def fill(task: FillTask) -> Filled:
 
     started = time.perf_counter()
     _threads(task.torch_threads)
-    plan, net = cached_model(task.ref.model, task.ref.trust_remote_code, task.ref.checksum, task.ref.quiet)
+    plan, net = _model(task.ref)
     hidden = Store.open(task.store, task.storage_options, mode="r+").live_group(task.path)[layout.HIDDEN]
     chunk, n_tokens = int(hidden.chunks[1]), int(hidden.shape[1])
     start, stop = task.start_chunk * chunk, min(task.stop_chunk * chunk, n_tokens)
@@ -128,8 +146,8 @@ def fill(task: FillTask) -> Filled:
             block = torch.cat(pending, dim=1) if len(pending) > 1 else pending[0]
             size = min(chunk, block.shape[1])
             head, rest = block[:, :size], block[:, size:]
-            futures.append(executor.submit(lambda s, h: write_chunks(hidden, s, encode(h, task.dtype)), block_start,
-                                           head.clone()))
+            futures.append(executor.submit(lambda s, h: write_chunks(hidden, s, encode(h, task.keep.stored_dtype)),
+                                           block_start, head.clone()))
             while len(futures) > 2:  # backpressure: memory stays at the model plus two blocks
                 futures.pop(0).result()
             block_start += size
@@ -138,7 +156,7 @@ def fill(task: FillTask) -> Filled:
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-writer") as executor:
         for ids in task.batches:
-            states = capture(net, ids, plan.pad_id)
+            states = task.keep.apply(capture(net, ids, plan.pad_id), [len(row) for row in ids])
             computed += states.shape[1]
             lo, hi = max(start, position) - position, min(stop, position + states.shape[1]) - position
             position += states.shape[1]
@@ -152,8 +170,8 @@ def fill(task: FillTask) -> Filled:
         raise RuntimeError(f"task {task.path} chunks {task.start_chunk}:{task.stop_chunk} covered tokens "
                            f"{start}:{block_start}, not {start}:{stop}")
     return Filled(task.path, task.start_chunk, task.stop_chunk, stop - start, computed, time.perf_counter() - started,
-                  socket.gethostname(), os.getpid(), loads(task.ref.model, task.ref.trust_remote_code, task.ref.checksum),
-                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+                  socket.gethostname(), os.getpid(), _loads(task.ref),
+                  resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, str(net.device))
 
 
 def batches_for(offsets: np.ndarray, counts: np.ndarray, batch_size: int, start: int, stop: int) -> tuple[int, int]:

@@ -55,6 +55,11 @@ class Store:
     def writable(self) -> bool:
         return self.mode != "r"
 
+    @property
+    def fork_safe(self) -> bool:
+        """Whether this process may ``fork()`` workers that read stores after reading through this handle."""
+        return location.fork_safe(self.zarr_store)
+
     @classmethod
     def open(cls, url: str | Store, storage_options: dict[str, Any] | None = None, *, mode: Mode = "r") -> Store:
         """Open ``url`` (or hand back an already open ``Store`` that allows ``mode``)."""

@@ -27,7 +27,8 @@ from .open import open_group
 from .steering import INTERVENTIONS
 
 COORDS = ("coefficient", "item", "variant", "text", "token_offset", "token_count", "token_id", "token_example",
-          "position", "target_token", "target_id", "seed", "layer", "final_norm_applied")
+          "position", "modality", "steered", "target_token", "target_id", "seed", "layer", "final_norm_applied",
+          *layout.MEDIA_TOKEN_COORDS, *layout.MEDIA_EXAMPLE_COORDS)
 
 
 def intervention_path(model: str, dataset: str, vector: str) -> str:

@@ -20,7 +20,11 @@ FORMAT_VERSION = 1
 FORMAT_ATTR = "actstore_format"
 
 # array names in a run group
-HIDDEN = "hidden"
+HIDDEN = "hidden"  # layer × token × d_model; in a ``--positions last|mean`` run layer × example × d_model
+CAPTURE_ATTR = "capture"  # what a run stores: {"layers": [...], "positions": all|last|mean, "unit": token|example}
+VIEWS_ATTR = "views"  # set once a run's pooled views and statistics below are written (store/views.py)
+VIEWS = {"last": "hidden_last", "mean": "hidden_mean"}  # full runs: each example's last-token and mean states
+STATS = ("stat_mean", "stat_second_moment", "stat_abs_max")  # per layer over the stored states
 TOKEN_COORDS = ("token_id", "token_example", "position", "modality", "target", "alternatives")
 # ``target``/``alternatives`` (annotated datasets only): the word the lens should read at a token, as its first
 # token's vocabulary string ("" where none), and a JSON list of the words it is compared against

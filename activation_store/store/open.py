@@ -55,9 +55,12 @@ def _complete_only(ds: xr.Dataset) -> xr.Dataset:
     progress = ds.attrs.get("progress", {})
     if progress.get("complete", True) or "token_offset" not in ds.variables:
         return ds
-    done = int(progress.get("tokens_done", 0))
+    done = int(progress.get("tokens_done", 0))  # in the stored unit: tokens, or examples in a per-example run
     ends = (ds.token_offset + ds.token_count).values
-    n_examples = int(np.searchsorted(ends, done, side="right"))
+    if ds.attrs.get(layout.CAPTURE_ATTR, {}).get("unit", "token") == "example":
+        n_examples = min(done, len(ends))
+    else:
+        n_examples = int(np.searchsorted(ends, done, side="right"))
     n_tokens = int(ends[n_examples - 1]) if n_examples else 0
     return ds.isel(example=slice(0, n_examples), token=slice(0, n_tokens))
 

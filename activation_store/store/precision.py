@@ -37,6 +37,9 @@ def encode(hidden: "torch.Tensor", dtype: str) -> np.ndarray:
     return hidden.to(torch.float32).numpy()
 
 
-def decode_bfloat16(bits: np.ndarray) -> np.ndarray:
-    """uint16 bfloat16 bit patterns to float32, exactly."""
+def decode_bfloat16(bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint16 bfloat16 bit patterns to float32, exactly; into ``out`` (float32, same shape) when given."""
+    if out is not None:
+        np.left_shift(bits, 16, out=out.view(np.uint32), dtype=np.uint32)
+        return out
     return np.left_shift(bits, 16, dtype=np.uint32).view(np.float32)  # one pass, no uint32 temporary

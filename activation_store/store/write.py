@@ -68,9 +68,11 @@ _chunks_written = 0  # in this process, for the fault hook
 def write_chunks(hidden: zarr.Array, start: int, block: np.ndarray) -> int:
     """Write tokens [start, start + len) of ``hidden`` for all layers — whole chunks only — and return the stop.
 
-    Whole chunks are what lets many writers fill one array without a lock. This does not commit them."""
+    Whole chunks are what lets many writers fill one array without a lock; in a sharded ``hidden`` the unit is
+    the shard (all layers of a token block), since writers of parts of one shard overwrite each other's parts.
+    This does not commit them."""
     global _chunks_written
-    chunk_tokens, n_tokens = int(hidden.chunks[1]), int(hidden.shape[1])
+    chunk_tokens, n_tokens = int((hidden.shards or hidden.chunks)[1]), int(hidden.shape[1])
     stop = start + block.shape[1]
     if start % chunk_tokens or (stop % chunk_tokens and stop != n_tokens) or stop > n_tokens:
         raise ValueError(f"block {start}:{stop} is not aligned to chunks of {chunk_tokens} tokens")
@@ -93,9 +95,23 @@ def create_run(
     example_coords: dict[str, np.ndarray],
     final_norm_applied: np.ndarray,
     attrs: dict[str, Any],
+    shard: bool = False,
+    keep: dict[str, Any] | None = None,
+    stored_dtype: str | None = None,
 ) -> RunWriter:
-    """Create (or replace) a run group with its coordinates and an empty ``hidden``; its attrs come last."""
-    n_tokens = len(token_coords["token_id"])
+    """Create (or replace) a run group with its coordinates and an empty ``hidden``; its attrs come last.
+
+    ``shard`` stores each token block of all layers as one object (Zarr's sharding codec; one chunk per layer
+    inside it), so a run makes ``layers`` times fewer objects; benchmarks/store_layout.py measures both.
+    ``keep`` (``Keep.attrs()``: layers, positions, unit) says what the run stores: with a layer subset
+    ``hidden`` holds only those layers, labelled by the ``layer`` coordinate; with ``unit == "example"``
+    it holds one state per example (layer × example × d_model) in ``stored_dtype``. It is recorded in the
+    ``capture`` attribute."""
+    keep = keep or {"layers": list(range(n_layers)), "positions": "all", "unit": "token"}
+    layers = np.asarray(keep["layers"], dtype=np.int32)
+    unit = keep["unit"]
+    dtype = stored_dtype or dtype
+    n_tokens = len(token_coords["token_id"]) if unit == "token" else len(example_coords["item"])
     root = store.root
     if run_attrs(store, path) is not None:  # unmark the old run first: a kill while deleting it leaves no "run"
         root[path].attrs.put({})
@@ -105,16 +121,17 @@ def create_run(
     for name, values in example_coords.items():
         write_array(group, name, values, ("example",))
     write_array(group, "example", np.arange(len(example_coords["item"]), dtype=np.int64), ("example",))
-    write_array(group, "layer", np.arange(n_layers, dtype=np.int32), ("layer",))
-    write_array(group, "final_norm_applied", np.asarray(final_norm_applied, dtype=bool), ("layer",))
+    write_array(group, "layer", layers, ("layer",))
+    write_array(group, "final_norm_applied", np.asarray(final_norm_applied, dtype=bool)[layers], ("layer",))
     encoding = {layout.ENCODING_ATTR: layout.BF16_ENCODING} if dtype == "bfloat16" else {}
     with quiet_zarr():
         hidden = group.create_array(
-            layout.HIDDEN, shape=(n_layers, n_tokens, d_model), chunks=(1, chunk_tokens, d_model),
-            dtype=storage_dtype(dtype), fill_value=HIDDEN_FILL[dtype], dimension_names=("layer", "token", "d_model"),
+            layout.HIDDEN, shape=(len(layers), n_tokens, d_model), chunks=(1, chunk_tokens, d_model),
+            shards=(len(layers), chunk_tokens, d_model) if shard else None, dtype=storage_dtype(dtype),
+            fill_value=HIDDEN_FILL[dtype], dimension_names=("layer", unit, "d_model"),
             compressors=[CHECKSUM], config=WRITE_ALL, attributes={**encoding, "dtype": dtype, "chunk_tokens": chunk_tokens},
         )
-    group.attrs.update({**attrs, PROGRESS_ATTR: {"tokens_done": 0, "complete": n_tokens == 0}})
+    group.attrs.update({**attrs, layout.CAPTURE_ATTR: keep, PROGRESS_ATTR: {"tokens_done": 0, "complete": n_tokens == 0}})
     return RunWriter(group, hidden, chunk_tokens, n_tokens)
 
 

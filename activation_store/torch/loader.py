@@ -10,7 +10,9 @@ uniformly at random: tokens of many chunks mix, and memory is set by the user
 (``buffer_bytes`` / ``buffer_tokens``), never by the store's size.
 
 bfloat16 states stay as their uint16 bits in the buffer (half the memory) and
-are decoded to float32 per batch."""
+are decoded to float32 per batch. Buffer and batch block are allocated once per
+epoch; rows move between them by vectorised numpy gathers and scatters, never
+row by row in Python."""
 from __future__ import annotations
 
 from collections import deque
@@ -20,6 +22,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from zarr import buffer
 
 from ..errors import ActstoreError
 from ..store import Store, layout
@@ -28,6 +31,7 @@ from ..store.precision import decode_bfloat16
 
 DEFAULT_BUFFER_BYTES = 1 << 30
 _META_BYTES = 8 + 2  # per buffered row: index into the selection (int64) and layer (int16)
+_STEP = 256  # rows gathered at a time on their way to a batch: a block that stays in the CPU's cache
 
 
 class Batch(NamedTuple):
@@ -69,6 +73,17 @@ def _layers(layers: Sequence[int] | None, n_layers: int) -> np.ndarray:
     return np.unique(np.asarray(chosen) % n_layers)
 
 
+def _label_indices(layers: Sequence[int] | int | None, labels: np.ndarray) -> Sequence[int] | int | None:
+    """Layer labels as indices into a run that stores only some layers (``--layers``); unchanged for full runs."""
+    if layers is None or labels.tolist() == list(range(len(labels))):
+        return layers
+    chosen = [int(layer) for layer in ([layers] if isinstance(layers, int) else layers)]
+    missing = [layer for layer in chosen if layer not in set(labels.tolist())]
+    if missing:
+        raise ActstoreError(f"layer {missing[0]} is not in this run; it stores layers {', '.join(map(str, labels))}")
+    return [labels.tolist().index(layer) for layer in chosen]
+
+
 def _position_mask(positions: str | Sequence[int] | None, position: np.ndarray, count: np.ndarray) -> np.ndarray:
     """Tokens at the chosen positions: ``None``/``"all"``, ``"last"``, or ints (negative ones count from each example's end)."""
     if positions is None or (isinstance(positions, str) and positions == "all"):
@@ -104,10 +119,16 @@ class StoreDataset(IterableDataset):
         store = Store.open(url, storage_options)
         ds = open_run(store, model, dataset)
         self.url, self.storage_options = store.url, store.storage_options  # workers reopen: a handle does not pickle
+        self.fork_safe = store.fork_safe
         self.path = layout.run_path(model, dataset)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, int(seed), int(epoch)
         self.rank, self.world_size, self.read_ahead = rank, world_size, read_ahead
-        self.layers = _layers(layers, ds.sizes["layer"])
+        if "token" not in ds.hidden.dims:
+            positions_kept = ds.attrs.get(layout.CAPTURE_ATTR, {}).get("positions")
+            raise ActstoreError(f"the loader reads token states, but model {model!r} / dataset {dataset!r} stores one "
+                                f"state per example (--positions {positions_kept}); open it with actstore.open_run")
+        self.layer_labels = ds.layer.values.astype(np.int64)  # a --layers run stores some layers: labels ≠ indices
+        self.layers = _layers(_label_indices(layers, self.layer_labels), ds.sizes["layer"])
         self.bfloat16 = ds.hidden.attrs.get("dtype") == "bfloat16"
         self.d_model = ds.sizes["d_model"]
         self.chunk_tokens = int(ds.hidden.attrs.get("chunk_tokens") or ds.hidden.data.chunksize[1])
@@ -126,13 +147,14 @@ class StoreDataset(IterableDataset):
         self.chunks, self.bounds = np.unique(chunk, return_index=True)   # chunks holding selected tokens
         self.bounds = np.append(self.bounds, len(self.tokens))
 
-        itemsize = 2 if self.bfloat16 else 4
+        self._stored = np.dtype(np.uint16 if self.bfloat16 else np.float32)   # rows as stored, in buffer and batch
+        itemsize = self._stored.itemsize
         self.row_bytes = self.d_model * itemsize + _META_BYTES
         largest = int(np.diff(self.bounds).max())
-        # what a shard holds besides the buffer: chunks being read (raw + selected rows), rows evicted for
-        # the last chunk (up to a chunk and a batch), and one batch out as float32
+        # what a shard holds besides the buffer: chunks being read (raw + selected rows), the batch being
+        # filled (float32 and coordinates) with its small gathering block, and the batch out
         in_flight = read_ahead * 2 * self.chunk_tokens * self.d_model * itemsize
-        out = (largest + batch_size) * self.row_bytes + batch_size * self.d_model * (itemsize + 4)
+        out = batch_size * (2 * self.d_model * 4 + 16) + _STEP * self.d_model * itemsize
         need = batch_size + largest
         capacity = None if buffer_tokens is None else int(buffer_tokens)
         if buffer_bytes is not None or capacity is None:
@@ -163,107 +185,140 @@ class StoreDataset(IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
         return self._batches(mine, rng)
 
-    def _read(self, hidden, unit: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """One chunk of one layer, reduced to its selected tokens: (rows, selection indices, layer)."""
+    def _read(self, hidden, unit: int, into: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """One chunk of one layer, read into ``into`` and reduced to its selected tokens:
+        (rows, selection indices, layer). The rows are a view of ``into`` when the selection is one run."""
         layer = int(self.layers[unit // len(self.chunks)])
         j = unit % len(self.chunks)
         lo, hi = int(self.bounds[j]), int(self.bounds[j + 1])
         start = int(self.chunks[j]) * self.chunk_tokens
-        block = hidden[layer, start:min(start + self.chunk_tokens, hidden.shape[1])]
+        stop = min(start + self.chunk_tokens, hidden.shape[1])
+        block = into[:stop - start]
+        hidden.get_basic_selection((layer, slice(start, stop)), out=buffer.cpu.NDBuffer.from_numpy_array(block))
         local = self.tokens[lo:hi] - start
-        rows = block[: hi - lo] if local[-1] == hi - lo - 1 else block[local]  # sorted, so a full run is a prefix
+        first, last = int(local[0]), int(local[-1])
+        rows = block[first:last + 1] if last - first == hi - lo - 1 else block[local]  # sorted: one run is a slice
         return rows, np.arange(lo, hi), layer
 
     def _chunks(self, units: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-        """The shard's chunks in order, ``read_ahead`` of them in flight at once (reads overlap over S3)."""
+        """The shard's chunks in order, ``read_ahead`` of them in flight at once (reads overlap over S3).
+
+        Each read lands in one of ``read_ahead`` blocks allocated once: a block is read into again only
+        after the chunk it held was yielded and the consumer came back for more, i.e. was done with it."""
         hidden = Store.open(self.url, self.storage_options).root[self.path][layout.HIDDEN]
+        blocks = np.empty((self.read_ahead, self.chunk_tokens, self.d_model), dtype=self._stored)
         with ThreadPoolExecutor(max_workers=self.read_ahead) as pool:
             pending: deque = deque()
-            for unit in units:
-                pending.append(pool.submit(self._read, hidden, int(unit)))
+            for i, unit in enumerate(units):
+                pending.append(pool.submit(self._read, hidden, int(unit), blocks[i % self.read_ahead]))
                 if len(pending) >= self.read_ahead:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
 
-    def _batch(self, rows: np.ndarray, picked: np.ndarray, layers: np.ndarray) -> Batch:
-        hidden = torch.from_numpy(decode_bfloat16(rows) if self.bfloat16 else rows)
-        return Batch(hidden, torch.from_numpy(layers.astype(np.int64)), torch.from_numpy(self.example[picked]),
-                     torch.from_numpy(self.position[picked]), torch.from_numpy(self.token_id[picked]))
-
     def _batches(self, units: np.ndarray, rng: np.random.Generator) -> Iterator[Batch]:
         """Fill the buffer; then each chunk evicts as many uniformly drawn buffered rows as it brings and
-        takes their slots. Evicted rows leave in batches, so no row is copied more than in, out and to float32."""
+        takes their slots. Evicted rows are gathered straight into the outgoing batch and decoded there, so
+        each row is copied into its slot and out into a batch, by vectorised numpy ops, and nothing else."""
         if not self.shuffle:
             yield from self._in_order(units)
             return
         capacity = self.capacity
-        dtype = np.uint16 if self.bfloat16 else np.float32
-        rows_buf = np.empty((capacity, self.d_model), dtype=dtype)
+        rows_buf = np.empty((capacity, self.d_model), dtype=self._stored)
         picked_buf = np.empty(capacity, dtype=np.int64)
         layer_buf = np.empty(capacity, dtype=np.int16)
         n = 0
         out = _Outbox(self)
         for rows, picked, layer in self._chunks(units):
             free = capacity - n
-            if len(rows) > free:                                        # evict into the outbox, refill the slots
+            if len(rows) > free:                                        # evict into batches, refill the slots
                 slots = rng.choice(n, size=len(rows) - free, replace=False)
-                out.put(np.take(rows_buf, slots, axis=0), picked_buf[slots], layer_buf[slots])
-                rows_buf[slots], picked_buf[slots], layer_buf[slots] = rows[:len(slots)], picked[:len(slots)], layer
-                rows, picked = rows[len(slots):], picked[len(slots):]
-                yield from out.full_batches()
+                yield from out.gather(rows_buf, picked_buf, layer_buf, slots)
+                k = len(slots)
+                rows_buf[slots], picked_buf[slots], layer_buf[slots] = rows[:k], picked[:k], layer
+                rows, picked = rows[k:], picked[k:]
             rows_buf[n:n + len(rows)], picked_buf[n:n + len(rows)], layer_buf[n:n + len(rows)] = rows, picked, layer
             n += len(rows)
-        order = rng.permutation(n)                                      # the rest, in random order, a batch at a time
-        for start in range(0, n, self.batch_size):
-            index = order[start:start + self.batch_size]
-            out.put(np.take(rows_buf, index, axis=0), picked_buf[index], layer_buf[index])
-            yield from out.full_batches()
+        yield from out.gather(rows_buf, picked_buf, layer_buf, rng.permutation(n))  # the rest, in random order
         yield from out.rest()
 
     def _in_order(self, units: np.ndarray) -> Iterator[Batch]:
         """Store order, no buffer: batches cut from consecutive chunks."""
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        held = 0
+        out = _Outbox(self)
         for rows, picked, layer in self._chunks(units):
-            parts.append((rows, picked, np.full(len(rows), layer, dtype=np.int64)))
-            held += len(rows)
-            while held >= self.batch_size:
-                rows_all, picked_all, layers_all = (np.concatenate(p) for p in zip(*parts))
-                yield self._batch(rows_all[:self.batch_size], picked_all[:self.batch_size], layers_all[:self.batch_size])
-                parts = [(rows_all[self.batch_size:], picked_all[self.batch_size:], layers_all[self.batch_size:])]
-                held -= self.batch_size
-        if held:
-            yield self._batch(*(np.concatenate(p) for p in zip(*parts)))
+            yield from out.add(rows, picked, layer)
+        yield from out.rest()
 
 
 class _Outbox:
-    """Rows on their way out, cut into batches of ``batch_size`` (views where a part holds a whole batch)."""
+    """The outgoing batch, filled in place and decoded as it fills: a new float32 block per batch, written
+    by vectorised numpy ops. Buffer rows are gathered in slices of ``_STEP`` through a small block that
+    stays in cache, so gathering and decoding read memory once (bfloat16); float32 rows go straight in."""
 
     def __init__(self, dataset: StoreDataset) -> None:
-        self.dataset, self.parts, self.held = dataset, [], 0
+        self.dataset, self.size, self.held = dataset, dataset.batch_size, 0
+        self.hidden = self._new_hidden()
+        self.picked = np.empty(self.size, dtype=np.int64)
+        self.layers = np.empty(self.size, dtype=np.int64)
+        self.step = np.empty((min(_STEP, self.size), dataset.d_model), dtype=np.uint16) if dataset.bfloat16 else None
 
-    def put(self, rows: np.ndarray, picked: np.ndarray, layers: np.ndarray) -> None:
-        self.parts.append((rows, picked, layers))
-        self.held += len(rows)
+    def _new_hidden(self) -> np.ndarray:
+        return np.empty((self.size, self.dataset.d_model), dtype=np.float32)
 
-    def full_batches(self) -> Iterator[Batch]:
-        b = self.dataset.batch_size
-        while self.held >= b:
-            if len(self.parts[0][0]) < b:                               # join the first parts up to a batch
-                joined = [np.concatenate(p) for p in zip(*self.parts)]
-                self.parts = [tuple(joined)]
-            rows, picked, layers = self.parts[0]
-            yield self.dataset._batch(rows[:b], picked[:b], layers[:b])
-            self.parts[0] = (rows[b:], picked[b:], layers[b:])
-            self.held -= b
-            if not len(self.parts[0][0]):
-                self.parts.pop(0)
+    def _put(self, rows: np.ndarray, to: slice) -> None:
+        """Stored rows (as stored) into the batch at ``to``, as float32."""
+        if self.dataset.bfloat16:
+            decode_bfloat16(rows, out=self.hidden[to])
+        else:
+            self.hidden[to] = rows
+
+    def gather(self, rows: np.ndarray, picked: np.ndarray, layers: np.ndarray, index: np.ndarray) -> Iterator[Batch]:
+        """Rows ``index`` of the buffer (with their coordinates), in that order; yields each batch as it fills."""
+        done = 0
+        while done < len(index):
+            part = index[done:done + self.size - self.held]
+            to = slice(self.held, self.held + len(part))
+            np.take(picked, part, out=self.picked[to], mode="clip")   # not mode="raise": that copies `out` first
+            self.layers[to] = layers[part]
+            if self.step is None:
+                np.take(rows, part, axis=0, out=self.hidden[to], mode="clip")
+            else:
+                for at in range(0, len(part), len(self.step)):
+                    some = part[at:at + len(self.step)]
+                    step = self.step[:len(some)]
+                    np.take(rows, some, axis=0, out=step, mode="clip")
+                    self._put(step, slice(to.start + at, to.start + at + len(some)))
+            self.held += len(part)
+            done += len(part)
+            if self.held == self.size:
+                yield self._emit()
+
+    def add(self, rows: np.ndarray, picked: np.ndarray, layer: int) -> Iterator[Batch]:
+        """Consecutive rows of one layer; yields each batch as it fills."""
+        done = 0
+        while done < len(rows):
+            part = slice(done, done + self.size - self.held)
+            count = len(rows[part])
+            to = slice(self.held, self.held + count)
+            self._put(rows[part], to)
+            self.picked[to], self.layers[to] = picked[part], layer
+            self.held += count
+            done += count
+            if self.held == self.size:
+                yield self._emit()
 
     def rest(self) -> Iterator[Batch]:
         if self.held:
-            yield self.dataset._batch(*(np.concatenate(p) for p in zip(*self.parts)))
-            self.parts, self.held = [], 0
+            yield self._emit()
+
+    def _emit(self) -> Batch:
+        ds, n = self.dataset, self.held
+        hidden, self.hidden = self.hidden[:n], self._new_hidden()     # handed out whole; the next batch is new
+        picked = self.picked[:n]
+        self.held = 0
+        return Batch(torch.from_numpy(hidden), torch.from_numpy(ds.layer_labels[self.layers[:n]]),  # labels: a copy
+                     torch.from_numpy(ds.example[picked]), torch.from_numpy(ds.position[picked]),
+                     torch.from_numpy(ds.token_id[picked]))
 
 
 class StoreLoader(DataLoader):
@@ -309,4 +364,7 @@ def loader(url: str | Store, model: str, dataset: str, layers: Sequence[int] | N
                         rank=found_rank if rank is None else rank,
                         world_size=found_size if world_size is None else world_size,
                         storage_options=storage_options)
-    return StoreLoader(data, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+    # workers forked from a process that has read through obstore would hang: start them from a fresh forkserver
+    context = "forkserver" if num_workers and not data.fork_safe else None
+    return StoreLoader(data, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                       multiprocessing_context=context)

@@ -8,7 +8,7 @@ from typing import Any
 import xarray as xr
 
 from ..analyze.media_lens import colour_lens, keyword_lens
-from ..analyze.selection import examples_of, select_layers, tokens_of
+from ..analyze.selection import examples_of, select_layers, token_states, tokens_of
 from ..errors import ActstoreError
 from ..plot.analyses import layer_curves_plot
 from ..store import Store, open_lens, open_run
@@ -23,7 +23,7 @@ def _media_states(ds: xr.Dataset, variant: str, modality: str | None) -> xr.Data
         if not present:
             raise ActstoreError(f"variant {variant!r} has no image or audio tokens; name the media variant with --variant")
         modality = sorted(present)[0]
-    return ds.hidden.isel(token=tokens_of(ds, examples, modality=modality))
+    return token_states(ds, "the media lens").isel(token=tokens_of(ds, examples, modality=modality))
 
 
 def _texts(ds: xr.Dataset, variant: str) -> dict[str, str]:

@@ -17,7 +17,6 @@ import hashlib
 import io
 import shutil
 import subprocess
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -84,25 +83,23 @@ def decode_image(data: bytes, where: str) -> Any:
 
 
 def decode_audio(data: bytes, where: str, rate: int = AUDIO_RATE) -> np.ndarray:
-    """Mono float32 samples at ``rate`` Hz from a PCM WAV file (linear resampling)."""
+    """Mono float32 samples at ``rate`` Hz (linear resampling) from WAV, FLAC, OGG/Vorbis, MP3 or any other format
+    libsndfile reads (through soundfile, whose wheels bundle it); a file it cannot read is one error naming ``where``."""
+    import soundfile
+
     try:
-        with wave.open(io.BytesIO(data)) as clip:
-            channels, width, source_rate = clip.getnchannels(), clip.getsampwidth(), clip.getframerate()
-            frames = clip.readframes(clip.getnframes())
-    except (wave.Error, EOFError, OSError) as exc:
-        raise ActstoreError(f"{where}: not a readable PCM WAV file ({exc})") from None
-    if width not in (1, 2, 4) or not frames:
-        raise ActstoreError(f"{where}: not a readable PCM WAV file ({'no samples' if not frames else f'{8 * width}-bit samples'})")
-    dtype = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
-    samples = np.frombuffer(frames[: len(frames) // (width * channels) * width * channels], dtype=dtype).astype(np.float32)
-    if width == 1:
-        samples = samples - 128
-    samples = samples.reshape(-1, channels).mean(axis=1) / float(2 ** (8 * width - 1))
+        samples, source_rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (soundfile.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ActstoreError(f"{where}: not a readable audio file (WAV, FLAC, OGG, MP3…): {reason}") from None
+    if not samples.size:
+        raise ActstoreError(f"{where}: not a readable audio file (WAV, FLAC, OGG, MP3…): no samples")
+    samples = samples.mean(axis=1)
     if source_rate != rate:
         duration = len(samples) / source_rate
         target = np.arange(int(round(duration * rate))) / rate
-        samples = np.interp(target, np.arange(len(samples)) / source_rate, samples).astype(np.float32)
-    return samples
+        samples = np.interp(target, np.arange(len(samples)) / source_rate, samples)
+    return samples.astype(np.float32)
 
 
 def load_media(reference: str, kind: str, where: str, rate: int = AUDIO_RATE) -> tuple[Any, str]:

@@ -1,0 +1,158 @@
+"""What a run keeps of each batch: all layers or some, every token or one state per example.
+
+``--layers`` and ``--positions`` are parsed here and checked against the model
+once (``resolve``); every extraction driver — the single run's fill loop and
+the campaign's fill tasks — applies ``Keep.apply`` to each batch's packed states
+the same way, so selective runs hold exactly the matching slices of a full run.
+A run that keeps every token streams tokens; a ``last`` or ``mean`` run streams
+one state per example, so its stored unit — what ``hidden``'s second axis,
+its chunks, the progress record and the campaign's tasks count — is the example.
+``mean`` averages each example's states as they are stored (after rounding to
+the stored dtype), leaving out position 0 when the run prepended BOS, as the
+analyses do; it is stored as float32 whatever ``--dtype`` says."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ActstoreError
+
+POSITIONS = ("all", "last", "mean")
+LayerChoice = tuple[int, ...] | str | None  # indices, "START:STOP[:STEP]", or None (all)
+_RANGE = re.compile(r"^\s*(\d*)\s*:\s*(\d*)\s*(?::\s*(\d+)\s*)?$")
+
+
+def parse_layers(value: str | Sequence[int] | None) -> LayerChoice:
+    """``all``/None → None; ``"0,6,12"`` or ``[0, 6, 12]`` → (0, 6, 12); ``"0:18"``/``"0:18:6"`` → that range text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "all":
+            return None
+        if _RANGE.match(text):
+            return text.replace(" ", "")
+        parts = [p.strip() for p in text.split(",")]
+        if not parts or not all(p.isdigit() for p in parts):
+            raise ActstoreError(f"--layers must be all, a comma-separated list such as 0,6,12 or a range "
+                                f"START:STOP[:STEP] such as 0:18, got {value!r}")
+        return tuple(int(p) for p in parts)
+    try:
+        layers = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ActstoreError(f"layers must be integers, got {value!r}") from None
+    if not layers or any(v < 0 for v in layers):
+        raise ActstoreError(f"layers must be non-negative integers, got {list(value)!r}")
+    return layers
+
+
+def check_positions(positions: str) -> str:
+    if positions not in POSITIONS:
+        raise ActstoreError(f"--positions must be all, last or mean, got {positions!r}")
+    return positions
+
+
+def resolve_layers(choice: LayerChoice, n_layers: int, model: str) -> tuple[int, ...]:
+    """The sorted layer indices ``choice`` names, each checked against the model's ``n_layers`` hidden states."""
+    if choice is None:
+        return tuple(range(n_layers))
+    if isinstance(choice, str):
+        start, stop, step = _RANGE.match(choice).groups()
+        if not int(step or 1):
+            raise ActstoreError(f"--layers {choice}: the step must be at least 1")
+        indices = range(int(start or 0), int(stop) if stop else n_layers, int(step or 1))
+        if indices and indices[-1] >= n_layers:
+            raise ActstoreError(f"--layers {choice} reaches layer {indices[-1]}, out of range: {model} has layers "
+                                f"0..{n_layers - 1} (the embeddings and {n_layers - 1} blocks)")
+        layers = tuple(indices)
+    else:
+        bad = [v for v in choice if not 0 <= v < n_layers]
+        if bad:
+            raise ActstoreError(f"layer {bad[0]} is out of range: {model} has layers 0..{n_layers - 1} "
+                                f"(the embeddings and {n_layers - 1} blocks)")
+        layers = tuple(sorted(set(choice)))
+    if not layers:
+        raise ActstoreError(f"--layers {choice} selects no layer")
+    return layers
+
+
+@dataclass(frozen=True)
+class Keep:
+    """A run's selection, resolved against its model: small and picklable (it travels in every fill task)."""
+
+    layers: tuple[int, ...]
+    n_layers: int  # the model's hidden states (embeddings + blocks)
+    positions: str = "all"
+    bos: bool = True  # ``mean`` leaves out position 0 when the run prepended BOS
+    dtype: str = "bfloat16"  # the run's --dtype
+
+    @property
+    def all_layers(self) -> bool:
+        return self.layers == tuple(range(self.n_layers))
+
+    @property
+    def unit(self) -> str:
+        """What ``hidden``'s second axis counts: tokens, or examples for a pooled run."""
+        return "token" if self.positions == "all" else "example"
+
+    @property
+    def stored_dtype(self) -> str:
+        """The dtype ``hidden`` is written in: the run's, except float32 for means."""
+        return "float32" if self.positions == "mean" else self.dtype
+
+    def config(self) -> dict[str, Any]:
+        """Keys for the run's configuration (and hash): only those that differ from a full run, so full runs
+        made before selective capture existed keep their hash and resume."""
+        return {**({} if self.all_layers else {"layers": list(self.layers)}),
+                **({} if self.positions == "all" else {"positions": self.positions})}
+
+    def attrs(self) -> dict[str, Any]:
+        """What the stored run says it holds."""
+        return {"layers": list(self.layers), "positions": self.positions, "unit": self.unit}
+
+    def check_lengths(self, lengths: Sequence[int], labels: Sequence[str] | None = None) -> None:
+        """Refuse a ``mean`` run with an example that has nothing to average (BOS only)."""
+        if self.positions != "mean":
+            return
+        short = [i for i, n in enumerate(lengths) if n - int(self.bos) < 1]
+        if short:
+            name = labels[short[0]] if labels else f"example {short[0]}"
+            raise ActstoreError(f"--positions mean: {name} has no token besides BOS to average; "
+                                f"use --positions last or drop it")
+
+    def units(self, offsets: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Each example's ``(offset, count)`` along ``hidden``'s second axis, and that axis' length."""
+        if self.unit == "token":
+            return offsets, counts, int(offsets[-1] + counts[-1]) if len(counts) else 0
+        n = len(counts)
+        return np.arange(n, dtype=np.int64), np.ones(n, dtype=np.int64), n
+
+    def apply(self, states, lengths: Sequence[int]):
+        """One batch's packed float32 states (layers, tokens, d_model) → what the run stores of it:
+        (kept layers, tokens or examples, d_model)."""
+        import torch
+
+        if not self.all_layers:
+            states = states.index_select(0, torch.tensor(self.layers, dtype=torch.long, device=states.device))
+        if self.positions == "all":
+            return states
+        ends = np.cumsum(lengths)
+        if self.positions == "last":
+            return states[:, torch.as_tensor(ends - 1, dtype=torch.long)]
+        return torch.from_numpy(self._means(states, np.asarray(lengths), ends))
+
+    def _means(self, states, lengths: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Means of the states as stored (rounded to the run's dtype), BOS left out, in float64 then float32."""
+        from ..pooling import segment_sums
+        from ..store.precision import decode_bfloat16, encode
+
+        stored = encode(states, self.dtype)
+        stored = decode_bfloat16(stored) if self.dtype == "bfloat16" else stored
+        owner = np.repeat(np.arange(len(lengths)), lengths)
+        if self.bos:
+            owner[ends - lengths] = -1
+        sums = segment_sums(stored, owner, len(lengths))[:, 0]
+        return (sums / (lengths - int(self.bos))[None, :, None]).astype(np.float32)
