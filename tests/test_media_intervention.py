@@ -180,11 +180,11 @@ def _tree(path: Path) -> str:
 
 
 BAD = {
-    "image positions on text variants": (["--variants", "en", "--positions", "image"], "choose the image variants"),
-    "audio positions on images": (["--variants", "image", "--positions", "audio"], "choose the audio variants"),
-    "no such half": (["--variants", "image", "--positions", "image:middle"], "image:top|bottom|left|right"),
-    "halves are for images": (["--variants", "image", "--positions", "audio:top"], "--positions must be"),
-    "unknown mode": (["--variants", "image", "--positions", "image", "--steer-mode", "swap"], "add or replace"),
+    "image positions on text variants": (["--variants", "en", "--steer-positions", "image"], "choose the image variants"),
+    "audio positions on images": (["--variants", "image", "--steer-positions", "audio"], "choose the audio variants"),
+    "no such half": (["--variants", "image", "--steer-positions", "image:middle"], "image:top|bottom|left|right"),
+    "halves are for images": (["--variants", "image", "--steer-positions", "audio:top"], "--steer-positions must be"),
+    "unknown mode": (["--variants", "image", "--steer-positions", "image", "--steer-mode", "swap"], "add or replace"),
 }
 
 
@@ -202,7 +202,7 @@ def test_bad_media_interventions_are_one_line(llava_store, case):
     with pytest.raises(ActstoreError, match=expected.replace("|", r"\|")) as error:
         record_interventions(RunSpec(str(model_dir), str(data), store, variants=[options["--variants"]],
                                      templates=templates, progress=False),
-                             InterventionSpec("red-blue", [1.0], positions=options["--positions"],
+                             InterventionSpec("red-blue", [1.0], positions=options["--steer-positions"],
                                               mode=options.get("--steer-mode", "add")))
     assert "\n" not in str(error.value)
     assert _tree(Path(store)) == before
@@ -213,13 +213,13 @@ def test_cli_records_a_replace_and_refuses_a_bad_mode_in_one_line(llava_store, c
     common = ["extract", "--model", model_dir, "--dataset", data, "--store", store, "--variants", "image", "--template",
               r"image=USER: <image>\nWhat colour? ASSISTANT:", "--intervene", "red-blue", "--quiet"]
     before = _tree(Path(store))
-    bad = cli(*common, "--coefficients", "1", "--positions", "image", "--steer-mode", "swap")
+    bad = cli(*common, "--coefficients", "1", "--steer-positions", "image", "--steer-mode", "swap")
     lines = [line for line in bad.stderr.splitlines() if line.strip() and "Loading weights" not in line]
     assert bad.returncode == 2 and len(lines) == 1 and "add or replace" in lines[0], bad.stderr
     alone = cli("extract", "--model", model_dir, "--dataset", data, "--store", store, "--steer-mode", "replace", "--quiet")
     assert alone.returncode != 0 and "goes with --intervene" in alone.stderr
     assert _tree(Path(store)) == before
-    done = cli(*common, "--coefficients", "0,2", "--positions", "modality:image", "--steer-mode", "replace",
+    done = cli(*common, "--coefficients", "0,2", "--steer-positions", "modality:image", "--steer-mode", "replace",
                "--target-tokens", root / "targets.txt", "--overwrite")
     assert done.returncode == 0, done.stderr
     from activation_store.store.interventions import open_recorded
