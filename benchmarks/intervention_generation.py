@@ -13,7 +13,7 @@ import torch
 
 from activation_store.extract.capture import pad_batch
 from activation_store.extract.interventions import (Steering, _forward, _generate, _pick, _prompt_cache,
-                                                    decoder_layers, steered_positions)
+                                                    decoder_layers, steer_mask, steered_positions)
 from activation_store.extract.models import plan_model
 
 PROMPTS = ["The weather today is", "接下来的文字全部是中文的。这本书", "def add(a, b):\n    return", "Todo el texto siguiente",
@@ -49,12 +49,10 @@ def uncached(net, rows, pad_id, hook, coefficient, where, steps):
 def cached(net, rows, pad_id, hook, coefficient, where, steps):
     lengths = torch.tensor([len(r) for r in rows])
     ids, mask = pad_batch(rows, pad_id)
-    steer = torch.zeros(ids.shape)
-    for i, n in enumerate(lengths.tolist()):
-        steer[i, steered_positions(where, n)] = 1.0
-    hook.set(coefficient, steer)
+    chosen = [steered_positions(where, n) for n in lengths.tolist()]
+    hook.set(coefficient, steer_mask(chosen, ids.shape[1]))
     logits, _ = _forward(net, ids, mask, lengths)
-    past, left = _prompt_cache(net, rows, pad_id, hook, coefficient, where)
+    past, left = _prompt_cache(net, rows, pad_id, hook, coefficient, chosen, {})
     return torch.from_numpy(_generate(net, left, lengths, logits, past, hook, coefficient, where, steps, -1, 0))
 
 
