@@ -15,6 +15,8 @@ epoch; rows move between them by vectorised numpy gathers and scatters, never
 row by row in Python."""
 from __future__ import annotations
 
+import os
+
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, NamedTuple, Sequence
@@ -367,4 +369,17 @@ def loader(url: str | Store, model: str, dataset: str, layers: Sequence[int] | N
     # workers forked from a process that has read through obstore would hang: start them from a fresh forkserver
     context = "forkserver" if num_workers and not data.fork_safe else None
     return StoreLoader(data, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                       multiprocessing_context=context)
+                       multiprocessing_context=context,
+                       worker_init_fn=_Environment(dict(os.environ)) if context == "forkserver" else None)
+
+
+class _Environment:
+    """A worker's environment as this process has it now: a forkserver started earlier hands its children the
+    environment of *its* start, which may lack what was set since (credentials, endpoints)."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        self.environ = environ
+
+    def __call__(self, _worker_id: int) -> None:
+        os.environ.clear()
+        os.environ.update(self.environ)
