@@ -37,8 +37,10 @@ from activation_store.extract.tokens import tokenize
 def rerun_similarity(model: str, pairs: int, batch_size: int = 16) -> tuple[np.ndarray, float]:
     """The paper's way: load the model, run it over both variants, score with numpy; returns scores and forward seconds."""
     loaded = load_model(model)
-    data = load_dataset("arithmetic", limit=pairs)
-    layout = tokenize(loaded.tokenizer, data.examples())
+    examples = load_dataset("arithmetic", limit=pairs).examples()
+    # the two compared variants only (the dataset has a third, result-first), digits then words
+    examples = [e for e in examples if e.variant == "digits"] + [e for e in examples if e.variant == "words"]
+    layout = tokenize(loaded.tokenizer, examples)
     pad = loaded.tokenizer.pad_token_id or 0
     last = []
     started = time.perf_counter()

@@ -22,7 +22,7 @@ from activation_store.analyze.moments import state_moments
 from activation_store.analyze.selection import last_tokens, mean_tokens
 from activation_store.errors import ActstoreError
 from activation_store.extract.estimate import run_chunk_tokens
-from activation_store.store import layout
+from activation_store.store import layout, views
 
 OPTS = dict(batch_size=3, chunk_tokens=16, progress=False)  # chunks of 16 tokens: many examples straddle two
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # campaign processes compute with the same threads, so they agree bit for bit
@@ -56,10 +56,12 @@ def runs(tiny_model_dir, pairs, tmp_path_factory) -> dict:
     selections = {"full": {}, "layers": {"layers": "0,2"}, "last": {"positions": "last"}, "mean": {"positions": "mean"},
                   "range-last": {"layers": "1:4:2", "positions": "last"}}
     out = {"model": model, "root": root}
-    for name, kw in selections.items():
-        store = root / f"{name}.zarr"
-        actstore.extract(model=str(model), dataset=str(pairs), store=str(store), **OPTS, **kw)
-        out[name] = store
+    with pytest.MonkeyPatch.context() as patch:  # views in chunks of 5 examples (all layers): several per run
+        patch.setattr(views, "VIEW_CHUNK_BYTES", 5 * 4 * 32 * 4)
+        for name, kw in selections.items():
+            store = root / f"{name}.zarr"
+            actstore.extract(model=str(model), dataset=str(pairs), store=str(store), **OPTS, **kw)
+            out[name] = store
     return out
 
 
@@ -91,6 +93,7 @@ def test_selective_runs_hold_the_matching_slices_of_a_full_run(runs):
 def test_views_and_statistics_equal_what_analyses_compute_without_them(runs):
     full = open_(runs, "full")
     assert full.attrs["views"]["last"] == "hidden_last"
+    assert full.hidden_last.data.chunks[:2] == ((4,), (5, 5, 5, 5, 4))  # every layer of 5 examples per chunk
     reference = without_views(full)
     for pool in (last_tokens, mean_tokens):
         with_views, fallback = pool(full), pool(reference)

@@ -62,24 +62,30 @@ def finish_run(store: Store, path: str) -> bool:
     if unit == "token" and "token_offset" in group:
         offsets, counts = group["token_offset"][...], group["token_count"][...]
         n_examples = len(offsets)
-        per_chunk = spread_chunk(n_examples, VIEW_CHUNK_BYTES // (d_model * 4))
+        # chunks hold every layer of a block of examples: the analyses that read a view (similarity, pooled
+        # probes) take all layers, and one read of a chunk costs far less than one dask task per layer
+        per_chunk = spread_chunk(n_examples, VIEW_CHUNK_BYTES // (n_layers * d_model * 4))
         encoding = {k: v for k, v in hidden.attrs.items() if k in (layout.ENCODING_ATTR, "dtype")}
         with quiet_zarr():
             last = group.create_array(layout.VIEWS["last"], shape=(n_layers, n_examples, d_model), dtype=hidden.dtype,
-                                      chunks=(1, per_chunk, d_model), fill_value=hidden.fill_value, overwrite=True,
+                                      chunks=(n_layers, per_chunk, d_model), fill_value=hidden.fill_value, overwrite=True,
                                       dimension_names=("layer", "example", "d_model"), compressors=[CHECKSUM],
                                       config=WRITE_ALL, attributes=encoding)
             mean = group.create_array(layout.VIEWS["mean"], shape=(n_layers, n_examples, d_model), dtype=np.float32,
-                                      chunks=(1, per_chunk, d_model), fill_value=float("nan"), overwrite=True,
+                                      chunks=(n_layers, per_chunk, d_model), fill_value=float("nan"), overwrite=True,
                                       dimension_names=("layer", "example", "d_model"), compressors=[CHECKSUM],
                                       config=WRITE_ALL, attributes={"dtype": "float32"})
         owner, n_mean = mean_owners(group["position"][...], group["token_example"][...], n_examples,
                                     bool(attrs.get("config", {}).get("bos", False)))
         index = (offsets.astype(np.int64) + counts - 1)
-        for layer in range(n_layers):  # one layer in memory at a time
-            if n_examples:
-                last[layer] = hidden.get_orthogonal_selection((layer, index, slice(None)))
-                mean[layer] = pooling.mean_states(data[layer:layer + 1], owner, n_mean)[0].compute()
+        for lo in range(0, n_examples, per_chunk):  # one chunk of examples (all layers) in memory at a time
+            hi = min(lo + per_chunk, n_examples)
+            first, end = int(offsets[lo]), int(offsets[hi - 1] + counts[hi - 1])  # their tokens, contiguous
+            last[:, lo:hi] = hidden.get_orthogonal_selection((slice(None), index[lo:hi], slice(None)))
+            # each example's partial sums per token chunk are those of the whole run (its tokens all lie in
+            # [first, end)), so the means are the bits ``mean_states`` gives over the whole ``hidden``
+            mine = np.where((owner[first:end] >= lo) & (owner[first:end] < hi), owner[first:end] - lo, -1)
+            mean[:, lo:hi] = pooling.mean_states(data[:, first:end], mine, n_mean[lo:hi]).compute()
         written.update(last=layout.VIEWS["last"], mean=layout.VIEWS["mean"])
     stats = pooling.moments(data)
     for name, key in zip(layout.STATS, ("mean", "second_moment", "abs_max")):

@@ -32,7 +32,7 @@ from .trajectories import trajectories_report
 DEFAULT_MODELS = ("gemma3-270m", "qwen2.5-coder-0.5b", "smollm2-135m")
 ROLES = ("main", "code", "control")
 # items per dataset: sized so the whole report runs in about 20 minutes on 2 shared CPU cores
-DEFAULT_LIMITS = {"django-ui": 30, "semantics": 50, "arithmetic": 200, "code": 12}
+DEFAULT_LIMITS = {"django-ui": 30, "semantics": 50, "arithmetic": 200, "code": 80}
 LENSES = ("normed", "raw")
 MIDDLE = (0.25, 0.75)                              # relative depth counted as "middle layers"
 
@@ -51,6 +51,9 @@ GRID = (
     GridRun("main", "semantics"),
     GridRun("code", "arithmetic"),
     GridRun("code", "code"),
+    # the code lens also on the main model: Qwen's tokenizer merges "(" with the next name ("(numbers"), so most
+    # call-argument positions have no token ending at the "(" and only a few annotations survive on Qwen
+    GridRun("main", "code", ("code",)),
     GridRun("control", "django-ui", ("en", "zh")),
 )
 
@@ -343,20 +346,45 @@ def language_trends(ctx: "Context") -> Finding:
     return _run(f, step)
 
 
-def _margin_finding(ctx: "Context", f: Finding, role: str, dataset: str, variant: str, sign: int, what: str,
-                    include: list[str] | None = None, exclude: list[str] | None = None, label: str | None = None,
-                    end_sign: int | None = None) -> None:
-    """A target-margin experiment through both lenses, with its verdict: ``sign`` is the expected direction in
-    the middle layers; ``end_sign`` (if given) the expected direction at the last layer."""
-    model = ctx.models[role]
-    f.models.append(model)
+def _margin_finding(ctx: "Context", f: Finding, role: str | tuple[str, ...], dataset: str, variant: str, sign: int,
+                    what: str, include: list[str] | None = None, exclude: list[str] | None = None,
+                    label: str | None = None, end_sign: int | None = None) -> None:
+    """A target-margin experiment through both lenses, on the model of each ``role``, with its verdict: ``sign`` is
+    the expected direction in the middle layers; ``end_sign`` (if given) the expected direction at the last layer.
+    With several models the verdict is the first model's; every model's reasons are given."""
+    roles = (role,) if isinstance(role, str) else role
+    models = dict.fromkeys(ctx.models[r] for r in roles)               # one model in several roles runs once
+    tables, verdicts = [], []
+    for model in models:
+        role = next(r for r in roles if ctx.models[r] == model)
+        try:
+            found = _margin_tables(ctx, f, model, role, dataset, variant, sign, what, include, exclude, label,
+                                   end_sign, tag=f"-{role}" if len(models) > 1 else "")
+        except ActstoreError as exc:
+            if len(models) == 1:
+                raise
+            verdicts.append((f"{model}", "not run", f"the analysis stopped: {exc}"))
+            continue
+        f.models.append(model)
+        tables += found[0]
+        verdicts += [(f"{model} {lens}" if len(models) > 1 else lens, verdict, why) for lens, verdict, why in found[1]]
+    if not tables:
+        raise ActstoreError("; ".join(why for _, _, why in verdicts))
+    f.table = pd.concat(tables, ignore_index=True)
+    f.verdict, f.why = _combine(verdicts)
+
+
+def _margin_tables(ctx: "Context", f: Finding, model: str, role: str, dataset: str, variant: str, sign: int, what: str,
+                   include: list[str] | None, exclude: list[str] | None, label: str | None, end_sign: int | None,
+                   tag: str) -> tuple[list[pd.DataFrame], list[tuple[str, str, str]]]:
+    """One model's rows and (lens, verdict, why) through both lenses; its figures join ``f``'s."""
     tables, verdicts = [], []
     for lens in LENSES:
         report = target_report(ctx.store, model, dataset, ctx.work / role / lens, variant=variant, lens_mode=lens,
                                n_boot=ctx.n_boot, include=include, exclude=exclude, label=label,
                                layers=ctx.lens_layers(model))
         r = report.result
-        f.figures.append(ctx.figure(report.files, f"{f.key}-{lens}"))
+        f.figures.append(ctx.figure(report.files, f"{f.key}{tag}-{lens}"))
         rows = layer_rows(model, lens, what, r.layer.values, r.margin.values, r.ci_low.values, r.ci_high.values)
         wins = layer_rows(model, lens, "share where the target wins", r.layer.values, r.target_wins.values)
         tables += [rows, wins]
@@ -368,8 +396,7 @@ def _margin_finding(ctx: "Context", f: Finding, role: str, dataset: str, variant
             if verdict == "reproduced" and not at_end:
                 verdict = "partly"
         verdicts.append((lens, verdict, why + f" ({int(r.attrs['n_positions'])} positions)"))
-    f.table = pd.concat(tables, ignore_index=True)
-    f.verdict, f.why = _combine(verdicts)
+    return tables, verdicts
 
 
 def arithmetic_lens(ctx: "Context") -> Finding:
@@ -443,7 +470,7 @@ def code_and_lens(ctx: "Context") -> Finding:
                 "probability than \" or\" / \" not\".",
                 "log p(\" and\") − max(log p(\" or\"), log p(\" not\")) at list-literal commas (HumanEval); 95% "
                 "interval over commas", dataset="code", lens="normed and raw")
-    return _run(f, lambda: _margin_finding(ctx, f, "code", "code", "code", +1, "and − max(or, not)",
+    return _run(f, lambda: _margin_finding(ctx, f, ("main", "code"), "code", "code", +1, "and − max(or, not)",
                                            include=[" and"], label="and"))
 
 
@@ -454,7 +481,7 @@ def code_roles_lens(ctx: "Context") -> Finding:
                 "log p(parameter name) − log p(argument's first token) at call arguments with a known signature; "
                 "95% interval over arguments; the share where the name wins is the paper's sign plot",
                 dataset="code", lens="normed and raw")
-    return _run(f, lambda: _margin_finding(ctx, f, "code", "code", "code", +1, "parameter − argument",
+    return _run(f, lambda: _margin_finding(ctx, f, ("main", "code"), "code", "code", +1, "parameter − argument",
                                            exclude=[" and"], label="roles"))
 
 
