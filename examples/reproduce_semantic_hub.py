@@ -5,7 +5,7 @@ arithmetic and HumanEval code; SmolLM2 135M: the English-centred control), runs 
 store through ``activation_store.workflows``, and writes docs/reproduction.md with its figures in
 docs/figures/. The same as ``actstore report``.
 
-    python examples/reproduce_semantic_hub.py [--store ./reproduction.zarr] [--limit django-ui=40,code=12]
+    python examples/reproduce_semantic_hub.py [--store ./reproduction.zarr] [--limit django-ui=40,code=80]
                                               [--models gemma3-270m,qwen2.5-coder-0.5b,smollm2-135m]
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ from .options import split_list
 @click.option("--models", default=None,
               help="main[,code[,control]] (default: gemma3-270m,qwen2.5-coder-0.5b,smollm2-135m).")
 @click.option("--limit", default=None, help="Items per dataset: N, or DATASET=N,… (default: django-ui=30, "
-                                            "semantics=50, arithmetic=200, code=12).")
+                                            "semantics=50, arithmetic=200, code=80).")
 @click.option("--docs", type=click.Path(file_okay=False, path_type=Path), default=Path("docs"), show_default=True,
               help="Writes DOCS/reproduction.md and DOCS/figures/*.png.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
