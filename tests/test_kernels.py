@@ -92,6 +92,24 @@ def test_grouped_bootstrap_averages_each_group_first_and_resamples_groups():
     assert float(out.ci_low[0]) == pytest.approx(2.0) and float(out.ci_high[0]) == pytest.approx(10.0)
 
 
+def test_entry_weighted_bootstrap_is_the_entry_mean_resampled_by_group():
+    """weigh="entry": the mean over all entries, its interval from resampling whole groups (a cluster bootstrap)."""
+    rng = np.random.default_rng(5)
+    groups = np.repeat(["a", "b", "c", "d", "e"], [1, 4, 2, 6, 3])
+    values = xr.DataArray(rng.normal(size=(2, len(groups))), dims=("layer", "token"),
+                          coords={"token_example": ("token", groups)})
+    out = grouped_mean_ci(values, "token", "token_example", n_boot=300, seed=4, weigh="entry")
+    np.testing.assert_allclose(out["mean"], values.mean("token"), rtol=1e-12)   # 9 entries of d count 9 times
+    labels = np.unique(groups)
+    draws = np.random.default_rng(4).integers(0, len(labels), size=(300, len(labels)))
+    for layer in range(2):
+        boot = [np.concatenate([values.values[layer][groups == labels[g]] for g in d]).mean() for d in draws]
+        np.testing.assert_allclose([out.ci_low[layer], out.ci_high[layer]], np.percentile(boot, [2.5, 97.5]),
+                                   rtol=1e-12)
+    with pytest.raises(ActstoreError, match="weigh must be"):
+        grouped_mean_ci(values, "token", "token_example", weigh="token")
+
+
 def test_bootstrap_refuses_no_resamples_or_no_samples():
     with pytest.raises(ActstoreError, match="at least 1 resample"):
         mean_ci(xr.DataArray(np.ones(3), dims="item"), "item", n_boot=0)

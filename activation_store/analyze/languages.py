@@ -23,6 +23,7 @@ from ..errors import ActstoreError
 from ..store import layout
 from .projection import project
 from .selection import examples_of, token_states, tokens_of
+from .stats import grouped_mean_ci
 
 DEFAULT_LANGUAGES = ("en", "zh", "ja", "ko", "ru", "ar", "hi", "fr", "de", "es")
 
@@ -92,14 +93,25 @@ def _read_table(path: Path, vocab_size: int) -> xr.DataArray:
     return xr.DataArray(probs, dims=("vocab", "language"), coords={"language": header[1:]}, attrs={"source": str(path)})
 
 
-def language_mass(hidden: xr.DataArray, lens: xr.Dataset, table: xr.DataArray, mode: str = "normed") -> xr.DataArray:
+def language_mass(hidden: xr.DataArray, lens: xr.Dataset, table: xr.DataArray, mode: str = "normed",
+                  n_boot: int = 1000, seed: int = 0) -> xr.DataArray:
     """Per layer and language, the lens's probability mass averaged over the tokens of ``hidden``
-    (``mode``: the normed or raw lens, recorded in the result's attrs)."""
+    (``mode``: the normed or raw lens, recorded in the result's attrs). When the tokens carry their example
+    (``token_example``), coordinates ``ci_low``/``ci_high`` give a 95% interval that resamples whole examples
+    (the tokens of one sentence are not independent)."""
     projected = project(hidden, lens, k=1, table=table, mode=mode)
     mass = xr.DataArray(projected.language_mass, dims=(*projected.dims, "language"),
                         coords={"language": table.language.values, **{d: hidden[d].values for d in projected.dims if d in hidden.coords}})
     mass.attrs["lens"] = mode
-    return mass.mean("token", keep_attrs=True).rename("mass") if "token" in mass.dims else mass.rename("mass")
+    if "token" not in mass.dims:
+        return mass.rename("mass")
+    if "token_example" not in hidden.coords or not mass.sizes["token"]:
+        return mass.mean("token", keep_attrs=True).rename("mass")
+    mass = mass.assign_coords(token_example=("token", hidden.token_example.values))
+    summary = grouped_mean_ci(mass, "token", "token_example", n_boot, seed, weigh="entry")
+    out = summary["mean"].assign_coords(ci_low=summary.ci_low, ci_high=summary.ci_high)
+    out.attrs.update(lens=mode, interval="95% bootstrap over examples (tokens weighted equally)")
+    return out.rename("mass")
 
 
 def languages(ds: xr.Dataset, lens: xr.Dataset, variant: str | None = None, codes: tuple[str, ...] | list[str] | None = None,

@@ -59,10 +59,13 @@ def target_plot(summary: xr.Dataset, path: Path, title: str = "") -> Path:
 
 @cjk_fonts()
 def language_plot(mass: xr.DataArray, path: Path, title: str = "") -> Path:
-    """Probability mass per language, layer by layer."""
+    """Probability mass per language, layer by layer (with its 95% band when the mass carries one)."""
     fig, ax = new_figure()
     for language in mass.language.values:
-        ax.plot(mass.layer.values, mass.sel(language=language), marker="o", ms=3, label=str(language))
+        one = mass.sel(language=language)
+        (line,) = ax.plot(mass.layer.values, one, marker="o", ms=3, label=str(language))
+        if "ci_low" in one.coords:
+            ax.fill_between(mass.layer.values, one.ci_low, one.ci_high, color=line.get_color(), alpha=0.15, lw=0)
     ax.set(xlabel="layer", ylabel="probability mass", title=title or "Logit lens: probability mass per language")
     ax.legend(fontsize=8, ncol=2)
     return save(fig, path)
