@@ -27,19 +27,22 @@ def pair_by_item(states: xr.DataArray, variant_a: str, variant_b: str) -> tuple[
     """States of two variants aligned on the items both have: two (layer, item, d_model) arrays."""
     if variant_a == variant_b:
         raise ActstoreError(f"similarity needs two different variants, got {variant_a!r} twice")
-    variants = states.variant.values
-    sides = []
+    variants, items = states.variant.values, states["item"].values
+    rows = []
     for variant in (variant_a, variant_b):
         if variant not in set(variants):
             raise ActstoreError(f"variant {variant!r} is not in this run; it has {', '.join(sorted(set(variants)))}")
-        side = states.isel(example=np.flatnonzero(variants == variant))
-        if len(set(side["item"].values)) != side.sizes["example"]:
+        mine = np.flatnonzero(variants == variant)
+        row_of = dict(zip(items[mine].tolist(), mine.tolist()))
+        if len(row_of) != len(mine):
             raise ActstoreError(f"variant {variant!r} has repeated items, so items do not pair")
-        sides.append(side.swap_dims(example="item").drop_vars(["example", "variant"]))
-    common = sorted(set(sides[0]["item"].values) & set(sides[1]["item"].values))
+        rows.append(row_of)
+    common = sorted(rows[0].keys() & rows[1].keys())
     if len(common) < 2:
         raise ActstoreError(f"variants {variant_a!r} and {variant_b!r} share {len(common)} item(s); at least 2 must pair")
-    return sides[0].sel(item=common), sides[1].sel(item=common)
+    # one selection per side, straight to the common items in order (not a variant cut, then a second by item)
+    return tuple(states.isel(example=[row_of[item] for item in common]).swap_dims(example="item")
+                 .drop_vars(["example", "variant"]) for row_of in rows)
 
 
 BLOCK_BYTES = 256 << 20  # float64 states of both variants held at once: layers are done in groups this size
@@ -116,6 +119,8 @@ def variant_similarity(ds: xr.Dataset, variants: list[str] | None = None, pool: 
     parts = [pooled(ds, pool, np.flatnonzero(np.isin(ds.variant.values, group)), modality=chosen)
              for chosen, group in groups.items()]
     states = parts[0] if len(parts) == 1 else xr.concat(parts, dim="example")
+    if states.nbytes <= BLOCK_BYTES:  # pooled states are small: one read for every pair, then plain numpy
+        states = states.compute()
     results = []
     for a, b in combinations(variants, 2):
         x, y = pair_by_item(states, a, b)

@@ -24,13 +24,28 @@ def _mean_ci(samples: np.ndarray, n_boot: int, seed: int,
         raise ActstoreError(f"the bootstrap needs at least 1 resample, got {n_boot}")
     n = samples.shape[-1]
     draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    boot = samples[:, draws].mean(axis=-1)                                 # (rows, n_boot)
+    boot = _resampled_means(samples, draws)                                # (rows, n_boot)
     if weights is None:
         low, high = np.percentile(boot, PERCENTILES, axis=-1)
         return samples.mean(axis=-1), low, high
-    boot /= weights[draws].mean(axis=-1)
+    boot /= _resampled_means(weights[None, :], draws)
     low, high = np.percentile(boot, PERCENTILES, axis=-1)
     return samples.sum(axis=-1) / weights.sum(), low, high
+
+
+def _resampled_means(samples: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """(rows, n_boot) means of ``samples`` (rows, n) over each row of ``draws`` (n_boot, n) indices.
+
+    Each resample becomes counts per sample and the means one contraction: ~8x less work than gathering
+    (rows, n_boot, n) values. Resamples go in blocks of ~4M counts, so memory stays flat for large n."""
+    n_boot, n = draws.shape
+    out = np.empty((samples.shape[0], n_boot))
+    step = max(1, (4 << 20) // max(n, 1))
+    for lo in range(0, n_boot, step):
+        block = draws[lo:lo + step]
+        counts = np.bincount((block + n * np.arange(len(block))[:, None]).ravel(), minlength=len(block) * n)
+        out[:, lo:lo + step] = np.einsum("rn,bn->rb", samples, counts.reshape(len(block), n).astype(np.float64)) / n
+    return out
 
 
 def _summary(values: xr.DataArray, dim: str, samples: np.ndarray, n_boot: int, seed: int,
