@@ -21,7 +21,7 @@ import ast
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,8 @@ from activation_store.extract.interventions import InterventionSpec
 from activation_store.extract.spec import RunSpec
 from activation_store.store import open_lens
 from activation_store.workflows.steering import define_vector
-from activation_store.workflows.sweep import define_control, markdown_table, record_pair, sweep_table, table_verdict
+from activation_store.workflows.sweep import (ci_cell, define_control, markdown_table, record_pair, sweep_table,
+                                             table_verdict)
 
 ZH_POS = ["好", "棒", "喜欢", "满意", "不错", "推荐", "值得", "赞", "完美"]
 ZH_NEG = ["差", "坏", "失望", "糟糕", "垃圾", "后悔", "退货", "烂", "不好"]
@@ -83,7 +84,8 @@ def analyze_only(exp: Experiment, store: str, n_boot: int) -> dict | None:
     recorded = {(d, v) for _, d, v, _ in list_recorded(Store.open(store))}
     pairs = [(f"{exp.key}-{kind}-L{layer}", f"{exp.key}-{kind}-L{layer}-random0") for layer in exp.layers
              for kind in exp.vectors]
-    pairs = [p for p in pairs if (exp.key, p[0]) in recorded and (exp.key, p[1]) in recorded]
+    missing = [p[0] for p in pairs if (exp.key, p[0]) not in recorded or (exp.key, p[1]) not in recorded]
+    pairs = [p for p in pairs if p[0] not in missing]
     if not pairs:
         return None
     targets = json.loads((Path(store).with_suffix(".inputs") / f"{exp.key}-targets.json").read_text(encoding="utf-8"))
@@ -91,7 +93,29 @@ def analyze_only(exp: Experiment, store: str, n_boot: int) -> dict | None:
     tables = {metric: sweep_table(store, model, exp.key, pairs, metric, targets or None, n_boot=n_boot)
               for metric, _ in exp.metrics}
     return {"exp": exp, "tables": tables, "targets": targets, "strengths": [(p[0],) for p in pairs], "model": model,
-            "seconds": float("nan"), "store": store, "pairs": pairs}
+            "seconds": measured_seconds(store).get(exp.key, float("nan")), "store": store, "pairs": pairs,
+            "missing": missing}
+
+
+def recorded_elsewise(store: str, model: str, dataset: str, vector: str, coefficients: list[float]) -> bool:
+    """True when ``vector`` was recorded at other coefficients (a changed sweep): then it is recorded afresh."""
+    from activation_store.store import Store
+    from activation_store.store.interventions import list_recorded
+
+    for _, d, v, attrs in list_recorded(Store.open(store)):
+        if (d, v) == (dataset, vector):
+            return list(attrs["config"]["coefficients"]) != list(coefficients)
+    return False
+
+
+def times_file(store: str) -> Path:
+    return Path(store).with_suffix(".inputs") / "seconds.json"
+
+
+def measured_seconds(store: str) -> dict[str, float]:
+    """Each experiment's last measured recording time (written by a recording pass, read by ``--analyze-only``)."""
+    path = times_file(store)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def run_experiment(exp: Experiment, store: str, work: Path, n_boot: int) -> dict:
@@ -105,7 +129,7 @@ def run_experiment(exp: Experiment, store: str, work: Path, n_boot: int) -> dict
     target_file = work / f"{exp.key}-targets.json"
     target_file.write_text(json.dumps(targets, ensure_ascii=False), encoding="utf-8")
     spec = RunSpec(exp.model, str(data), store, variants=[exp.prompt_variant], progress=False, batch_size=16)
-    pairs, strengths = [], []
+    pairs, strengths, recorded = [], [], False
     for layer in exp.layers:
         for kind, how in exp.vectors.items():
             name = f"{exp.key}-{kind}-L{layer}"
@@ -113,14 +137,22 @@ def run_experiment(exp: Experiment, store: str, work: Path, n_boot: int) -> dict
             control = define_control(store, model, name, seed=0)
             h = median_norm(store, model, exp.key, exp.prompt_variant, layer)
             coefficients = exp.coefficients or [round(r * h / float(np.linalg.norm(vector)), 3) for r in exp.relative]
-            record_pair(spec, InterventionSpec(name, coefficients, positions=exp.positions, generate=exp.generate,
-                                               target_tokens=str(target_file) if targets else None), control)
+            steering = InterventionSpec(name, coefficients, positions=exp.positions, generate=exp.generate,
+                                        target_tokens=str(target_file) if targets else None)
+            results = record_pair(replace(spec, overwrite=recorded_elsewise(store, model, exp.key, name, coefficients)),
+                                  steering, control)
+            recorded |= any(r.status != "already complete" for r in results)
             pairs.append((name, control))
             strengths.append((name, layer, float(np.linalg.norm(vector)), h, coefficients))
     tables = {metric: sweep_table(store, model, exp.key, pairs, metric, targets or None, n_boot=n_boot)
               for metric, _ in exp.metrics}
+    seconds = time.perf_counter() - started
+    if recorded:  # a pass that only reused recordings keeps the time the recording took
+        times_file(store).write_text(json.dumps({**measured_seconds(store), exp.key: round(seconds)}), encoding="utf-8")
+    else:
+        seconds = measured_seconds(store).get(exp.key, float("nan"))
     return {"exp": exp, "tables": tables, "targets": targets, "strengths": strengths, "model": model,
-            "seconds": time.perf_counter() - started, "store": store}
+            "seconds": seconds, "store": store, "pairs": pairs}
 
 
 # --- the experiments -------------------------------------------------------------------------------------------
@@ -176,11 +208,17 @@ def range_rows(n: int) -> list[dict]:
     return rows[:n]
 
 
+SATURATION = ("`share:pos,neg` is bounded by +1: where the English pair's rows at relative 0.5 and 1.0 are identical, "
+              "every steered prompt's positive share is already 1.000 (checked per prompt on sentiment-zh; the lens "
+              "forecast saturates alike), so the effect is 1 − the unsteered mean. Saturation, not a reading error; "
+              "the lower strengths 0.1 and 0.25 show the dose response, and `diff:pos,neg` (unbounded) keeps growing.")
+
+
 def experiments(n: int, full: bool = False) -> list[Experiment]:
     """The sweeps, cheapest first. ``full``: more layers and strengths (hours on a shared 2-core machine)."""
     good_bad = {"from_unembedding": " good", "minus": " bad"}
     sentiment = dict(layers=[6, 10, 14] if full else [10], positions="all",
-                     relative=[0.25, 0.5, 1.0] if full else [0.5, 1.0],
+                     relative=[0.1, 0.25, 0.5, 1.0],  # share:pos,neg saturates (every prompt at 1) from 0.5
                      metrics=[("share:pos,neg", +1), ("diff:pos,neg", +1)])
     return [
         Experiment("arith", "Arithmetic: \"{a+b}={a}+\" with the a→a+1 state difference", "qwen2.5-coder-0.5b",
@@ -190,22 +228,27 @@ def experiments(n: int, full: bool = False) -> list[Experiment]:
                    metrics=[("outcome:arithmetic=shifted", +1), ("outcome:arithmetic=unchanged", -1)],
                    extra_variants=["plus1", "base"],
                    note="PAPER.md: when the model does not give the unsteered answer, the steering outcome cannot be "
-                        "read; Qwen2.5-Coder 0.5B (Q4 GGUF, dequantized) mostly repeats a or a+b after \"{a+b}={a}+\"."),
+                        "read; Qwen2.5-Coder 0.5B (Q4 GGUF, dequantized) mostly repeats a or a+b after \"{a+b}={a}+\". "
+                        "Worked examples before the prompt do not help: `examples/arithmetic_prompt_probe.py` "
+                        "(greedy next token = b over 40 of these items) measured 7/40 with 2 worked examples "
+                        "(\"7=4+3\", one a line), 6/40 with 4, 5/40 with 8, so no few-shot sweep was recorded: on "
+                        "this model the arithmetic intervention cannot be read, and the strengths tried (absolute 1–3, "
+                        "relative 0.04–0.12 at layer 13) stay the only recording."),
         Experiment("sentiment-zh", "Multilingual sentiment: Chinese reviews (sentiment-zh)", "gemma3-270m",
                    sentiment_rows(sentiment_zh(), "zh", n), "zh",
                    {"en-good-bad": good_bad, "zh-hao-huai": {"from_unembedding": "好", "minus": "坏"}},
-                   targets={"pos": ZH_POS, "neg": ZH_NEG}, **sentiment),
+                   targets={"pos": ZH_POS, "neg": ZH_NEG}, note=SATURATION, **sentiment),
         Experiment("range", "Code: `range(` start/end steering (HumanEval + stdlib functions)", "qwen2.5-coder-0.5b",
                    range_rows(n), "code",
-                   {"start-end": {"from_unembedding": "start", "minus": "end"},
-                    "sp-start-end": {"from_unembedding": " start", "minus": " end"}},
-                   layers=[10, 13] if full else [13], positions="last", relative=[0.5, 1.0, 2.0] if full else [1.0, 2.0],
+                   {"start-end": {"from_unembedding": "start", "minus": "end"},  # the " start"/" end" pair: --full
+                    **({"sp-start-end": {"from_unembedding": " start", "minus": " end"}} if full else {})},
+                   layers=[12, 18], positions="last", relative=[0.5, 1.0, 2.0],  # 50% and 75% of 24 layers
                    targets={"start": ["start", " start"], "end": ["end", " end"], "zero": ["0"]},
                    metrics=[("diff:start,end", +1), ("prob:zero", +1)]),
         Experiment("sentiment-es", "Multilingual sentiment: Spanish review openings (sentiment-es)", "gemma3-270m",
                    sentiment_rows(sentiment_es(), "es", n), "es",
                    {"en-good-bad": good_bad, "es-bueno-malo": {"from_unembedding": " bueno", "minus": " malo"}},
-                   targets={"pos": ES_POS, "neg": ES_NEG}, **sentiment),
+                   targets={"pos": ES_POS, "neg": ES_NEG}, note=SATURATION, **sentiment),
     ]
 
 
@@ -220,17 +263,34 @@ def render(results: list[dict], command: str, skipped: list[Experiment] = ()) ->
            "recorded with the same coefficients; the *lens forecast* is the logit lens at the vector's layer (final "
            "norm applied) on the unsteered last-token states with and without coefficient × v. Relative strength = "
            "coefficient × |v| / median |h| over the prompts' tokens (BOS excluded) at that layer.", "",
-           f"Rerun: `{command}`", ""]
+           f"Rerun: `{command}` (records what the store lacks, reuses the rest, then writes this page; add "
+           "`--analyze-only` to rewrite the page from the store's recordings without running a model). Each section "
+           "gives the time its recordings took here.", ""]
+    out += ["Summary (each line: the strongest row in the predicted direction whose CI excludes zero while the "
+            "control's does not; details and every row below):", ""]
+    for result in results:
+        for (metric, sign), table in zip(result["exp"].metrics, result["tables"].values()):
+            found = table_verdict(table, sign)
+            row = found["row"]
+            out.append(f"- {result['exp'].title}, `{metric}`: " + (
+                f"**shown** by `{row.vector}` (layer {row.layer}, relative {row.relative_strength:.2f}): "
+                f"{ci_cell(row.effect, row.effect_low, row.effect_high)} vs control "
+                f"{ci_cell(row.control_effect, row.control_low, row.control_high)}, lens forecast "
+                f"{ci_cell(row.forecast, row.forecast_low, row.forecast_high)}." if found["shown"] else "not shown."))
+    out.append("")
     for result in results:
         exp = result["exp"]
         out += [f"### {exp.title}", "",
                 f"Model `{exp.model}`, {len(exp.rows)} prompts, positions `{exp.positions}`, layers "
                 f"{', '.join(map(str, exp.layers))}; "
-                + (f"run time {result['seconds']:.0f} s." if result['seconds'] == result['seconds'] else
-                   f"pairs recorded: {', '.join(v for v, _ in result['pairs'])}.")]
+                + f"pairs recorded: {', '.join(v for v, _ in result['pairs'])}; "
+                + (f"recording took {result['seconds']:.0f} s." if result['seconds'] == result['seconds'] else
+                   "recording time not measured.")]
         if result["targets"]:
             out.append("Target sets (vocabulary strings present in the model): " + "; ".join(
                 f"{k}: {' '.join(repr(t) for t in v)}" for k, v in result["targets"].items()) + ".")
+        if result.get("missing"):
+            out.append(f"Not recorded yet (in the sweep, absent from the store): {', '.join(result['missing'])}.")
         if exp.note:
             out.append(exp.note)
         if "baseline" in result:

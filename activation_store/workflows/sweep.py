@@ -127,7 +127,8 @@ def table_verdict(table: pd.DataFrame, sign: int) -> dict[str, Any]:
     return {"shown": found["shown"], "row": table.iloc[found["condition"]] if found["shown"] else None}
 
 
-def _cell(mean: float, low: float, high: float, digits: int = 3) -> str:
+def ci_cell(mean: float, low: float, high: float, digits: int = 3) -> str:
+    """A mean and its 95% interval as "+0.123 [+0.045, +0.201]" (tables and reports alike), or "—" if not measured."""
     if pd.isna(mean):
         return "—"
     return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
@@ -139,7 +140,7 @@ def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
              "lens forecast [95% CI] |", "|---|---:|---:|---:|---|---|---|"]
     for _, row in table.iterrows():
         lines.append(f"| {row.vector} | {row.layer} | {row.coefficient:g} | {row.relative_strength:.2f} | "
-                     f"{_cell(row.effect, row.effect_low, row.effect_high, digits)} | "
-                     f"{_cell(row.control_effect, row.control_low, row.control_high, digits)} | "
-                     f"{_cell(row.forecast, row.forecast_low, row.forecast_high, digits)} |")
+                     f"{ci_cell(row.effect, row.effect_low, row.effect_high, digits)} | "
+                     f"{ci_cell(row.control_effect, row.control_low, row.control_high, digits)} | "
+                     f"{ci_cell(row.forecast, row.forecast_low, row.forecast_high, digits)} |")
     return "\n".join(lines)
