@@ -211,7 +211,8 @@ def range_rows(n: int) -> list[dict]:
 SATURATION = ("`share:pos,neg` is bounded by +1: where the English pair's rows at relative 0.5 and 1.0 are identical, "
               "every steered prompt's positive share is already 1.000 (checked per prompt on sentiment-zh; the lens "
               "forecast saturates alike), so the effect is 1 − the unsteered mean. Saturation, not a reading error; "
-              "the lower strengths 0.1 and 0.25 show the dose response, and `diff:pos,neg` (unbounded) keeps growing.")
+              "the sweep asks for relative 0.1 and 0.25 too for the dose response, and `diff:pos,neg` (unbounded) "
+              "keeps growing with the strength.")
 
 
 def experiments(n: int, full: bool = False) -> list[Experiment]:
@@ -291,6 +292,12 @@ def render(results: list[dict], command: str, skipped: list[Experiment] = ()) ->
                 f"{k}: {' '.join(repr(t) for t in v)}" for k, v in result["targets"].items()) + ".")
         if result.get("missing"):
             out.append(f"Not recorded yet (in the sweep, absent from the store): {', '.join(result['missing'])}.")
+        table = next(iter(result["tables"].values()))
+        recorded = {round(float(r), 2) for r in table.relative_strength}
+        unrecorded = sorted({round(r, 2) for r in exp.relative or []} - recorded)
+        if unrecorded:
+            out.append(f"Strengths in the sweep not recorded yet: relative {', '.join(f'{r:g}' for r in unrecorded)} "
+                       f"(`--only {exp.key}` re-records the pairs at every strength).")
         if exp.note:
             out.append(exp.note)
         if "baseline" in result:
