@@ -299,3 +299,19 @@ def test_campaign_device_refusals_are_one_line_and_write_nothing(models, pairs, 
             run_campaign([spec(models[0], pairs, str(store), **options)], workers=2, progress=False)
         assert "\n" not in str(info.value)
     assert not store.exists()
+
+
+def test_plain_extract_is_a_one_run_campaign_in_this_process(models, pairs, reference, tmp_path):
+    """``extract`` runs the campaign's tasks here: one load of the weights, let go when it returns, and the bytes
+    of a campaign of the same run."""
+    from activation_store.extract import model_cache
+    from activation_store.extract.models import plan_model
+
+    checksum = plan_model(str(models[1])).checksum
+    before = model_cache.loads(str(models[1]), False, checksum)
+    store = str(tmp_path / "acts.zarr")
+    result = actstore.extract(model=str(models[1]), dataset=str(pairs), store=store, device="cpu", **OPTS)
+    assert result.status == "written" and result.tokens_written == result.tokens and result.fill_seconds > 0
+    assert model_cache.loads(str(models[1]), False, checksum) == before + 1  # prepare and fill share one load
+    assert not any(key[0] == str(models[1]) for key in model_cache._models)  # not held after it returned
+    assert_identical(store, reference, models[1], "pairs")

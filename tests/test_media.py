@@ -292,6 +292,17 @@ def test_bad_media_inputs_are_one_line_and_leave_the_store_alone(media_models, t
             actstore.extract(dataset=str(mixed), store=str(store), dtype="float32", progress=False, **kwargs)
         assert "\n" not in str(error.value)
     assert _tree(store) == before
+    from activation_store.extract.campaign import run_campaign
+    from activation_store.extract.spec import RunSpec
+
+    # media are encoded by this process's processor, per batch: a cluster is refused before it starts
+    for kwargs in (dict(variants=("image", "en")), dict(variants=("en",), templates={"image": "<image>"})):
+        media_spec = RunSpec(str(media_models["llava"]), str(mixed), str(store), progress=False, **kwargs)
+        with pytest.raises(ActstoreError, match=r"image and audio variants \(and --template\) run in this process") \
+                as error:
+            run_campaign([media_spec], workers=2, progress=False)
+        assert "\n" not in str(error.value)
+    assert _tree(store) == before
 
 
 def test_spoken_words_needs_espeak_and_says_so(tmp_path, monkeypatch):

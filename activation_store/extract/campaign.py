@@ -1,15 +1,26 @@
-"""Extraction campaigns: many models × datasets into one store, on one process or many workers.
+"""Extraction: many models × datasets into one store, on one process or many workers — one code path.
 
-Plan on the client, compute on workers. The client checks every name and
-option, tokenizes, takes each run's lock, has each model's lens head written
-once (by a prepare task, which also measures the final-norm layers), creates
-every new run group with its coordinates, and only then submits fill tasks:
-each owns a chunk-aligned token range of one run on a fixed grid (it does not
-depend on the number of workers) and writes only its own chunks. As results
-come back, out of order, the client commits their chunk ranges in the run's
-block manifest (store/commits.py); readers see the longest committed prefix.
-Rerunning skips committed chunks whatever the worker count; a task lost with
-its worker is rerun by dask and rewrites the same bytes.
+Every extraction is a campaign: a plain ``extract`` of one model over one
+dataset is a campaign of one run in this process (extract/run.py). Plan on the
+client, compute on workers. The client checks every name and option,
+tokenizes, takes each run's lock, has each model's lens head written once (by a
+prepare task, which also takes the first look at the new runs' first examples
+and measures the free memory ``--batch-size auto`` sizes from), creates every
+new run group with its coordinates, and only then submits fill tasks: each owns
+a chunk-aligned token range of one run and writes only its own chunks. As
+results come back, out of order, the client commits their chunk ranges in the
+run's block manifest (store/commits.py); readers see the longest committed
+prefix. Rerunning skips committed chunks whatever the worker count; a task
+lost with its worker is rerun by dask and rewrites the same bytes.
+
+Without a cluster the tasks run here (extract/runner.py), one task per stretch
+of uncommitted chunks of a run, and commit block by block as the writer thread
+finishes each (a kill loses one block at most); the progress bar moves batch
+by batch. On a cluster, tasks cover ``BATCHES_PER_TASK`` mean batches on a fixed
+grid (it does not depend on the number of workers) and commit as they return.
+What only this process can do stays here: image and audio inputs (made per
+batch by the client's media encoder) and ``--device-map`` (one model over
+several devices of this machine) are refused on a cluster.
 
 A run locked by another writer is skipped, named in the result, when the
 campaign has other runs to do — the other writer is finishing it, and the rest
@@ -24,7 +35,9 @@ GPU) and every task holds it, so one model sits on one GPU."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,24 +47,78 @@ import numpy as np
 
 from ..checksums import config_hash
 from ..errors import ActstoreError
-from ..store import commits, layout
+from ..store import commits, layout, location
 from ..store.lock import RunLock
 from ..store.handle import Store
 from ..store.views import finish_run
 from ..store.write import PROGRESS_ATTR, _remove_partials, consolidate_if_stale, create_run, run_attrs
+from . import model_cache
+from .datasets.media import media_variants
+from .estimate import auto_batch_size, model_shape, run_chunk_tokens
+from .keep import Keep
+from .media import MediaLayout, media_layout
 from .models import ModelPlan, plan_model
 from .progress import progress_bar, quiet_loading
-from .spec import RunSpec, stored_config_matches
 from .runner import Runner, runner
-from .estimate import run_chunk_tokens
-from .keep import Keep
-from .run import ExtractResult, _check_writable, resumed_chunk
-from .tasks import FillTask, Filled, ModelRef, PrepareTask, Prepared, batches_for, fill, prepare
+from .spec import RunSpec, stored_config_matches
+from .tasks import FillTask, Filled, ModelRef, PrepareTask, Prepared, batches_for, fill, load, prepare
 from .tokens import TokenLayout, tokenize
 
-# Tokens a fill task covers, in batches: a batch straddling two tasks is computed twice, so a task of
-# 40 mean batches costs at most ~2.5% extra forward passes.
+# Tokens a fill task on a cluster covers, in batches: a batch straddling two tasks is computed twice, so a
+# task of 40 mean batches costs at most ~2.5% extra forward passes.
 BATCHES_PER_TASK = 40
+
+
+@dataclass
+class ExtractResult:
+    store: str
+    model: str
+    dataset: str
+    status: str  # "written", "resumed" or "already complete"
+    examples: int
+    tokens: int
+    layers: int
+    tokens_written: int
+    seconds: float
+    fill_seconds: float = 0.0
+    unit: str = "token"  # what ``tokens_written`` counts: tokens, or examples in a --positions last|mean run
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Throughput of the forward-and-write loop alone (no model loading)."""
+        return self.tokens_written / self.fill_seconds if self.fill_seconds else 0.0
+
+    def summary(self) -> str:
+        rate = f", {self.tokens_per_second:,.0f} {self.unit}s/s" if self.tokens_written else ""
+        return (f"{self.status}: {self.model}/{self.dataset} in {self.store} — {self.examples} examples, "
+                f"{self.tokens:,} tokens × {self.layers} layers; wrote {self.tokens_written:,} {self.unit}s "
+                f"in {self.seconds:.1f}s{rate}")
+
+
+def check_writable(store: str) -> None:
+    """Refuse before any work: an empty path, an unwritable place, a directory that is something else."""
+    if location.is_remote(store):
+        return
+    if not store.strip():
+        raise ActstoreError("empty --store; name a directory such as ./acts.zarr or a URL")
+    path = location.local_path(store)
+    if os.path.exists(path) and not os.path.exists(os.path.join(path, "zarr.json")):
+        debris = any(not name.startswith(".") or ".lock" not in name for _, _, files in os.walk(path) for name in files)
+        if not os.path.isdir(path) or debris:  # only a killed run's lock may be there before the store is
+            raise ActstoreError(f"{store} exists and is not an actstore store; choose a new or empty directory")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise ActstoreError(f"cannot write the store at {store}: {parent} is not a writable directory")
+
+
+def resumed_chunk(spec: RunSpec, existing: dict[str, Any] | None) -> int | None:
+    """The chunk length to plan with: the user's, else the one a run being resumed was made with (so a run begun
+    under an older chunking rule resumes), else None (``run_chunk_tokens`` chooses)."""
+    if spec.chunk_tokens or existing is None or spec.overwrite:
+        return spec.chunk_tokens
+    return existing.get("config", {}).get("chunk_tokens")
 
 
 @dataclass
@@ -70,15 +137,18 @@ class RunPlan:
     status: str = "written"
     device: str = "cpu"  # where its tasks run: cpu, mps, cuda:N (in this process) or cuda (each worker's own GPU)
     compute_dtype: str = "float32"
-
-    @property
-    def ref(self) -> ModelRef:
-        return ModelRef(self.spec.model, self.spec.trust_remote_code, self.model.checksum, not self.spec.progress,
-                        self.device, self.compute_dtype)
     keep: Keep | None = None
     offsets: np.ndarray | None = None  # each example's first unit along ``hidden``'s second axis (tokens or examples)
     counts: np.ndarray | None = None  # … and its number of units
     n_units: int = 0
+    batch_size: int | None = None  # None until ``--batch-size auto`` has sized a new run from the loaded model
+    batch_choice: str | None = None  # how ``auto`` chose it, for the provenance
+
+    @property
+    def ref(self) -> ModelRef:
+        memory = tuple(self.spec.max_memory.items()) if self.spec.max_memory else None
+        return ModelRef(self.spec.model, self.spec.trust_remote_code, self.model.checksum, not self.spec.progress,
+                        self.device, self.compute_dtype, self.spec.device_map, memory)
 
     @property
     def name(self) -> str:
@@ -89,11 +159,27 @@ class RunPlan:
         return commits.n_chunks(self.n_units, self.chunk_tokens)
 
     def settle(self, existing: dict[str, Any] | None) -> None:
-        """Chunk length and configuration, once the stored run (if any) is known: a resume keeps its chunking."""
+        """Chunk length, batch size and configuration, once the stored run (if any) is known: a resume keeps its
+        chunking and the batch size ``auto`` chose when it began; a new ``auto`` run is configured once sized."""
         self.chunk_tokens = run_chunk_tokens(self.model.d_model, self.keep.stored_dtype, self.n_units,
                                              resumed_chunk(self.spec, existing))
-        self.config = {**self.spec.config(self.data, self.model), "dtype": self.spec.dtype,
+        resuming = existing is not None and not self.spec.overwrite
+        if self.spec.batch_size != "auto":
+            self.configure(self.spec.batch_size)
+        elif resuming:
+            self.configure(existing["config"]["batch_size"], "auto: the batch size recorded when the run began")
+
+    def configure(self, batch_size: int, choice: str | None = None) -> None:
+        self.batch_size, self.batch_choice = batch_size, choice
+        self.config = {**self.spec.config(self.data, self.model, batch_size), "dtype": self.spec.dtype,
                        "chunk_tokens": self.chunk_tokens}
+
+    def size_batches(self, prepared: Prepared) -> None:
+        """``--batch-size auto`` of a new run: the largest batch that fits the memory the loaded weights left free."""
+        if self.batch_size is None:
+            batch = auto_batch_size(model_shape(self.model.config, self.spec.trust_remote_code),
+                                    [len(row) for row in self.tokens.ids], self.compute_dtype, prepared.free)
+            self.configure(batch, f"auto: {prepared.free:,} bytes free on {prepared.device} after loading the weights")
 
     @property
     def done(self) -> bool:
@@ -143,17 +229,21 @@ def _plan_models(specs: Sequence[RunSpec]) -> dict[tuple[str, bool], ModelPlan]:
     return models
 
 
-def plan(specs: Sequence[RunSpec]) -> list[RunPlan]:
-    """Check every spec and tokenize every run, touching no store: any bad name anywhere refuses the lot."""
+def plan(specs: Sequence[RunSpec], clustered: bool = False) -> list[RunPlan]:
+    """Check every spec and tokenize every run, touching no store: any bad name anywhere refuses the lot.
+
+    Image and audio variants are laid out by the model's processor here; a model that makes its media ids
+    itself (Chameleon's VQ codes) is loaded for it, into this process's model cache. On a cluster they are refused."""
     if not specs:
         raise ActstoreError("nothing to extract: no model × dataset given")
     stores = {(s.store, str(s.storage_options)) for s in specs}
     if len(stores) > 1:
         raise ActstoreError("a campaign writes one store; got several")
-    if any(s.templates for s in specs):
-        raise ActstoreError("--template runs one model over one dataset in this process; campaigns take text datasets")
     data = [spec.load_data() for spec in specs]
-    _check_writable(specs[0].store)
+    if clustered and (any(s.templates for s in specs) or any(media_variants(d) for d in data)):
+        raise ActstoreError("image and audio variants (and --template) run in this process, where the media are "
+                            "encoded: drop --workers/--scheduler, or choose text variants with --variants")
+    check_writable(specs[0].store)
     models = _plan_models(specs)
     plans, seen = [], set()
     for spec, dataset in zip(specs, data):
@@ -166,24 +256,33 @@ def plan(specs: Sequence[RunSpec]) -> list[RunPlan]:
             raise ActstoreError(f"{model.name}/{dataset.name} is named twice in the campaign")
         seen.add(path)
         keep = spec.keep(model)
-        tokens = tokenize(model.tokenizer, dataset.examples(), bos=spec.bos, suffixes=spec.suffixes)
-        keep.check_lengths([len(row) for row in tokens.ids], [f"item {e.item!r} ({e.variant})" for e in tokens.examples])
-        offsets, counts, n_units = keep.units(tokens.offsets, tokens.counts)
         device, compute_dtype = spec.placement()
-        plans.append(RunPlan(spec, model, dataset, path, tokens, 0, {}, device=device, compute_dtype=compute_dtype,
-                             keep=keep, offsets=offsets, counts=counts, n_units=n_units))
+        p = RunPlan(spec, model, dataset, path, None, 0, {}, device=device, compute_dtype=compute_dtype, keep=keep)
+        p.tokens = media_layout(model, dataset, dataset.examples(), bos=spec.bos, suffixes=spec.suffixes,
+                                templates=spec.templates, weights=functools.partial(_weights, p.ref, model)) \
+            or tokenize(model.tokenizer, dataset.examples(), bos=spec.bos, suffixes=spec.suffixes)
+        keep.check_lengths([len(row) for row in p.tokens.ids],
+                           [f"item {e.item!r} ({e.variant})" for e in p.tokens.examples])
+        p.offsets, p.counts, p.n_units = keep.units(p.tokens.offsets, p.tokens.counts)
+        plans.append(p)
     return plans
+
+
+def _weights(ref: ModelRef, model: ModelPlan) -> Any:
+    """The network the run's tasks use, loaded here (a model whose own encoder makes its media ids)."""
+    return load(ref, model)[1]
 
 
 def _place(plans: list[RunPlan], clustered: bool, workers: int | None) -> dict[str, float] | None:
     """Settle where tasks run; the resources each task holds on a cluster (``{"GPU": 1}`` for CUDA), else None.
 
-    In this process a run keeps its resolved device (``cuda:0``…). On a cluster ``cuda`` becomes each worker's
-    own GPU, so a pinned ``cuda:N`` (every worker on one GPU) and a device map (one model over several
-    devices in one process) are refused, and a local cluster gets no more GPU workers than there are GPUs."""
-    if any(p.spec.device_map for p in plans):
-        raise ActstoreError("--device-map places one model over several devices in one process; campaigns place "
-                            "one model per device: drop --device-map, or extract that run alone")
+    In this process a run keeps its resolved device (``cuda:0``…) or its device map. On a cluster ``cuda``
+    becomes each worker's own GPU, so a pinned ``cuda:N`` (every worker on one GPU) and a device map (one model
+    over several devices in one process) are refused, and a local cluster gets no more GPU workers than there
+    are GPUs."""
+    if clustered and any(p.spec.device_map for p in plans):
+        raise ActstoreError("--device-map places one model over several devices in one process; campaigns on a "
+                            "cluster place one model per device: drop --device-map, or drop --workers/--scheduler")
     kinds = {p.device.split(":")[0] for p in plans}
     if len(kinds) > 1:
         raise ActstoreError(f"a campaign runs on one kind of device; got {', '.join(sorted(kinds))}")
@@ -238,14 +337,16 @@ def _read_state(plans: list[RunPlan]) -> None:
         p.status = "already complete" if p.done else ("resumed" if p.committed else "written")
 
 
-def _fill_tasks(p: RunPlan, threads: int | None, batches_per_task: int) -> list[FillTask]:
-    """Tasks for a run's uncommitted chunks, on a fixed grid of ``batches_per_task`` mean batches (whole chunks)."""
-    tokens, batch = p.tokens, p.spec.batch_size
+def _fill_tasks(p: RunPlan, threads: int | None, batches_per_task: int | None) -> list[FillTask]:
+    """Tasks for a run's uncommitted chunks: on a fixed grid of ``batches_per_task`` mean batches (whole chunks),
+    or, with None, one task per stretch of uncommitted chunks."""
+    tokens, batch = p.tokens, p.batch_size
     offsets, counts = p.offsets, p.counts.astype(np.int64)
     n_batches = -(-len(tokens.ids) // batch)
     mean_batch = p.n_units / max(1, n_batches)
-    per_task = max(1, math.ceil(batches_per_task * mean_batch / p.chunk_tokens))
+    per_task = max(1, math.ceil(batches_per_task * mean_batch / p.chunk_tokens)) if batches_per_task else p.n_chunks + 1
     ref = p.ref
+    inputs = tokens.model_inputs if isinstance(tokens, MediaLayout) else None
     tasks = []
     for gap_start, gap_stop in commits.missing(p.committed, p.n_chunks):
         for start in range(gap_start, gap_stop):
@@ -256,7 +357,8 @@ def _fill_tasks(p: RunPlan, threads: int | None, batches_per_task: int) -> list[
                                       min(stop * p.chunk_tokens, p.n_units))
             tasks.append(FillTask(ref, p.spec.store, p.spec.storage_options, p.path, p.keep, start, stop,
                                   int(offsets[first * batch]),
-                                  tuple(tokens.ids[b * batch:(b + 1) * batch] for b in range(first, last)), threads))
+                                  tuple(tokens.ids[b * batch:(b + 1) * batch] for b in range(first, last)), threads,
+                                  first * batch, inputs))
     return tasks
 
 
@@ -295,7 +397,10 @@ class _Tagged:
 
 
 def _create(p: RunPlan, store: Store, prepared: Prepared) -> None:
-    provenance = {**p.spec.provenance(p.data, p.model, prepared.architecture), "dtype": p.spec.dtype}
+    provenance = {**p.spec.provenance(p.data, p.model, prepared.architecture, compute=prepared.compute,
+                                      batch_choice=p.batch_choice), "dtype": p.spec.dtype}
+    if isinstance(p.tokens, MediaLayout):  # templates, media variants, the processor's preprocessing
+        provenance["tokenization"].update(p.tokens.provenance)
     attrs = {"config": p.config, "config_hash": config_hash(p.config), "provenance": provenance}
     create_run(store, p.path, n_layers=p.model.n_layers, d_model=p.model.d_model, dtype=p.spec.dtype,
                chunk_tokens=p.chunk_tokens, token_coords=p.tokens.token_coords(),
@@ -305,11 +410,12 @@ def _create(p: RunPlan, store: Store, prepared: Prepared) -> None:
 
 def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, workers: int | None = None,
                  threads_per_worker: int | None = None, progress: bool = True,
-                 batches_per_task: int = BATCHES_PER_TASK) -> CampaignResult:
+                 batches_per_task: int | None = None) -> CampaignResult:
     """Extract every run ``specs`` names into their store, in this process or on a dask cluster.
 
     ``scheduler`` is a running dask scheduler's address; ``workers`` starts that many local worker processes;
-    neither runs everything here. ``threads_per_worker`` is each worker's torch threads."""
+    neither runs everything here. ``threads_per_worker`` is each worker's torch threads. ``batches_per_task``
+    sizes the tasks (default: ``BATCHES_PER_TASK`` on a cluster; here, one task per stretch of missing chunks)."""
     started = time.perf_counter()
     if threads_per_worker is not None and threads_per_worker < 1:
         raise ActstoreError(f"--threads-per-worker must be at least 1, got {threads_per_worker}")
@@ -317,10 +423,15 @@ def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, work
         raise ActstoreError(f"--workers must be at least 1, got {workers}")
     if workers is not None and scheduler is not None:
         raise ActstoreError("give --workers (a local cluster) or --scheduler (a running one), not both")
-    plans = plan(specs)
-    resources = _place(plans, scheduler is not None or workers is not None, workers)
-    spec = plans[0].spec
+    clustered = scheduler is not None or workers is not None
+    if batches_per_task is None and clustered:
+        batches_per_task = BATCHES_PER_TASK
     with contextlib.ExitStack() as stack:
+        if not clustered:  # this process is the worker: the weights it loads are let go when the campaign ends
+            stack.enter_context(model_cache.scope())
+        plans = plan(specs, clustered)
+        resources = _place(plans, clustered, workers)
+        spec = plans[0].spec
         plans, skipped = _lock_all(plans, stack)
         _read_state(plans)
         todo = [p for p in plans if not p.done]
@@ -332,7 +443,7 @@ def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, work
         if todo:
             run = stack.enter_context(runner(scheduler, workers, resources))
             result.workers = run.workers
-            _execute(todo, run, threads_per_worker if (scheduler or workers) else None, result, progress, batches_per_task,
+            _execute(todo, run, threads_per_worker if clustered else None, result, progress, batches_per_task,
                      resources)
         for p in plans:
             result.runs.append(ExtractResult(spec.store, p.model.name, p.data.name, p.status, len(p.tokens.examples),
@@ -343,32 +454,48 @@ def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, work
 
 
 def _execute(todo: list[RunPlan], run: Runner, threads: int | None, result: CampaignResult, progress: bool,
-             batches_per_task: int, resources: dict[str, float] | None) -> None:
-    """Prepare models, create new run groups, fill every missing chunk and commit as results arrive."""
+             batches_per_task: int | None, resources: dict[str, float] | None) -> None:
+    """Prepare models, create new run groups, fill every missing chunk and commit as blocks or results arrive."""
     spec = todo[0].spec
-    store = Store.open(spec.store, spec.storage_options, mode="a")  # made here: prepare tasks racing to create it collide
-    prepared = _prepare(todo, run, threads, resources)
+    if not run.local:  # prepare tasks racing on workers to create the store collide: make it here first
+        Store.open(spec.store, spec.storage_options, mode="a")
+    prepared = _prepare(todo, run, threads, resources)  # here, the first look comes before the store is made
+    store = Store.open(spec.store, spec.storage_options, mode="r+")
     root = store.root
     for p in todo:
         if p.create:
+            p.size_batches(prepared[p.path])
             _create(p, store, prepared[p.path])
         else:
             _remove_partials(root[p.path])  # a killed write's temporary files; we hold the lock
     store.consolidate()
     by_path = {p.path: p for p in todo}
+    groups = {p.path: root[p.path] for p in todo}
+
+    def commit(path: str, start_chunk: int, stop_chunk: int) -> None:
+        p = by_path[path]
+        merged = commits.merge([*p.committed, (start_chunk, stop_chunk)])
+        if merged != p.committed:
+            p.committed = merged
+            groups[path].attrs[PROGRESS_ATTR] = commits.record(merged, p.n_units, p.chunk_tokens)
+
     tasks = [t for p in sorted(todo, key=lambda p: (p.model.name, p.path)) for t in _fill_tasks(p, threads, batches_per_task)]
     written = Counter({p.path: 0 for p in todo})
     result.tasks = len(tasks)
     fill_started = time.perf_counter()
-    total = sum(commits.tokens_in(commits.missing(p.committed, p.n_chunks), p.n_units, p.chunk_tokens) for p in todo)
-    with progress_bar(total, unit="tok", desc="extract", enabled=progress) as bar:
-        for done in run.run(fill, tasks, resources):
-            p = by_path[done.path]
-            p.committed = commits.merge([*p.committed, (done.start_chunk, done.stop_chunk)])
-            root[p.path].attrs[PROGRESS_ATTR] = commits.record(p.committed, p.n_units, p.chunk_tokens)
-            written[p.path] += done.tokens_written
-            _tally(result, done, p.model.name)
-            bar.update(done.tokens_written)
+    total = sum(p.n_units for p in todo)
+    initial = sum(commits.tokens_in(p.committed, p.n_units, p.chunk_tokens) for p in todo)
+    unit = "tok" if all(p.keep.unit == "token" for p in todo) else "ex" if all(p.keep.unit == "example" for p in todo) \
+        else "unit"
+    with progress_bar(total, initial=initial, unit=unit, desc="extract", enabled=progress) as bar:
+        # in this process a task commits each block as it is written and moves the bar batch by batch
+        task_fn = functools.partial(fill, on_block=commit, on_units=bar.update) if run.local else fill
+        for done in run.run(task_fn, tasks, resources):
+            commit(done.path, done.start_chunk, done.stop_chunk)
+            written[done.path] += done.tokens_written
+            _tally(result, done, by_path[done.path].model.name)
+            if not run.local:
+                bar.update(done.tokens_written)
     result.fill_seconds = time.perf_counter() - fill_started
     for p in todo:
         _remove_partials(root[p.path])  # a lost worker's temporary files

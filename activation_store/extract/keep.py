@@ -1,9 +1,9 @@
 """What a run keeps of each batch: all layers or some, every token or one state per example.
 
 ``--layers`` and ``--positions`` are parsed here and checked against the model
-once (``resolve``); every extraction driver — the single run's fill loop and
-the campaign's fill tasks — applies ``Keep.apply`` to each batch's packed states
-the same way, so selective runs hold exactly the matching slices of a full run.
+once (``resolve``); the one fill loop (extract/tasks.py, in this process or on
+a worker) applies ``Keep.apply`` to each batch's packed states, so selective
+runs hold exactly the matching slices of a full run.
 A run that keeps every token streams tokens; a ``last`` or ``mean`` run streams
 one state per example, so its stored unit — what ``hidden``'s second axis,
 its chunks, the progress record and the campaign's tasks count — is the example.

@@ -271,6 +271,13 @@ def attention(net: Any) -> str:
     return str(getattr(net.config, "_attn_implementation", None) or "unknown")
 
 
+def loaded_compute(net: Any, device_map: str | None) -> dict[str, Any]:
+    """What a loaded model says of how it runs, for a run's provenance: its attention and, when a device map
+    was asked for, where accelerate put each part (it keeps no map when the whole model fits on one device)."""
+    placed = dict(getattr(net, "hf_device_map", None) or {"": input_device(net)}) if device_map else None
+    return {"attention": attention(net), "device_map": placed}
+
+
 @dataclass
 class LoadedModel:
     """A causal LM ready for extraction, with where it came from."""

@@ -1,7 +1,9 @@
 """Where a campaign's tasks run: in this process, one after another, or on a dask cluster.
 
 Both runners take the same task functions and records and hand back results as
-tasks finish, so a campaign has one code path whatever runs it. On a cluster,
+tasks finish, so every extraction has one code path whatever runs it. Tasks run
+in process may call back into the campaign (``local``): it commits their blocks
+as they are written and moves the progress bar. On a cluster,
 dask reruns the task of a lost worker elsewhere; a task's own error stops the
 campaign and is raised here as it was raised there."""
 from __future__ import annotations
@@ -18,6 +20,7 @@ R = TypeVar("R")
 
 class Runner(Protocol):
     workers: int
+    local: bool  # tasks run in this process, so they may call back into it
 
     def run(self, fn: Callable[[T], R], items: Iterable[T], resources: dict[str, float] | None = None) -> Iterator[R]:
         """``fn(item)`` for every item, yielded as each finishes (in any order); on a cluster, each task holds
@@ -25,9 +28,10 @@ class Runner(Protocol):
 
 
 class InProcess:
-    """Tasks run here, in order: the campaign without a cluster, and the single-run ``extract``."""
+    """Tasks run here, in order: the campaign without a cluster, the single-run ``extract`` included."""
 
     workers = 1
+    local = True
 
     def run(self, fn: Callable[[T], R], items: Iterable[T], resources: dict[str, float] | None = None) -> Iterator[R]:
         for item in items:
@@ -36,6 +40,8 @@ class InProcess:
 
 class OnCluster:
     """Tasks run on the workers of a ``distributed.Client``; submission order is their priority."""
+
+    local = False
 
     def __init__(self, client: Any):
         self.client = client

@@ -21,7 +21,7 @@ from ..store.precision import DTYPES
 from .datasets import DEFAULT_DATASET, Dataset, load_dataset
 from .devices import check_compute_dtype, default_compute_dtype, device_kind, resolve_device
 from .keep import Keep, LayerChoice, check_positions, parse_layers, resolve_layers
-from .models import DEFAULT_MODEL, ModelPlan, attention, input_device
+from .models import DEFAULT_MODEL, ModelPlan
 
 
 @dataclass(frozen=True)
@@ -121,25 +121,20 @@ class RunSpec:
         return config
 
     def provenance(self, data: Dataset, model: ModelPlan, architecture: str, *, created: bool = True,
-                   net: Any = None, batch_choice: str | None = None) -> dict[str, Any]:
+                   compute: Mapping[str, Any] | None = None, batch_choice: str | None = None) -> dict[str, Any]:
         """Where a run came from: model and dataset sources, tokenization, where and how the model ran
-        (device kind, compute dtype and, given the loaded ``net``, its attention and placement), library
-        versions (and when)."""
+        (device kind, compute dtype and ``compute``: what the loaded model reports, its attention and placement
+        — ``models.loaded_compute``), library versions (and when)."""
         device, compute_dtype = self.placement()
-        compute: dict[str, Any] = {"device": device_kind(device), "compute_dtype": compute_dtype,
-                                   "batch_size": batch_choice or "given"}
-        if net is not None:
-            placed = None
-            if self.device_map:  # accelerate keeps no map when the whole model fits on one device
-                placed = dict(getattr(net, "hf_device_map", None) or {"": input_device(net)})
-            compute.update(attention=attention(net), device_map=placed)
+        ran: dict[str, Any] = {"device": device_kind(device), "compute_dtype": compute_dtype,
+                               "batch_size": batch_choice or "given", **(compute or {})}
         record = {
             "model": model.name, "model_source": model.source, "model_checksum": model.checksum,
             "architecture": architecture, "dataset": data.name, "dataset_version": data.version,
             "dataset_checksum": data.checksum, "dataset_source": data.source, "variants": list(data.variants),
             "tokenization": {"bos": self.bos, "suffixes": dict(self.suffixes), "template": None,
                              "tokenizer": type(model.tokenizer).__name__},
-            "compute": compute,
+            "compute": ran,
             "versions": versions(),
         }
         if created:

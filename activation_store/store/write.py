@@ -135,14 +135,6 @@ def create_run(
     return RunWriter(group, hidden, chunk_tokens, n_tokens)
 
 
-def reopen_run(store: Store, path: str) -> RunWriter:
-    """The writer of an existing run group, positioned at its last committed block."""
-    group = store.root[path]
-    _remove_partials(group)
-    hidden = group[layout.HIDDEN]
-    return RunWriter(group, hidden, int(hidden.attrs["chunk_tokens"]), int(hidden.shape[1]))
-
-
 def _remove_partials(group: zarr.Group) -> None:
     """Delete the temporary files a killed local write leaves (``*.partial``); the caller holds the run's lock."""
     store = group.store
