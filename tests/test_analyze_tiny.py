@@ -18,6 +18,8 @@ from activation_store.analyze.logit_lens import readout
 from activation_store.analyze.selection import examples_of, tokens_of
 from activation_store.analyze.similarity import variant_similarity
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process runs: two torch threads fight on two cores
+
 ROWS = [json.loads(line) for line in """
 {"id": "cat", "en": "The cat sits on the table.", "zh": "猫坐在桌子上。"}
 {"id": "pw", "en": "Change my password", "zh": "修改我的密码"}

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -168,23 +166,22 @@ def test_worker_sigkilled_mid_run_still_identical(cluster, models, reference, tm
     _wait(lambda: len(client.scheduler_info()["workers"]) == 2, 60)  # the nanny restarted it, for later tests
 
 
-def test_killed_client_resumes_and_recomputes_only_uncommitted(models, reference, tmp_path):
+def test_killed_client_resumes_and_recomputes_only_uncommitted(models, reference, tmp_path, cli):
     store = str(tmp_path / "acts.zarr")
-    command = [sys.executable, "-m", "activation_store", "extract", "--model", str(models[0]), "--dataset", "arithmetic",
+    command = ["extract", "--model", str(models[0]), "--dataset", "arithmetic",
                "--limit", "40", "--store", store, "--chunk-tokens", str(CHUNK), "--batch-size", str(BATCH), "--quiet",
                "--workers", "2", "--threads-per-worker", "1", "--task-batches", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    env = {"OMP_NUM_THREADS": "1"}
+    proc = cli.start(*command, env=env, new_session=True)
     _wait(lambda: _committed(store, models[0], "arithmetic") or proc.poll() is not None, 180)
-    os.killpg(proc.pid, signal.SIGKILL)  # the client and the cluster it started: this test's own process group
-    proc.communicate()
+    os.killpg(proc.pid, signal.SIGKILL)  # the client and the cluster it started: the command's own process group
+    _, err = proc.communicate()
     committed = _committed(store, models[0], "arithmetic")
     total = all_arrays(reference, models[0], "arithmetic")["token_id"].size
     done = commits.tokens_in(committed, total, CHUNK)
-    assert proc.returncode == -signal.SIGKILL and 0 < done < total, (proc.returncode, done, proc.stderr)
+    assert proc.returncode == -signal.SIGKILL and 0 < done < total, (proc.returncode, done, err)
 
-    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    again = cli(*command, env=env, timeout=300)
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("resumed:"), again.stdout
     assert f"wrote {total - done:,} tokens" in again.stdout  # only what was not committed

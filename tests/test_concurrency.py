@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,17 +23,14 @@ import actstore
 from activation_store.errors import ActstoreError
 from activation_store.store.lock import RunLock, lock_key
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # see test_crash_resume.py: one torch thread on two shared cores
+ENV = {"OMP_NUM_THREADS": "1"}  # see test_crash_resume.py: one torch thread on two shared cores
+ITEMS = 400  # of the arithmetic set's 1,123 (three variants each): 10,768 tokens
 
 
 def extract_args(model_dir: Path, store: Path, dataset: str = "arithmetic") -> list[str]:
-    return ["extract", "--model", str(model_dir), "--dataset", dataset, "--store", str(store), "--chunk-tokens", "64",
-            "--batch-size", "8", "--quiet"]
-
-
-def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "activation_store", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+    limit = ["--limit", str(ITEMS)] if dataset == "arithmetic" else []
+    return ["extract", "--model", str(model_dir), "--dataset", dataset, *limit, "--store", str(store),
+            "--chunk-tokens", "64", "--batch-size", "8", "--quiet"]
 
 
 def tokens_done(group: Path) -> int:
@@ -70,11 +68,15 @@ def model_dir(tiny_model_dir) -> Path:
 
 def test_second_writer_is_refused_while_the_first_runs(model_dir, tmp_path, cli):
     store = tmp_path / "acts.zarr"
-    args = [*extract_args(model_dir, store), "--chunk-tokens", "32"]  # ~700 blocks: the first runs a good while
-    first = start(args)
+    args = [*extract_args(model_dir, store), "--chunk-tokens", "32"]
+    first = cli.start(*args, env=ENV)
     wait_for(lambda: (store / model_dir.name / ".arithmetic.lock").exists() or first.poll() is not None)
-    second = cli(*args, env={"OMP_NUM_THREADS": "1"})
-    assert first.poll() is None, "the first writer finished before the second got going: inconclusive"
+    first.send_signal(signal.SIGSTOP)  # held mid-run, lock and all, until the second has had its answer
+    try:
+        assert first.poll() is None, "the first writer finished before the second got going: inconclusive"
+        second = cli(*args, env=ENV)
+    finally:
+        first.send_signal(signal.SIGCONT)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 2
@@ -86,15 +88,15 @@ def test_second_writer_is_refused_while_the_first_runs(model_dir, tmp_path, cli)
     verified = cli("verify", store)
     assert verified.returncode == 0 and "0 bad or missing" in verified.stdout, verified.stdout + verified.stderr
     ds = actstore.open_run(str(store), model_dir.name, "arithmetic")
-    assert ds.sizes["example"] == 3 * 1123 and not np.isnan(ds.hidden.values).any()
-    again = cli(*args, env={"OMP_NUM_THREADS": "1"})
+    assert ds.sizes["example"] == 3 * ITEMS and not np.isnan(ds.hidden.values).any()
+    again = cli(*args, env=ENV)
     assert again.returncode == 0 and again.stdout.startswith("already complete"), again.stdout + again.stderr
 
 
-def test_readers_during_a_write_see_only_whole_examples(model_dir, tmp_path):
+def test_readers_during_a_write_see_only_whole_examples(model_dir, tmp_path, cli):
     store = tmp_path / "acts.zarr"
     group = store / model_dir.name / "arithmetic"
-    writer = start(extract_args(model_dir, store))
+    writer = cli.start(*extract_args(model_dir, store), env=ENV)
     wait_for(lambda: tokens_done(group) > 0 or writer.poll() is not None)
     snapshots = []
     while writer.poll() is None:

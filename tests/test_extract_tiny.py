@@ -9,6 +9,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import actstore
 from activation_store.analyze.lens import logits as lens_logits
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process runs: two torch threads fight on two cores
+
 ARCHS = ["llama", "gemma3", "gpt2"]
 
 

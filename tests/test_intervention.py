@@ -19,6 +19,8 @@ from activation_store.extract.interventions import InterventionSpec, record_inte
 from activation_store.extract.spec import RunSpec
 from activation_store.store.interventions import open_recorded
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process runs: two torch threads fight on two cores
+
 ROWS = [
     {"id": "cat", "en": "The cat sits on the table.", "fr": "Le chat est assis sur la table."},
     {"id": "pw", "en": "Change my password", "fr": "Modifier mon mot de passe"},

@@ -18,6 +18,8 @@ from activation_store.store.transfer import copy_store
 from activation_store.store.write import create_run
 from test_s3 import new_bucket, s3  # noqa: F401  (the S3 server fixture)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process runs: two torch threads fight on two cores
+
 LAYERS, VARIANTS = [0, 2], ["en", "zh"]
 
 

@@ -26,6 +26,7 @@ from activation_store.store import layout, views
 
 OPTS = dict(batch_size=3, chunk_tokens=16, progress=False)  # chunks of 16 tokens: many examples straddle two
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # campaign processes compute with the same threads, so they agree bit for bit
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process runs too: two torch threads fight on two cores
 
 
 def without_views(ds: xr.Dataset) -> xr.Dataset:
