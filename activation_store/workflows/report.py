@@ -459,6 +459,12 @@ def arithmetic_pca(ctx: "Context") -> Finding:
                              share.ci_high)
         shifted = f.table.assign(value=f.table.value - 0.5, ci_low=f.table.ci_low - 0.5, ci_high=f.table.ci_high - 0.5)
         f.verdict, f.why = middle_verdict(shifted, +1, "share nearer the word − 0.5", True)
+        last = f.table.iloc[-1]  # the model answers with a digit: the last layer must come back to the digits
+        f.why += f"; at the last layer the share is {last.value:.2f}"
+        if last.value >= 0.5 and f.verdict == "reproduced":
+            f.verdict = "partly"
+            f.why += (", so the states stay nearer the word anchors to the end: the plane does not separate the "
+                      "answer's two forms here, and the middle-layer share is no evidence by itself")
         explained = r.explained_variance.values
         f.notes.append(f"The anchor plane explains {explained[0]:.1%} + {explained[1]:.1%} of the anchors' variance; "
                        "the verdict is a reading of a qualitative figure.")
