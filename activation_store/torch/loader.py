@@ -222,47 +222,46 @@ class StoreDataset(IterableDataset):
                 yield pending.popleft().result()
 
     def _batches(self, units: np.ndarray, rng: np.random.Generator) -> Iterator[Batch]:
+        """The shard's batches, shuffled or in store order, with the copy threads both ways use."""
+        with ThreadPoolExecutor(max_workers=_COPY_THREADS, thread_name_prefix="actstore-copy") as copiers:
+            out = _Outbox(self, copiers)
+            yield from (self._shuffled(units, rng, out, copiers) if self.shuffle else self._in_order(units, out))
+            yield from out.rest()
+
+    def _shuffled(self, units: np.ndarray, rng: np.random.Generator, out: "_Outbox",
+                  copiers: ThreadPoolExecutor) -> Iterator[Batch]:
         """Fill the buffer; then each chunk evicts as many uniformly drawn buffered rows as it brings and
         takes their slots. Evicted rows are gathered straight into the outgoing batch and decoded there, so
         each row is copied into its slot and out into a batch, by vectorised numpy ops, and nothing else."""
-        if not self.shuffle:
-            yield from self._in_order(units)
-            return
         capacity = self.capacity
         rows_buf = np.empty((capacity, self.d_model), dtype=self._stored)
         picked_buf = np.empty(capacity, dtype=np.int64)
         layer_buf = np.empty(capacity, dtype=np.int16)
         n = 0
-        with ThreadPoolExecutor(max_workers=_COPY_THREADS, thread_name_prefix="actstore-copy") as copiers:
-            out = _Outbox(self, copiers)
-            for rows, picked, layer in self._chunks(units):
-                free = capacity - n
-                if len(rows) > free:                                    # evict into batches, refill the slots
-                    slots = rng.choice(n, size=len(rows) - free, replace=False)
-                    yield from out.gather(rows_buf, picked_buf, layer_buf, slots)
-                    k = len(slots)
-                    slots.sort()  # emitted in drawn order above; which new row takes which freed slot does not
-                    # matter (slots are drawn regardless of content), and ascending scatters run ~3.5x faster
-                    _in_parts(copiers, k, lambda a, b, _: rows_buf.__setitem__(slots[a:b], rows[a:b]))
-                    picked_buf[slots], layer_buf[slots] = picked[:k], layer
-                    rows, picked = rows[k:], picked[k:]
-                rows_buf[n:n + len(rows)], picked_buf[n:n + len(rows)], layer_buf[n:n + len(rows)] = rows, picked, layer
-                n += len(rows)
-            yield from out.gather(rows_buf, picked_buf, layer_buf, rng.permutation(n))  # the rest, in random order
-            yield from out.rest()
+        for rows, picked, layer in self._chunks(units):
+            free = capacity - n
+            if len(rows) > free:                                        # evict into batches, refill the slots
+                slots = rng.choice(n, size=len(rows) - free, replace=False)
+                yield from out.gather(rows_buf, picked_buf, layer_buf, slots)
+                k = len(slots)
+                slots.sort()  # emitted in drawn order above; which new row takes which freed slot does not
+                # matter (slots are drawn regardless of content), and ascending scatters run ~3.5x faster
+                _in_parts(copiers, k, lambda a, b, _: rows_buf.__setitem__(slots[a:b], rows[a:b]))
+                picked_buf[slots], layer_buf[slots] = picked[:k], layer
+                rows, picked = rows[k:], picked[k:]
+            rows_buf[n:n + len(rows)], picked_buf[n:n + len(rows)], layer_buf[n:n + len(rows)] = rows, picked, layer
+            n += len(rows)
+        yield from out.gather(rows_buf, picked_buf, layer_buf, rng.permutation(n))  # the rest, in random order
 
-    def _in_order(self, units: np.ndarray) -> Iterator[Batch]:
+    def _in_order(self, units: np.ndarray, out: "_Outbox") -> Iterator[Batch]:
         """Store order, no buffer: batches cut from consecutive chunks."""
-        with ThreadPoolExecutor(max_workers=_COPY_THREADS, thread_name_prefix="actstore-copy") as copiers:
-            out = _Outbox(self, copiers)
-            for rows, picked, layer in self._chunks(units):
-                yield from out.add(rows, picked, layer)
-            yield from out.rest()
+        for rows, picked, layer in self._chunks(units):
+            yield from out.add(rows, picked, layer)
 
 
 def _in_parts(pool: ThreadPoolExecutor, n: int, copy) -> None:
     """``copy(start, stop, part)`` over ``range(n)`` cut into one contiguous part per thread of ``pool``, at once."""
-    parts = pool._max_workers
+    parts = _COPY_THREADS  # the pools here are made with that many threads
     if parts == 1 or n < 2 * _STEP:
         copy(0, n, 0)
         return
@@ -283,7 +282,7 @@ class _Outbox:
         self.layers = np.empty(self.size, dtype=np.int64)
         # one small gathering block per copy thread (bfloat16 only: float32 rows need no decoding)
         self.steps = ([np.empty((min(_STEP, self.size), dataset.d_model), dtype=np.uint16)
-                       for _ in range(copiers._max_workers)] if dataset.bfloat16 else None)
+                       for _ in range(_COPY_THREADS)] if dataset.bfloat16 else None)
 
     def _new_hidden(self) -> np.ndarray:
         return np.empty((self.size, self.dataset.d_model), dtype=np.float32)
