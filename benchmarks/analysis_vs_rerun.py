@@ -4,7 +4,8 @@
    arithmetic set: from the store (open + compute) vs loading the model, running
    it over the 2N inputs and computing the same score with numpy.
 2. Logit-lens throughput (one-pass vocabulary projection from the store) as a
-   share of this machine's own float32 matmul throughput on blocks of the same shape.
+   share of this machine's own float32 matmul throughput on blocks of the same shape
+   (all cores, numpy's BLAS), the two measured alternately and compared by their medians.
 
     python benchmarks/analysis_vs_rerun.py [--pairs 250] [--repeats 3] [--store /tmp/acts.zarr]
 
@@ -118,14 +119,16 @@ def main() -> None:
         hidden = ds.hidden.isel(token=tokens)
         vectors = hidden.sizes["layer"] * hidden.sizes["token"]
         d_model, vocab = lens.sizes["d_model"], lens.sizes["vocab"]
-        times = []
-        for _ in range(args.repeats):
+        rows = int(np.prod(state_chunks(hidden.shape[:-1])))
+        readout(hidden, lens, k=5)                                       # warm-up: page cache, imports
+        times, peaks = [], []
+        for _ in range(args.repeats):  # alternated, so both sides meet the same machine (its neighbours vary)
             started = time.perf_counter()
             readout(hidden, lens, k=5)
             times.append(time.perf_counter() - started)
+            peaks.append(matmul_gflops(d_model, lens.unembedding.data.chunksize[0], rows))
         lens_rate = 2 * vectors * d_model * vocab / statistics.median(times) / 1e9
-        rows = int(np.prod(state_chunks(hidden.shape[:-1])))
-        peak = matmul_gflops(d_model, lens.unembedding.data.chunksize[0], rows)
+        peak = statistics.median(peaks)
         print(f"logit lens: {vectors} states × {vocab:,} vocab in median {statistics.median(times):.2f} s "
               f"= {lens_rate:.1f} GFLOP/s (incl. reading the {lens.unembedding.nbytes / 1e6:.0f} MB unembedding)")
         print(f"  this machine's float32 matmul on the same block shape ({rows} × {d_model} @ {d_model} × "

@@ -174,7 +174,7 @@ def test_memory_is_bounded_by_the_buffer_not_the_store(tmp_path):
     budget = 1 << 20
     assert stored > 12 * budget                                    # the store is far bigger than the buffer
     loader = actstore.torch.loader(url, "synthetic", "big", batch_size=256, buffer_bytes=budget, seed=0)
-    assert loader.dataset.capacity * 64 * 2 > budget // 2           # and the buffer is really used
+    assert loader.dataset.buffer_bytes > 0.9 * budget                # and the budget is really used
     rows = 0
     tracemalloc.start()
     try:
@@ -187,6 +187,22 @@ def test_memory_is_bounded_by_the_buffer_not_the_store(tmp_path):
         tracemalloc.stop()
     assert rows == 3 * 40_000                                      # every row once
     assert peak < 1.5 * budget, f"peak {peak:,} bytes for a buffer of {budget:,}"
+
+
+def test_rows_moved_within_the_ring_keep_their_states(tmp_path):
+    """A buffer of ten chunks over 120: the ring comes round five times, moving the rows still buffered in each
+    block it reads into again; every row still comes out once, with the state the store holds for it."""
+    url = synthetic_run(tmp_path / "big.zarr", n_tokens=20_000)
+    ds = actstore.open_run(url, "synthetic", "big")
+    hidden = ds.hidden.values
+    loader = actstore.torch.loader(url, "synthetic", "big", batch_size=64, buffer_tokens=5000, seed=1)
+    seen = np.zeros(hidden.shape[:2], dtype=np.int64)
+    for batch in loader:
+        tokens = ds.token_offset.values[batch.example.numpy()] + batch.position.numpy()
+        np.testing.assert_array_equal(batch.hidden.numpy(), hidden[batch.layer.numpy(), tokens])
+        np.add.at(seen, (batch.layer.numpy(), tokens), 1)
+    assert (seen == 1).all()
+    assert loader.dataset.rows_moved > 1000                        # the moves really happened
 
 
 def test_loader_over_s3_matches_local(s3, store):  # noqa: F811

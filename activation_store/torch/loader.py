@@ -9,10 +9,11 @@ pours its chunks into a shuffle buffer of fixed size and draws batches from it
 uniformly at random: tokens of many chunks mix, and memory is set by the user
 (``buffer_bytes`` / ``buffer_tokens``), never by the store's size.
 
-bfloat16 states stay as their uint16 bits in the buffer (half the memory) and
-are decoded to float32 per batch. Buffer and batch block are allocated once per
-epoch; rows move between them by vectorised numpy gathers and scatters, never
-row by row in Python."""
+The buffer is a reservoir of slots over a ring of chunk-sized blocks that chunks
+are read straight into (``_Ring``): a row is copied once, out into its batch,
+not first into a slot as well. bfloat16 states stay as their uint16 bits in the
+ring (half the memory) and are decoded to float32 per batch, by vectorised numpy
+gathers, never row by row in Python."""
 from __future__ import annotations
 
 import os
@@ -32,10 +33,13 @@ from ..store.open import open_run
 from ..store.precision import decode_bfloat16
 
 DEFAULT_BUFFER_BYTES = 1 << 30
-_META_BYTES = 8 + 2  # per buffered row: index into the selection (int64) and layer (int16)
+_SLOT_BYTES = 8 + 8 + 2  # per reservoir slot: its ring row (int64), index into the selection (int64), layer (int16)
+# ring rows per reservoir slot: a block comes round again after ~slack × capacity rows have arrived, by when
+# all but ~e^-slack of its rows (13% at 2) have left at random; those few are moved, the rest never copied
+_RING_SLACK = 2
 _STEP = 256  # rows gathered at a time on their way to a batch: a block that stays in the CPU's cache
-# threads that move rows between chunk, buffer and batch (numpy releases the GIL for take, scatter and decode):
-# the reads already run on their own threads, so on two cores this is what lets the shuffle keep up with them
+# threads that move rows into batches (numpy releases the GIL for take and decode): the reads already run on
+# their own threads, so on two cores this is what lets the shuffle keep up with them
 _COPY_THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
@@ -50,6 +54,15 @@ class Batch(NamedTuple):
 
     def to(self, *args: Any, **kwargs: Any) -> "Batch":
         return Batch(*(t.to(*args, **kwargs) for t in self))
+
+    def __reduce__(self):
+        # from a DataLoader worker, each tensor is one shared-memory handle passed over a socket: the four
+        # small coordinate vectors travel as one (4, B) tensor, two handles per batch instead of five
+        return _batch_from, (self.hidden, torch.stack(tuple(self[1:])))
+
+
+def _batch_from(hidden: torch.Tensor, coordinates: torch.Tensor) -> Batch:
+    return Batch(hidden, *coordinates)
 
 
 def _choose(values: np.ndarray, wanted: Sequence[Any] | None, what: str) -> np.ndarray:
@@ -152,21 +165,20 @@ class StoreDataset(IterableDataset):
         self.chunks, self.bounds = np.unique(chunk, return_index=True)   # chunks holding selected tokens
         self.bounds = np.append(self.bounds, len(self.tokens))
 
-        self._stored = np.dtype(np.uint16 if self.bfloat16 else np.float32)   # rows as stored, in buffer and batch
-        itemsize = self._stored.itemsize
-        self.row_bytes = self.d_model * itemsize + _META_BYTES
+        self._stored = np.dtype(np.uint16 if self.bfloat16 else np.float32)   # rows as stored, in ring and batch
+        ring_row = self.d_model * self._stored.itemsize + 8                   # a ring row and its owner (int64)
         largest = int(np.diff(self.bounds).max())
-        # what a shard holds besides the buffer: chunks being read (raw + selected rows), the batch being
-        # filled (float32 and coordinates) with its small gathering block, and the batch out
-        in_flight = read_ahead * 2 * self.chunk_tokens * self.d_model * itemsize
-        out = batch_size * (2 * self.d_model * 4 + 16) + _COPY_THREADS * _STEP * self.d_model * itemsize
+        # what a shard holds besides the ring and its slots: the batch being filled (float32 and coordinates)
+        # with its small gathering blocks, and the batch out; without shuffling, the chunks being read
+        out = batch_size * (2 * self.d_model * 4 + 16) + _COPY_THREADS * _STEP * self.d_model * self._stored.itemsize
         need = batch_size + largest
+        fixed = out + (read_ahead + 1) * self.chunk_tokens * ring_row           # blocks beyond the slack's
         capacity = None if buffer_tokens is None else int(buffer_tokens)
         if buffer_bytes is not None or capacity is None:
             budget = DEFAULT_BUFFER_BYTES if buffer_bytes is None else int(buffer_bytes)
-            by_bytes = (budget - in_flight - out) // self.row_bytes
+            by_bytes = int((budget - fixed - self.chunk_tokens * ring_row) // (_RING_SLACK * ring_row + _SLOT_BYTES))
             if by_bytes < need:
-                floor = need * self.row_bytes + in_flight + out
+                floor = fixed + self.chunk_tokens * ring_row + need * (_RING_SLACK * ring_row + _SLOT_BYTES)
                 raise ActstoreError(f"buffer_bytes {budget:,} is too small for batch_size {batch_size} and chunks of "
                                     f"{self.chunk_tokens} tokens × d_model {self.d_model}; it needs at least {floor:,}")
             capacity = by_bytes if capacity is None else min(capacity, by_bytes)
@@ -174,6 +186,11 @@ class StoreDataset(IterableDataset):
             raise ActstoreError(f"buffer_tokens {capacity} is too small: it must hold a batch ({batch_size}) "
                                 f"and a chunk's selected tokens ({largest}), at least {need}")
         self.capacity = capacity
+        # the slack's blocks, one being claimed and the reads in flight: a claimed block's live rows always
+        # fit in the holes of the others, since those hold at least ``capacity`` rows besides
+        self.ring_blocks = -(-_RING_SLACK * capacity // self.chunk_tokens) + read_ahead + 1
+        self.rows_moved = 0  # rows this process's last shuffled epoch moved within its ring (a diagnostic)
+        self.buffer_bytes = self.ring_blocks * self.chunk_tokens * ring_row + capacity * _SLOT_BYTES + out
 
     @property
     def n_rows(self) -> int:
@@ -191,72 +208,126 @@ class StoreDataset(IterableDataset):
         return self._batches(mine, rng)
 
     def _read(self, hidden, unit: int, into: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """One chunk of one layer, read into ``into`` and reduced to its selected tokens:
-        (rows, selection indices, layer). The rows are a view of ``into`` when the selection is one run."""
+        """One chunk of one layer, read into ``into``: (the selected tokens' rows in ``into``, their
+        selection indices, layer)."""
         layer = int(self.layers[unit // len(self.chunks)])
         j = unit % len(self.chunks)
         lo, hi = int(self.bounds[j]), int(self.bounds[j + 1])
         start = int(self.chunks[j]) * self.chunk_tokens
         stop = min(start + self.chunk_tokens, hidden.shape[1])
-        block = into[:stop - start]
-        hidden.get_basic_selection((layer, slice(start, stop)), out=buffer.cpu.NDBuffer.from_numpy_array(block))
-        local = self.tokens[lo:hi] - start
-        first, last = int(local[0]), int(local[-1])
-        rows = block[first:last + 1] if last - first == hi - lo - 1 else block[local]  # sorted: one run is a slice
-        return rows, np.arange(lo, hi), layer
+        hidden.get_basic_selection((layer, slice(start, stop)),
+                                   out=buffer.cpu.NDBuffer.from_numpy_array(into[:stop - start]))
+        return self.tokens[lo:hi] - start, np.arange(lo, hi), layer
 
-    def _chunks(self, units: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-        """The shard's chunks in order, ``read_ahead`` of them in flight at once (reads overlap over S3).
+    def _chunks(self, units: np.ndarray, claim) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
+        """The shard's chunks in order, ``read_ahead`` of them in flight at once (reads overlap over S3), as
+        (key, positions of the selected tokens in its block, their selection indices, layer).
 
-        Each read lands in one of ``read_ahead`` blocks allocated once: a block is read into again only
-        after the chunk it held was yielded and the consumer came back for more, i.e. was done with it."""
+        ``claim()`` gives each read its destination, (key, block), when the read is submitted: that is
+        after the consumer came back from the chunk before, and ``read_ahead - 1`` reads are still in flight."""
         hidden = Store.open(self.url, self.storage_options).root[self.path][layout.HIDDEN]
-        blocks = np.empty((self.read_ahead, self.chunk_tokens, self.d_model), dtype=self._stored)
         with ThreadPoolExecutor(max_workers=self.read_ahead) as pool:
             pending: deque = deque()
-            for i, unit in enumerate(units):
-                pending.append(pool.submit(self._read, hidden, int(unit), blocks[i % self.read_ahead]))
+            for unit in units:
+                key, block = claim()
+                pending.append((key, pool.submit(self._read, hidden, int(unit), block)))
                 if len(pending) >= self.read_ahead:
-                    yield pending.popleft().result()
+                    key, future = pending.popleft()
+                    yield (key, *future.result())
             while pending:
-                yield pending.popleft().result()
+                key, future = pending.popleft()
+                yield (key, *future.result())
 
     def _batches(self, units: np.ndarray, rng: np.random.Generator) -> Iterator[Batch]:
         """The shard's batches, shuffled or in store order, with the copy threads both ways use."""
         with ThreadPoolExecutor(max_workers=_COPY_THREADS, thread_name_prefix="actstore-copy") as copiers:
             out = _Outbox(self, copiers)
-            yield from (self._shuffled(units, rng, out, copiers) if self.shuffle else self._in_order(units, out))
+            yield from (self._shuffled(units, rng, out) if self.shuffle else self._in_order(units, out))
             yield from out.rest()
 
-    def _shuffled(self, units: np.ndarray, rng: np.random.Generator, out: "_Outbox",
-                  copiers: ThreadPoolExecutor) -> Iterator[Batch]:
-        """Fill the buffer; then each chunk evicts as many uniformly drawn buffered rows as it brings and
-        takes their slots. Evicted rows are gathered straight into the outgoing batch and decoded there, so
-        each row is copied into its slot and out into a batch, by vectorised numpy ops, and nothing else."""
+    def _shuffled(self, units: np.ndarray, rng: np.random.Generator, out: "_Outbox") -> Iterator[Batch]:
+        """Fill the reservoir; then each chunk evicts as many uniformly drawn buffered rows as it brings and
+        takes their slots. Slots point at ring rows, where the chunks were read: evicted rows are gathered
+        straight into the outgoing batch and decoded there, so a row is copied once on its way out."""
         capacity = self.capacity
-        rows_buf = np.empty((capacity, self.d_model), dtype=self._stored)
+        ring = _Ring(self.ring_blocks, self.chunk_tokens, self.d_model, self._stored, capacity, self.read_ahead)
         picked_buf = np.empty(capacity, dtype=np.int64)
         layer_buf = np.empty(capacity, dtype=np.int16)
         n = 0
-        for rows, picked, layer in self._chunks(units):
+        for base, local, picked, layer in self._chunks(units, ring.claim):
+            rows = base + local                                          # where the chunk's selected rows are
             free = capacity - n
             if len(rows) > free:                                        # evict into batches, refill the slots
                 slots = rng.choice(n, size=len(rows) - free, replace=False)
-                yield from out.gather(rows_buf, picked_buf, layer_buf, slots)
+                yield from out.gather(ring.rows, picked_buf, layer_buf, slots, ring.slot_row[slots])
                 k = len(slots)
-                slots.sort()  # emitted in drawn order above; which new row takes which freed slot does not
-                # matter (slots are drawn regardless of content), and ascending scatters run ~3.5x faster
-                _in_parts(copiers, k, lambda a, b, _: rows_buf.__setitem__(slots[a:b], rows[a:b]))
+                ring.replace(slots, rows[:k])
                 picked_buf[slots], layer_buf[slots] = picked[:k], layer
                 rows, picked = rows[k:], picked[k:]
-            rows_buf[n:n + len(rows)], picked_buf[n:n + len(rows)], layer_buf[n:n + len(rows)] = rows, picked, layer
+            ring.place(np.arange(n, n + len(rows)), rows)
+            picked_buf[n:n + len(rows)], layer_buf[n:n + len(rows)] = picked, layer
             n += len(rows)
-        yield from out.gather(rows_buf, picked_buf, layer_buf, rng.permutation(n))  # the rest, in random order
+        rest = rng.permutation(n)                                       # the rest, in random order
+        yield from out.gather(ring.rows, picked_buf, layer_buf, rest, ring.slot_row[rest])
+        self.rows_moved = ring.moved
 
     def _in_order(self, units: np.ndarray, out: "_Outbox") -> Iterator[Batch]:
         """Store order, no buffer: batches cut from consecutive chunks."""
-        for rows, picked, layer in self._chunks(units):
+        blocks = np.empty((self.read_ahead, self.chunk_tokens, self.d_model), dtype=self._stored)
+        turn = iter(range(1 << 62))
+
+        def claim() -> tuple[int, np.ndarray]:
+            index = next(turn) % len(blocks)
+            return index, blocks[index]
+
+        for index, local, picked, layer in self._chunks(units, claim):
+            first, last = int(local[0]), int(local[-1])
+            block = blocks[index]
+            rows = block[first:last + 1] if last - first == len(local) - 1 else block[local]  # one run: a slice
             yield from out.add(rows, picked, layer)
+
+
+class _Ring:
+    """The shuffle buffer's rows: a ring of chunk-sized blocks, each read into straight from the store in turn,
+    and the reservoir's slots pointing into it (``slot_row``; ``owner`` is the inverse, −1 for a hole).
+
+    A block is claimed for the next read once the reads before it have moved on; the few rows still buffered
+    there then move into holes of the blocks that come round last, so they are rarely moved twice."""
+
+    def __init__(self, n_blocks: int, chunk_tokens: int, d_model: int, dtype: np.dtype, capacity: int,
+                 read_ahead: int) -> None:
+        self.n_blocks, self.chunk_tokens, self.read_ahead = n_blocks, chunk_tokens, read_ahead
+        self.rows = np.empty((n_blocks * chunk_tokens, d_model), dtype=dtype)
+        self.owner = np.full(n_blocks * chunk_tokens, -1, dtype=np.int64)
+        self.slot_row = np.empty(capacity, dtype=np.int64)
+        self.next = 0
+        self.moved = 0                                                   # rows moved out of claimed blocks
+
+    def claim(self) -> tuple[int, np.ndarray]:
+        """The next block, emptied of buffered rows: (its first ring row, the block to read into)."""
+        block, self.next = self.next, (self.next + 1) % self.n_blocks
+        lo, hi = block * self.chunk_tokens, (block + 1) * self.chunk_tokens
+        live = np.flatnonzero(self.owner[lo:hi] >= 0) + lo
+        if len(live):
+            # holes in the other blocks, newest first: the read_ahead - 1 before this one are still being read
+            order = (block - np.arange(self.read_ahead, self.n_blocks)) % self.n_blocks
+            holes = np.flatnonzero(self.owner.reshape(self.n_blocks, -1)[order].ravel() < 0)[:len(live)]
+            holes = order[holes // self.chunk_tokens] * self.chunk_tokens + holes % self.chunk_tokens
+            self.rows[holes] = self.rows[live]
+            self.place(self.owner[live], holes)
+            self.owner[live] = -1
+            self.moved += len(live)
+        return lo, self.rows[lo:hi]
+
+    def place(self, slots: np.ndarray, rows: np.ndarray) -> None:
+        """Slots ``slots`` now point at ring rows ``rows`` (what they pointed at before is the caller's)."""
+        self.slot_row[slots] = rows
+        self.owner[rows] = slots
+
+    def replace(self, slots: np.ndarray, rows: np.ndarray) -> None:
+        """Evicted slots take ring rows ``rows``; the rows they held become holes."""
+        self.owner[self.slot_row[slots]] = -1
+        self.place(slots, rows)
 
 
 def _in_parts(pool: ThreadPoolExecutor, n: int, copy) -> None:
@@ -285,7 +356,15 @@ class _Outbox:
                        for _ in range(_COPY_THREADS)] if dataset.bfloat16 else None)
 
     def _new_hidden(self) -> np.ndarray:
-        return np.empty((self.size, self.dataset.d_model), dtype=np.float32)
+        """A new float32 batch block. In a DataLoader worker it lives in shared memory from the start, so
+        the batch reaches the main process as a handle instead of being copied into shared memory there."""
+        shape = (self.size, self.dataset.d_model)
+        if get_worker_info() is None:
+            self.hidden_tensor = None
+            return np.empty(shape, dtype=np.float32)
+        storage = torch.UntypedStorage._new_shared(self.size * self.dataset.d_model * 4)
+        self.hidden_tensor = torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
+        return self.hidden_tensor.numpy()
 
     def _put(self, rows: np.ndarray, to: slice) -> None:
         """Stored rows (as stored) into the batch at ``to``, as float32."""
@@ -294,15 +373,18 @@ class _Outbox:
         else:
             self.hidden[to] = rows
 
-    def gather(self, rows: np.ndarray, picked: np.ndarray, layers: np.ndarray, index: np.ndarray) -> Iterator[Batch]:
-        """Rows ``index`` of the buffer (with their coordinates), in that order; yields each batch as it fills."""
+    def gather(self, rows: np.ndarray, picked: np.ndarray, layers: np.ndarray, slots: np.ndarray,
+               where: np.ndarray) -> Iterator[Batch]:
+        """Slots ``slots`` (their coordinates ``picked``/``layers``, their states at rows ``where`` of ``rows``),
+        in that order; yields each batch as it fills."""
         done = 0
-        while done < len(index):
-            part = index[done:done + self.size - self.held]
+        while done < len(slots):
+            part = slots[done:done + self.size - self.held]
+            at = where[done:done + len(part)]
             to = slice(self.held, self.held + len(part))
             np.take(picked, part, out=self.picked[to], mode="clip")   # not mode="raise": that copies `out` first
             self.layers[to] = layers[part]
-            _in_parts(self.copiers, len(part), lambda a, b, i: self._gather_rows(rows, part, to.start, a, b, i))
+            _in_parts(self.copiers, len(part), lambda a, b, i: self._gather_rows(rows, at, to.start, a, b, i))
             self.held += len(part)
             done += len(part)
             if self.held == self.size:
@@ -339,10 +421,11 @@ class _Outbox:
 
     def _emit(self) -> Batch:
         ds, n = self.dataset, self.held
-        hidden, self.hidden = self.hidden[:n], self._new_hidden()     # handed out whole; the next batch is new
+        hidden = torch.from_numpy(self.hidden[:n]) if self.hidden_tensor is None else self.hidden_tensor[:n]
+        self.hidden = self._new_hidden()                                # handed out whole; the next batch is new
         picked = self.picked[:n]
         self.held = 0
-        return Batch(torch.from_numpy(hidden), torch.from_numpy(ds.layer_labels[self.layers[:n]]),  # labels: a copy
+        return Batch(hidden, torch.from_numpy(ds.layer_labels[self.layers[:n]]),  # labels: a copy
                      torch.from_numpy(ds.example[picked]), torch.from_numpy(ds.position[picked]),
                      torch.from_numpy(ds.token_id[picked]))
 
@@ -380,7 +463,8 @@ def loader(url: str | Store, model: str, dataset: str, layers: Sequence[int] | N
     in an order fixed by ``seed`` and the epoch (0, 1, … or ``set_epoch``). ``rank``/``world_size``
     default to torch.distributed's when it is initialised. The shuffle buffer holds at most
     ``buffer_tokens`` rows, or what fits in ``buffer_bytes`` (default 1 GiB) per worker, chunks in flight
-    and the outgoing batch included."""
+    and the outgoing batch included: about half as many rows as those bytes would hold, since chunks are read
+    straight into a ring with that much slack (see ``_Ring``)."""
     if not isinstance(num_workers, int) or num_workers < 0:
         raise ActstoreError(f"num_workers must be 0 or more, got {num_workers!r}")
     found_rank, found_size = _distributed()
