@@ -2,7 +2,10 @@
 against rerunning the whole steered sequence each step (what it did before), same prompts, same vector, same
 model, one run; medians of ``--repeats``. The outputs must be equal token for token (greedy).
 
-    python benchmarks/intervention_generation.py [--model gemma3-270m] [--prompts 8] [--tokens 32]"""
+    python benchmarks/intervention_generation.py [--model gemma3-270m] [--prompts 8] [--tokens 32] [--prompt-tokens 256]
+
+``--prompt-tokens N`` puts a context before each prompt so it is N tokens long (the paper's few-shot
+prompts run to a few hundred): the uncached path reruns all of it at every step, the cached one once."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +19,8 @@ from activation_store.extract.interventions import (Steering, _forward, _generat
                                                     decoder_layers, steer_mask, steered_positions)
 from activation_store.extract.models import plan_model
 
+CONTEXT = ("The committee met on Tuesday to review the annual report. Members discussed the budget, the new "
+           "library wing, and the schedule for repairs to the old bridge. ")
 PROMPTS = ["The weather today is", "接下来的文字全部是中文的。这本书", "def add(a, b):\n    return", "Todo el texto siguiente",
            "Once upon a time", "The capital of France is", "for i in range(", "Good morning, my friend"]
 
@@ -63,12 +68,17 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--coefficient", type=float, default=4.0)
+    parser.add_argument("--prompt-tokens", type=int, default=0, help="lengthen each prompt to this many tokens")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = plan_model(args.model)
     net = model.load_weights()
-    rows = [[model.tokenizer.bos_token_id or 0] + model.tokenizer(p, add_special_tokens=False)["input_ids"]
-            for p in (PROMPTS * 4)[: args.prompts]]
+    context = model.tokenizer(CONTEXT, add_special_tokens=False)["input_ids"]
+    rows = []
+    for prompt in (PROMPTS * 4)[: args.prompts]:
+        ids = model.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        before = (context * (args.prompt_tokens // len(context) + 1))[: max(0, args.prompt_tokens - 1 - len(ids))]
+        rows.append([model.tokenizer.bos_token_id or 0] + before + ids)
     vector = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
     layer = model.n_decoder_layers // 2
     results = {}
@@ -82,7 +92,8 @@ def main() -> None:
             results[name] = (statistics.median(times), out)
     same = torch.equal(results["cached"][1], results["uncached"][1])
     n = len(rows) * args.tokens
-    print(f"{args.model}: {len(rows)} prompts × {args.tokens} tokens, vector at layer {layer}, positions all, "
+    print(f"{args.model}: {len(rows)} prompts of {min(map(len, rows))}–{max(map(len, rows))} tokens × {args.tokens} "
+          f"new tokens, vector at layer {layer}, positions all, "
           f"greedy; medians of {args.repeats}")
     for name, (seconds, _) in results.items():
         print(f"  {name:>8}: {seconds:7.2f} s  {n / seconds:8.1f} tokens/s")

@@ -1,16 +1,18 @@
 """The PyTorch loader (shuffle on) against a plain sequential zarr read of the same chunks, in one run.
 
-Both sides read every chunk of the chosen layers once and end with float32
-states: the plain read decodes each chunk's bfloat16 bits to float32 (the
-least any consumer must do); the loader also mixes chunks in its shuffle buffer
-and hands out (batch_size, d_model) tensors with their coordinates. Repeats
+Both sides read every chunk of the chosen layers once and end with states of
+one dtype: with ``--dtype float32`` (the default) the plain read decodes each
+chunk's bfloat16 bits to float32 (the least any consumer must do); with
+``--dtype bfloat16`` it keeps the stored bits, as the loader then does. The loader
+also mixes chunks in its shuffle buffer and hands out (batch_size, d_model)
+tensors with their coordinates. Repeats
 alternate the two, after one warm-up pass of each (so both read from the same
 page cache); medians are printed with their ratio. Goal: loader ≥ 0.8× plain.
 Each side's CPU seconds (all threads of this process) are printed too: on a
 machine whose cores are busy with other work, throughput follows CPU per row,
 and the loader's read-ahead threads cannot overlap its shuffling with reads.
 
-    python benchmarks/loader_throughput.py [--tokens 131072] [--layers 2] [--d-model 640] [--repeats 3]
+    python benchmarks/loader_throughput.py [--tokens 131072] [--layers 2] [--d-model 640] [--repeats 3] [--dtype bfloat16]
     python benchmarks/loader_throughput.py --store URL --model M --dataset D [--layer 6 --layer 12]
 
 Without ``--store`` a bfloat16 run of the given shape is written to a temporary
@@ -54,12 +56,13 @@ def write_run(url: str, n_layers: int, n_tokens: int, d_model: int, chunk: int, 
     store.consolidate()
 
 
-def plain_read(url: str, path: str, layers: list[int]) -> tuple[int, float, float]:
-    """Every chunk of ``layers`` in store order, decoded to float32: (tokens × layers, seconds, CPU seconds)."""
+def plain_read(url: str, path: str, layers: list[int], decode: bool = True) -> tuple[int, float, float]:
+    """Every chunk of ``layers`` in store order, decoded to float32 unless ``decode`` is off:
+    (tokens × layers, seconds, CPU seconds)."""
     started, cpu = time.perf_counter(), time.process_time()
     hidden = Store.open(url).root[path][layout.HIDDEN]
     chunk = hidden.chunks[1]
-    bf16 = hidden.attrs.get(layout.ENCODING_ATTR) == layout.BF16_ENCODING
+    bf16 = decode and hidden.attrs.get(layout.ENCODING_ATTR) == layout.BF16_ENCODING
     rows = 0
     for layer in layers:
         for start in range(0, hidden.shape[1], chunk):
@@ -90,7 +93,9 @@ def main() -> None:
     parser.add_argument("--buffer-mb", type=int, default=128)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the batches' dtype")
     args = parser.parse_args()
+    decode = args.dtype == "float32"
     with tempfile.TemporaryDirectory() as tmp:
         url = args.store or f"{tmp}/acts.zarr"
         if not args.store:
@@ -101,12 +106,13 @@ def main() -> None:
         bytes_per_row = ds.sizes["d_model"] * (2 if ds.hidden.attrs.get("dtype") == "bfloat16" else 4)
         started = time.perf_counter()
         loader = actstore.torch.loader(url, args.model, args.dataset, layers=layers, batch_size=args.batch_size,
-                                       shuffle=True, seed=0, buffer_bytes=args.buffer_mb << 20, num_workers=args.workers)
+                                       shuffle=True, seed=0, buffer_bytes=args.buffer_mb << 20, num_workers=args.workers,
+                                       dtype=args.dtype)
         setup = time.perf_counter() - started                            # opening the run and planning the reads
-        plain_read(url, path, layers), loader_read(loader)               # warm-up
+        plain_read(url, path, layers, decode), loader_read(loader)       # warm-up
         plain, loaded, plain_cpu, loaded_cpu = [], [], [], []
         for _ in range(args.repeats):
-            rows_plain, seconds, cpu = plain_read(url, path, layers)
+            rows_plain, seconds, cpu = plain_read(url, path, layers, decode)
             plain.append(seconds)
             plain_cpu.append(cpu)
             rows_loaded, seconds, cpu = loader_read(loader)
@@ -116,9 +122,9 @@ def main() -> None:
         stored_mb = rows_plain * bytes_per_row / 1e6
         print(f"{rows_plain:,} rows (tokens × layers) × d_model {ds.sizes['d_model']}, {stored_mb:.0f} MB stored, "
               f"chunks of {ds.hidden.data.chunksize[1]} tokens; medians of {args.repeats}")
-        for name, times, cpu in (("plain zarr read + decode", plain, plain_cpu),
+        for name, times, cpu in (("plain zarr read" + (" + decode" if decode else ", bits as stored"), plain, plain_cpu),
                                  (f"loader, shuffle on ({args.buffer_mb} MB buffer, batch {args.batch_size}, "
-                                  f"{args.workers} workers)", loaded, loaded_cpu)):
+                                  f"{args.workers} workers, {args.dtype})", loaded, loaded_cpu)):
             median = statistics.median(times)
             print(f"  {name:<62} {median:6.2f} s  {rows_plain / median:>12,.0f} tokens/s  {stored_mb / median:7.0f} MB/s"
                   f"  CPU {statistics.median(cpu):5.2f} s")

@@ -10,6 +10,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 import actstore
 from activation_store.errors import ActstoreError
@@ -107,6 +108,20 @@ def test_order_is_fixed_by_seed_and_epoch(store):
     assert Counter(in_order) == Counter(first) and in_order == sorted(in_order, key=lambda r: (r[2], r[0], r[1]))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bfloat16_batches_are_the_stored_bits(store, workers):
+    """``dtype=bfloat16`` hands a bfloat16 run's states out undecoded: the same rows, in the same order,
+    as the float32 batches, and exactly their values (bfloat16 → float32 is exact)."""
+    url, model = store
+    kwargs = dict(layers=LAYERS, variants=VARIANTS, batch_size=7, buffer_tokens=40, seed=2, num_workers=workers)
+    wide = list(actstore.torch.loader(url, model, "pairs", **kwargs))
+    narrow = list(actstore.torch.loader(url, model, "pairs", dtype="bfloat16", **kwargs))
+    assert len(wide) == len(narrow)
+    for a, b in zip(wide, narrow):
+        assert b.hidden.dtype == torch.bfloat16 and a.hidden.dtype == torch.float32
+        assert torch.equal(b.hidden.float(), a.hidden) and torch.equal(b.example, a.example)
+
+
 def test_last_positions_and_items(store):
     url, model = store
     got = rows_of(actstore.torch.loader(url, model, "pairs", layers=[-1], variants=VARIANTS, positions="last",
@@ -130,6 +145,7 @@ def test_last_positions_and_items(store):
     (dict(buffer_bytes=1000), "buffer_bytes 1,000 is too small"),
     (dict(rank=2, world_size=2), "rank 2 is not in 0..1"),
     (dict(num_workers=-1), "num_workers must be 0 or more"),
+    (dict(dtype="float16"), "dtype must be float32 or bfloat16"),
 ])
 def test_bad_selection_is_one_line(store, kwargs, message):
     url, model = store

@@ -29,6 +29,7 @@ from zarr import buffer
 
 from ..errors import ActstoreError
 from ..store import Store, layout
+from ..store.chunk_file import direct_reader
 from ..store.open import open_run
 from ..store.precision import decode_bfloat16
 
@@ -43,8 +44,13 @@ _STEP = 256  # rows gathered at a time on their way to a batch: a block that sta
 _COPY_THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
+_TORCH_BITS = {np.dtype(np.float32): torch.float32, np.dtype(np.uint16): torch.uint16}
+_BATCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 class Batch(NamedTuple):
-    """``hidden`` (B, d_model) float32; ``layer``, ``example``, ``position``, ``token_id`` (B,) int64."""
+    """``hidden`` (B, d_model) float32 (or bfloat16, as asked); ``layer``, ``example``, ``position``,
+    ``token_id`` (B,) int64."""
 
     hidden: torch.Tensor
     layer: torch.Tensor
@@ -126,7 +132,7 @@ class StoreDataset(IterableDataset):
                  variants: Sequence[str] | None = None, items: Sequence[str] | None = None,
                  positions: str | Sequence[int] | None = None, batch_size: int = 4096, shuffle: bool = True,
                  seed: int = 0, epoch: int = 0, buffer_tokens: int | None = None, buffer_bytes: int | None = None,
-                 read_ahead: int = 2, rank: int = 0, world_size: int = 1,
+                 read_ahead: int = 2, rank: int = 0, world_size: int = 1, dtype: torch.dtype | str = torch.float32,
                  storage_options: dict[str, Any] | None = None) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ActstoreError(f"batch_size must be at least 1, got {batch_size!r}")
@@ -134,6 +140,11 @@ class StoreDataset(IterableDataset):
             raise ActstoreError(f"read_ahead must be at least 1, got {read_ahead}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ActstoreError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
+        self.dtype = _BATCH_DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+        if self.dtype not in _BATCH_DTYPES.values():
+            raise ActstoreError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+        # the batch's bits as numpy holds them (numpy has no bfloat16)
+        self.out_bits = np.dtype(np.float32 if self.dtype == torch.float32 else np.uint16)
         store = Store.open(url, storage_options)
         ds = open_run(store, model, dataset)
         self.url, self.storage_options = store.url, store.storage_options  # workers reopen: a handle does not pickle
@@ -170,7 +181,8 @@ class StoreDataset(IterableDataset):
         largest = int(np.diff(self.bounds).max())
         # what a shard holds besides the ring and its slots: the batch being filled (float32 and coordinates)
         # with its small gathering blocks, and the batch out; without shuffling, the chunks being read
-        out = batch_size * (2 * self.d_model * 4 + 16) + _COPY_THREADS * _STEP * self.d_model * self._stored.itemsize
+        out = (batch_size * (2 * self.d_model * self.out_bits.itemsize + 16)
+               + _COPY_THREADS * _STEP * self.d_model * self._stored.itemsize)
         need = batch_size + largest
         fixed = out + (read_ahead + 1) * self.chunk_tokens * ring_row           # blocks beyond the slack's
         capacity = None if buffer_tokens is None else int(buffer_tokens)
@@ -207,16 +219,17 @@ class StoreDataset(IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
         return self._batches(mine, rng)
 
-    def _read(self, hidden, unit: int, into: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """One chunk of one layer, read into ``into``: (the selected tokens' rows in ``into``, their
-        selection indices, layer)."""
+    def _read(self, hidden, direct, unit: int, into: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """One chunk of one layer, read into ``into`` (a whole chunk's block; straight from its file when
+        ``direct`` can): (the selected tokens' rows in ``into``, their selection indices, layer)."""
         layer = int(self.layers[unit // len(self.chunks)])
         j = unit % len(self.chunks)
         lo, hi = int(self.bounds[j]), int(self.bounds[j + 1])
         start = int(self.chunks[j]) * self.chunk_tokens
         stop = min(start + self.chunk_tokens, hidden.shape[1])
-        hidden.get_basic_selection((layer, slice(start, stop)),
-                                   out=buffer.cpu.NDBuffer.from_numpy_array(into[:stop - start]))
+        if direct is None or not direct((layer, int(self.chunks[j]), 0), into):
+            hidden.get_basic_selection((layer, slice(start, stop)),
+                                       out=buffer.cpu.NDBuffer.from_numpy_array(into[:stop - start]))
         return self.tokens[lo:hi] - start, np.arange(lo, hi), layer
 
     def _chunks(self, units: np.ndarray, claim) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
@@ -226,11 +239,12 @@ class StoreDataset(IterableDataset):
         ``claim()`` gives each read its destination, (key, block), when the read is submitted: that is
         after the consumer came back from the chunk before, and ``read_ahead - 1`` reads are still in flight."""
         hidden = Store.open(self.url, self.storage_options).root[self.path][layout.HIDDEN]
+        direct = direct_reader(hidden) if hidden.chunks == (1, self.chunk_tokens, self.d_model) else None
         with ThreadPoolExecutor(max_workers=self.read_ahead) as pool:
             pending: deque = deque()
             for unit in units:
                 key, block = claim()
-                pending.append((key, pool.submit(self._read, hidden, int(unit), block)))
+                pending.append((key, pool.submit(self._read, hidden, direct, int(unit), block)))
                 if len(pending) >= self.read_ahead:
                     key, future = pending.popleft()
                     yield (key, *future.result())
@@ -342,36 +356,41 @@ def _in_parts(pool: ThreadPoolExecutor, n: int, copy) -> None:
 
 
 class _Outbox:
-    """The outgoing batch, filled in place and decoded as it fills: a new float32 block per batch, written
-    by vectorised numpy ops. Buffer rows are gathered in slices of ``_STEP`` through a small block that
-    stays in cache, so gathering and decoding read memory once (bfloat16); float32 rows go straight in."""
+    """The outgoing batch, filled in place (and decoded, when the batch dtype is not the stored one) as it
+    fills: a new block per batch, written by vectorised numpy ops. When decoding, rows are gathered in
+    slices of ``_STEP`` through a small block that stays in cache, so gathering and decoding read memory
+    once; rows already in the batch dtype go straight in."""
 
     def __init__(self, dataset: StoreDataset, copiers: ThreadPoolExecutor) -> None:
         self.dataset, self.size, self.held, self.copiers = dataset, dataset.batch_size, 0, copiers
+        self.as_stored = dataset.out_bits == dataset._stored                  # no decoding on the way out
         self.hidden = self._new_hidden()
         self.picked = np.empty(self.size, dtype=np.int64)
         self.layers = np.empty(self.size, dtype=np.int64)
-        # one small gathering block per copy thread (bfloat16 only: float32 rows need no decoding)
-        self.steps = ([np.empty((min(_STEP, self.size), dataset.d_model), dtype=np.uint16)
-                       for _ in range(_COPY_THREADS)] if dataset.bfloat16 else None)
+        # one small gathering block per copy thread, when rows are converted on the way out
+        self.steps = (None if self.as_stored else
+                      [np.empty((min(_STEP, self.size), dataset.d_model), dtype=dataset._stored)
+                       for _ in range(_COPY_THREADS)])
 
     def _new_hidden(self) -> np.ndarray:
-        """A new float32 batch block. In a DataLoader worker it lives in shared memory from the start, so
-        the batch reaches the main process as a handle instead of being copied into shared memory there."""
-        shape = (self.size, self.dataset.d_model)
+        """A new batch block (the batch dtype's bits). In a DataLoader worker it lives in shared memory from
+        the start, so the batch reaches the main process as a handle instead of being copied there."""
+        shape, bits = (self.size, self.dataset.d_model), self.dataset.out_bits
         if get_worker_info() is None:
             self.hidden_tensor = None
-            return np.empty(shape, dtype=np.float32)
-        storage = torch.UntypedStorage._new_shared(self.size * self.dataset.d_model * 4)
-        self.hidden_tensor = torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
+            return np.empty(shape, dtype=bits)
+        storage = torch.UntypedStorage._new_shared(self.size * self.dataset.d_model * bits.itemsize)
+        self.hidden_tensor = torch.empty(0, dtype=_TORCH_BITS[bits]).set_(storage).view(shape)
         return self.hidden_tensor.numpy()
 
     def _put(self, rows: np.ndarray, to: slice) -> None:
-        """Stored rows (as stored) into the batch at ``to``, as float32."""
-        if self.dataset.bfloat16:
-            decode_bfloat16(rows, out=self.hidden[to])
-        else:
+        """Stored rows (as stored) into the batch at ``to``, in the batch dtype."""
+        if self.as_stored:
             self.hidden[to] = rows
+        elif self.dataset.bfloat16:                                      # bfloat16 bits → float32, exactly
+            decode_bfloat16(rows, out=self.hidden[to])
+        else:                                                            # float32 → bfloat16, rounded to nearest
+            torch.from_numpy(self.hidden[to]).view(torch.bfloat16).copy_(torch.from_numpy(rows))
 
     def gather(self, rows: np.ndarray, picked: np.ndarray, layers: np.ndarray, slots: np.ndarray,
                where: np.ndarray) -> Iterator[Batch]:
@@ -392,7 +411,7 @@ class _Outbox:
 
     def _gather_rows(self, rows: np.ndarray, part: np.ndarray, at: int, a: int, b: int, thread: int) -> None:
         """Buffer rows ``part[a:b]`` into batch rows ``at + a`` on, through this part's small block when decoding."""
-        if self.steps is None:
+        if self.as_stored:
             np.take(rows, part[a:b], axis=0, out=self.hidden[at + a:at + b], mode="clip")
             return
         step = self.steps[thread]
@@ -422,6 +441,7 @@ class _Outbox:
     def _emit(self) -> Batch:
         ds, n = self.dataset, self.held
         hidden = torch.from_numpy(self.hidden[:n]) if self.hidden_tensor is None else self.hidden_tensor[:n]
+        hidden = hidden.view(ds.dtype)                                   # bfloat16 batches are held as their bits
         self.hidden = self._new_hidden()                                # handed out whole; the next batch is new
         picked = self.picked[:n]
         self.held = 0
@@ -456,7 +476,8 @@ def loader(url: str | Store, model: str, dataset: str, layers: Sequence[int] | N
            positions: str | Sequence[int] | None = None, batch_size: int = 4096, shuffle: bool = True,
            seed: int = 0, epoch: int = 0, buffer_tokens: int | None = None, buffer_bytes: int | None = None,
            num_workers: int = 0, read_ahead: int = 2, rank: int | None = None, world_size: int | None = None,
-           pin_memory: bool = False, storage_options: dict[str, Any] | None = None) -> StoreLoader:
+           pin_memory: bool = False, dtype: torch.dtype | str = torch.float32,
+           storage_options: dict[str, Any] | None = None) -> StoreLoader:
     """A DataLoader of ``Batch``es over the selected tokens of one run (a ``Store``, local path or any fsspec URL).
 
     Each iteration is one epoch: every selected (token, layer) exactly once over all workers and ranks,
@@ -464,7 +485,8 @@ def loader(url: str | Store, model: str, dataset: str, layers: Sequence[int] | N
     default to torch.distributed's when it is initialised. The shuffle buffer holds at most
     ``buffer_tokens`` rows, or what fits in ``buffer_bytes`` (default 1 GiB) per worker, chunks in flight
     and the outgoing batch included: about half as many rows as those bytes would hold, since chunks are read
-    straight into a ring with that much slack (see ``_Ring``)."""
+    straight into a ring with that much slack (see ``_Ring``). ``dtype``: the batches' float32 (default) or
+    bfloat16; a bfloat16 run's states then go out as stored, with no decoding (half the bytes to a GPU)."""
     if not isinstance(num_workers, int) or num_workers < 0:
         raise ActstoreError(f"num_workers must be 0 or more, got {num_workers!r}")
     found_rank, found_size = _distributed()
@@ -472,7 +494,7 @@ def loader(url: str | Store, model: str, dataset: str, layers: Sequence[int] | N
                         batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch, buffer_tokens=buffer_tokens,
                         buffer_bytes=buffer_bytes, read_ahead=read_ahead,
                         rank=found_rank if rank is None else rank,
-                        world_size=found_size if world_size is None else world_size,
+                        world_size=found_size if world_size is None else world_size, dtype=dtype,
                         storage_options=storage_options)
     # workers forked from a process that has read through obstore would hang: start them from a fresh forkserver
     context = "forkserver" if num_workers and not data.fork_safe else None
