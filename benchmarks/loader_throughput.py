@@ -131,9 +131,9 @@ def main() -> None:
         print(f"  loader / plain throughput: {statistics.median(plain) / statistics.median(loaded):.2f}× "
               f"(one epoch each; building the loader, once: {setup:.2f} s)")
         if args.workers == 0:  # the ring and CPU time are this process's; workers are other processes
-            print(f"  rows moved within the shuffle ring (its buffered rows in a block read into again): "
+            print(f"  rows moved within the shuffle ring (still buffered where a read is reserved): "
                   f"{loader.dataset.rows_moved / rows_loaded:.1%} of the epoch's "
-                  f"(buffer {loader.dataset.capacity:,} rows, ring {loader.dataset.ring_blocks} chunks)")
+                  f"(buffer {loader.dataset.capacity:,} rows, ring {loader.dataset.ring_rows:,})")
             print(f"  loader / plain rows per CPU second: {statistics.median(plain_cpu) / statistics.median(loaded_cpu):.2f}× "
                   f"(what the throughput ratio tends to when the cores are busy with other work; "
                   f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")

@@ -9,9 +9,9 @@ pours its chunks into a shuffle buffer of fixed size and draws batches from it
 uniformly at random: tokens of many chunks mix, and memory is set by the user
 (``buffer_bytes`` / ``buffer_tokens``), never by the store's size.
 
-The buffer is a reservoir of slots over a ring of chunk-sized blocks that chunks
-are read straight into (``_Ring``): a row is copied once, out into its batch,
-not first into a slot as well. bfloat16 states stay as their uint16 bits in the
+The buffer is a reservoir of slots over a ring of rows that chunks are read
+straight into (``_Ring``; a chunk with few selected tokens has just those copied
+in): a row is copied once, out into its batch, not first into a slot as well. bfloat16 states stay as their uint16 bits in the
 ring (half the memory) and are decoded to float32 per batch, by vectorised numpy
 gathers, never row by row in Python."""
 from __future__ import annotations
@@ -35,8 +35,8 @@ from ..store.precision import decode_bfloat16
 
 DEFAULT_BUFFER_BYTES = 1 << 30
 _SLOT_BYTES = 8 + 8 + 2  # per reservoir slot: its ring row (int64), index into the selection (int64), layer (int16)
-# ring rows per reservoir slot: a block comes round again after ~slack × capacity rows have arrived, by when
-# all but ~e^-slack of its rows (13% at 2) have left at random; those few are moved, the rest never copied
+# ring rows per reservoir slot: the ring comes round to a row after ~slack × capacity rows have arrived, by
+# when all but ~e^-slack of them (13% at 2) have left at random; those few are moved, the rest never copied
 _RING_SLACK = 2
 _STEP = 256  # rows gathered at a time on their way to a batch: a block that stays in the CPU's cache
 # threads that move rows into batches (numpy releases the GIL for take and decode): the reads already run on
@@ -183,14 +183,23 @@ class StoreDataset(IterableDataset):
         # with its small gathering blocks, and the batch out; without shuffling, the chunks being read
         out = (batch_size * (2 * self.d_model * self.out_bits.itemsize + 16)
                + _COPY_THREADS * _STEP * self.d_model * self._stored.itemsize)
+        # per chunk holding selected tokens: are they one run of at least half the chunk? Then the chunk is
+        # read straight into the ring, else into a scratch block and its selected rows copied in
+        counts = np.diff(self.bounds)
+        spans = self.tokens[self.bounds[1:] - 1] - self.tokens[self.bounds[:-1]] + 1
+        self.read_in_place = (spans == counts) & (2 * counts >= self.chunk_tokens)
         need = batch_size + largest
-        fixed = out + (read_ahead + 1) * self.chunk_tokens * ring_row           # blocks beyond the slack's
+        # beyond the slack's rows: the stretches of the reads in flight, one being reserved and a lap's unused
+        # tail (each at most a chunk), and a scratch block per read in flight for chunks read elsewhere first
+        self.scratch_blocks = 0 if self.read_in_place.all() else read_ahead
+        scratch = self.scratch_blocks * self.chunk_tokens * self.d_model * self._stored.itemsize
+        fixed = out + scratch + (read_ahead + 2) * self.chunk_tokens * ring_row
         capacity = None if buffer_tokens is None else int(buffer_tokens)
         if buffer_bytes is not None or capacity is None:
             budget = DEFAULT_BUFFER_BYTES if buffer_bytes is None else int(buffer_bytes)
-            by_bytes = int((budget - fixed - self.chunk_tokens * ring_row) // (_RING_SLACK * ring_row + _SLOT_BYTES))
+            by_bytes = int((budget - fixed) // (_RING_SLACK * ring_row + _SLOT_BYTES))
             if by_bytes < need:
-                floor = fixed + self.chunk_tokens * ring_row + need * (_RING_SLACK * ring_row + _SLOT_BYTES)
+                floor = fixed + need * (_RING_SLACK * ring_row + _SLOT_BYTES)
                 raise ActstoreError(f"buffer_bytes {budget:,} is too small for batch_size {batch_size} and chunks of "
                                     f"{self.chunk_tokens} tokens × d_model {self.d_model}; it needs at least {floor:,}")
             capacity = by_bytes if capacity is None else min(capacity, by_bytes)
@@ -198,12 +207,11 @@ class StoreDataset(IterableDataset):
             raise ActstoreError(f"buffer_tokens {capacity} is too small: it must hold a batch ({batch_size}) "
                                 f"and a chunk's selected tokens ({largest}), at least {need}")
         self.capacity = capacity
-        # the slack's blocks, one being claimed and the reads in flight: a claimed block's live rows always
-        # fit in the holes of the others, since those hold at least ``capacity`` rows besides
-        self.ring_blocks = -(-_RING_SLACK * capacity // self.chunk_tokens) + read_ahead + 1
+        # a stretch being reserved always finds room for its buffered rows in the holes elsewhere, since the
+        # ring holds ``capacity`` rows more than the buffer, the stretches in flight and a lap's tail
+        self.ring_rows = _RING_SLACK * capacity + (read_ahead + 2) * self.chunk_tokens
         self.rows_moved = 0  # rows this process's last shuffled epoch moved within its ring (a diagnostic)
-        self.buffer_bytes = self.ring_blocks * self.chunk_tokens * ring_row + capacity * _SLOT_BYTES + out
-
+        self.buffer_bytes = self.ring_rows * ring_row + capacity * _SLOT_BYTES + out + scratch
     @property
     def n_rows(self) -> int:
         """Rows (token × layer) per epoch, over all ranks and workers."""
@@ -236,14 +244,14 @@ class StoreDataset(IterableDataset):
         """The shard's chunks in order, ``read_ahead`` of them in flight at once (reads overlap over S3), as
         (key, positions of the selected tokens in its block, their selection indices, layer).
 
-        ``claim()`` gives each read its destination, (key, block), when the read is submitted: that is
+        ``claim(unit)`` gives each read its destination, (key, block), when the read is submitted: that is
         after the consumer came back from the chunk before, and ``read_ahead - 1`` reads are still in flight."""
         hidden = Store.open(self.url, self.storage_options).root[self.path][layout.HIDDEN]
         direct = direct_reader(hidden) if hidden.chunks == (1, self.chunk_tokens, self.d_model) else None
         with ThreadPoolExecutor(max_workers=self.read_ahead) as pool:
             pending: deque = deque()
             for unit in units:
-                key, block = claim()
+                key, block = claim(int(unit))
                 pending.append((key, pool.submit(self._read, hidden, direct, int(unit), block)))
                 if len(pending) >= self.read_ahead:
                     key, future = pending.popleft()
@@ -264,12 +272,17 @@ class StoreDataset(IterableDataset):
         takes their slots. Slots point at ring rows, where the chunks were read: evicted rows are gathered
         straight into the outgoing batch and decoded there, so a row is copied once on its way out."""
         capacity = self.capacity
-        ring = _Ring(self.ring_blocks, self.chunk_tokens, self.d_model, self._stored, capacity, self.read_ahead)
+        ring = _Ring(self.ring_rows, self.chunk_tokens, self.d_model, self._stored, capacity, self.scratch_blocks)
         picked_buf = np.empty(capacity, dtype=np.int64)
         layer_buf = np.empty(capacity, dtype=np.int16)
         n = 0
-        for base, local, picked, layer in self._chunks(units, ring.claim):
-            rows = base + local                                          # where the chunk's selected rows are
+
+        def claim(unit: int):
+            j = unit % len(self.chunks)
+            return ring.claim(int(self.bounds[j + 1] - self.bounds[j]), bool(self.read_in_place[j]))
+
+        for key, local, picked, layer in self._chunks(units, claim):
+            rows = ring.arrived(key, local)                              # where the chunk's selected rows are
             free = capacity - n
             if len(rows) > free:                                        # evict into batches, refill the slots
                 slots = rng.choice(n, size=len(rows) - free, replace=False)
@@ -290,7 +303,7 @@ class StoreDataset(IterableDataset):
         blocks = np.empty((self.read_ahead, self.chunk_tokens, self.d_model), dtype=self._stored)
         turn = iter(range(1 << 62))
 
-        def claim() -> tuple[int, np.ndarray]:
+        def claim(_unit: int) -> tuple[int, np.ndarray]:
             index = next(turn) % len(blocks)
             return index, blocks[index]
 
@@ -302,36 +315,65 @@ class StoreDataset(IterableDataset):
 
 
 class _Ring:
-    """The shuffle buffer's rows: a ring of chunk-sized blocks, each read into straight from the store in turn,
-    and the reservoir's slots pointing into it (``slot_row``; ``owner`` is the inverse, −1 for a hole).
+    """The shuffle buffer's rows: a ring that chunks' rows are put into in turn, and the reservoir's slots
+    pointing into it (``slot_row``; ``owner`` is the inverse, −1 for a hole).
 
-    A block is claimed for the next read once the reads before it have moved on; the few rows still buffered
-    there then move into holes of the blocks that come round last, so they are rarely moved twice."""
+    Each read reserves the next stretch of the ring when it is submitted: a whole chunk when its selected
+    tokens are one run of at least half of it (it is read there straight from the store), else as many rows
+    as it has selected tokens (copied there from a scratch block once read). The few rows still buffered in
+    a stretch being reserved move to holes just behind the reads in flight: the newest part of the ring,
+    which the reservations reach last, so rows are rarely moved twice."""
 
-    def __init__(self, n_blocks: int, chunk_tokens: int, d_model: int, dtype: np.dtype, capacity: int,
-                 read_ahead: int) -> None:
-        self.n_blocks, self.chunk_tokens, self.read_ahead = n_blocks, chunk_tokens, read_ahead
-        self.rows = np.empty((n_blocks * chunk_tokens, d_model), dtype=dtype)
-        self.owner = np.full(n_blocks * chunk_tokens, -1, dtype=np.int64)
+    def __init__(self, n_rows: int, chunk_tokens: int, d_model: int, dtype: np.dtype, capacity: int,
+                 n_scratch: int) -> None:
+        self.chunk_tokens = chunk_tokens
+        self.rows = np.empty((n_rows, d_model), dtype=dtype)
+        self.owner = np.full(n_rows, -1, dtype=np.int64)
         self.slot_row = np.empty(capacity, dtype=np.int64)
-        self.next = 0
-        self.moved = 0                                                   # rows moved out of claimed blocks
+        self.scratch = np.empty((n_scratch, chunk_tokens, d_model), dtype=dtype)  # one per read in flight, if any
+        self.head, self.turn = 0, 0
+        self.reserved: deque = deque()                                   # (start, size) of reads in flight
+        self.moved = 0                                                   # rows moved out of reserved stretches
 
-    def claim(self) -> tuple[int, np.ndarray]:
-        """The next block, emptied of buffered rows: (its first ring row, the block to read into)."""
-        block, self.next = self.next, (self.next + 1) % self.n_blocks
-        lo, hi = block * self.chunk_tokens, (block + 1) * self.chunk_tokens
-        live = np.flatnonzero(self.owner[lo:hi] >= 0) + lo
-        if len(live):
-            # holes in the other blocks, newest first: the read_ahead - 1 before this one are still being read
-            order = (block - np.arange(self.read_ahead, self.n_blocks)) % self.n_blocks
-            holes = np.flatnonzero(self.owner.reshape(self.n_blocks, -1)[order].ravel() < 0)[:len(live)]
-            holes = order[holes // self.chunk_tokens] * self.chunk_tokens + holes % self.chunk_tokens
-            self.rows[holes] = self.rows[live]
-            self.place(self.owner[live], holes)
-            self.owner[live] = -1
-            self.moved += len(live)
-        return lo, self.rows[lo:hi]
+    def claim(self, selected: int, in_place: bool) -> tuple[tuple[int, np.ndarray | None], np.ndarray]:
+        """Reserve the next stretch for a read: ((its start, the scratch block or None), the block to read into)."""
+        size = self.chunk_tokens if in_place else selected
+        if self.head + size > len(self.rows):
+            self.head = 0                                                # this lap leaves the ring's tail unused
+        start = self.head
+        self._vacate(start, size)
+        self.head += size
+        self.reserved.append((start, size))
+        if in_place:
+            return (start, None), self.rows[start:start + size]
+        block = self.scratch[self.turn % len(self.scratch)]
+        self.turn += 1
+        return (start, block), block
+
+    def arrived(self, key: tuple[int, np.ndarray | None], local: np.ndarray) -> np.ndarray:
+        """The ring rows of a read that came back (the oldest in flight), given its selected ``local`` rows."""
+        start, scratch = key
+        self.reserved.popleft()
+        if scratch is None:
+            return start + local
+        self.rows[start:start + len(local)] = scratch[local]
+        return np.arange(start, start + len(local))
+
+    def _vacate(self, start: int, size: int) -> None:
+        live = np.flatnonzero(self.owner[start:start + size] >= 0) + start
+        if not len(live):
+            return
+        free = self.owner < 0
+        free[start:start + size] = False
+        for lo, n in self.reserved:
+            free[lo:lo + n] = False
+        behind = self.reserved[0][0] if self.reserved else start         # newest first: backwards from here
+        holes = np.concatenate([np.flatnonzero(free[:behind])[::-1],
+                                np.flatnonzero(free[behind:])[::-1] + behind])[:len(live)]
+        self.rows[holes] = self.rows[live]
+        self.place(self.owner[live], holes)
+        self.owner[live] = -1
+        self.moved += len(live)
 
     def place(self, slots: np.ndarray, rows: np.ndarray) -> None:
         """Slots ``slots`` now point at ring rows ``rows`` (what they pointed at before is the caller's)."""
