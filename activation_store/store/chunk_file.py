@@ -50,14 +50,14 @@ def direct_reader(array: zarr.Array) -> DirectRead | None:
             fd = os.open(root / key, os.O_RDONLY)
         except FileNotFoundError:
             return False
+        data = out.reshape(-1).view(np.uint8)
         stored = bytearray(5)                                  # the CRC32C, and one byte to see the file ends there
         try:
-            got = os.readv(fd, [out.reshape(-1).view(np.uint8), stored])
+            got = os.readv(fd, [data, stored])
         finally:
             os.close(fd)
         if got != size + 4:
             return False
-        data = out.reshape(-1).view(np.uint8)
         data.flags.writeable = False                           # google_crc32c takes read-only buffers only
         if google_crc32c.value(data) != int.from_bytes(stored[:4], "little"):
             raise ActstoreError(f"chunk {key} of {array.path} is corrupt: its bytes do not match their CRC32C")

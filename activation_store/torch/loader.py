@@ -11,11 +11,13 @@ uniformly at random: tokens of many chunks mix, and memory is set by the user
 
 The buffer is a reservoir of slots over a ring of rows that chunks are read
 straight into (``_Ring``; a chunk with few selected tokens has just those copied
-in): a row is copied once, out into its batch, not first into a slot as well. bfloat16 states stay as their uint16 bits in the
-ring (half the memory) and are decoded to float32 per batch, by vectorised numpy
-gathers, never row by row in Python."""
+in): a row is copied once, out into its batch, not first into a slot as well.
+bfloat16 states stay as their uint16 bits in the ring (half the memory) and are
+decoded to float32 per batch, by vectorised numpy gathers, never row by row in
+Python."""
 from __future__ import annotations
 
+import itertools
 import os
 
 from collections import deque
@@ -179,21 +181,22 @@ class StoreDataset(IterableDataset):
         self._stored = np.dtype(np.uint16 if self.bfloat16 else np.float32)   # rows as stored, in ring and batch
         ring_row = self.d_model * self._stored.itemsize + 8                   # a ring row and its owner (int64)
         largest = int(np.diff(self.bounds).max())
-        # what a shard holds besides the ring and its slots: the batch being filled (float32 and coordinates)
-        # with its small gathering blocks, and the batch out; without shuffling, the chunks being read
+        # what a shard holds besides the ring and its slots: the batch being filled (in the batch dtype, with
+        # coordinates) with its small gathering blocks, and the batch out; without shuffling, the chunks being read
         out = (batch_size * (2 * self.d_model * self.out_bits.itemsize + 16)
                + _COPY_THREADS * _STEP * self.d_model * self._stored.itemsize)
         # per chunk holding selected tokens: are they one run of at least half the chunk? Then the chunk is
         # read straight into the ring, else into a scratch block and its selected rows copied in
         counts = np.diff(self.bounds)
-        spans = self.tokens[self.bounds[1:] - 1] - self.tokens[self.bounds[:-1]] + 1
-        self.read_in_place = (spans == counts) & (2 * counts >= self.chunk_tokens)
+        self.one_run = self.tokens[self.bounds[1:] - 1] - self.tokens[self.bounds[:-1]] + 1 == counts
+        self.read_in_place = self.one_run & (2 * counts >= self.chunk_tokens)
         need = batch_size + largest
         # beyond the slack's rows: the stretches of the reads in flight, one being reserved and a lap's unused
         # tail (each at most a chunk), and a scratch block per read in flight for chunks read elsewhere first
         self.scratch_blocks = 0 if self.read_in_place.all() else read_ahead
         scratch = self.scratch_blocks * self.chunk_tokens * self.d_model * self._stored.itemsize
-        fixed = out + scratch + (read_ahead + 2) * self.chunk_tokens * ring_row
+        beyond_slack = (read_ahead + 2) * self.chunk_tokens
+        fixed = out + scratch + beyond_slack * ring_row
         capacity = None if buffer_tokens is None else int(buffer_tokens)
         if buffer_bytes is not None or capacity is None:
             budget = DEFAULT_BUFFER_BYTES if buffer_bytes is None else int(buffer_bytes)
@@ -209,9 +212,10 @@ class StoreDataset(IterableDataset):
         self.capacity = capacity
         # a stretch being reserved always finds room for its buffered rows in the holes elsewhere, since the
         # ring holds ``capacity`` rows more than the buffer, the stretches in flight and a lap's tail
-        self.ring_rows = _RING_SLACK * capacity + (read_ahead + 2) * self.chunk_tokens
+        self.ring_rows = _RING_SLACK * capacity + beyond_slack
         self.rows_moved = 0  # rows this process's last shuffled epoch moved within its ring (a diagnostic)
         self.buffer_bytes = self.ring_rows * ring_row + capacity * _SLOT_BYTES + out + scratch
+
     @property
     def n_rows(self) -> int:
         """Rows (token × layer) per epoch, over all ranks and workers."""
@@ -300,18 +304,14 @@ class StoreDataset(IterableDataset):
 
     def _in_order(self, units: np.ndarray, out: "_Outbox") -> Iterator[Batch]:
         """Store order, no buffer: batches cut from consecutive chunks."""
-        blocks = np.empty((self.read_ahead, self.chunk_tokens, self.d_model), dtype=self._stored)
-        turn = iter(range(1 << 62))
+        blocks = itertools.cycle(np.empty((self.read_ahead, self.chunk_tokens, self.d_model), dtype=self._stored))
 
-        def claim(_unit: int) -> tuple[int, np.ndarray]:
-            index = next(turn) % len(blocks)
-            return index, blocks[index]
+        def claim(unit: int) -> tuple[tuple[np.ndarray, bool], np.ndarray]:
+            block = next(blocks)
+            return (block, bool(self.one_run[unit % len(self.chunks)])), block
 
-        for index, local, picked, layer in self._chunks(units, claim):
-            first, last = int(local[0]), int(local[-1])
-            block = blocks[index]
-            rows = block[first:last + 1] if last - first == len(local) - 1 else block[local]  # one run: a slice
-            yield from out.add(rows, picked, layer)
+        for (block, one_run), local, picked, layer in self._chunks(units, claim):
+            yield from out.add(block[local[0]:local[-1] + 1] if one_run else block[local], picked, layer)
 
 
 class _Ring:
@@ -330,8 +330,9 @@ class _Ring:
         self.rows = np.empty((n_rows, d_model), dtype=dtype)
         self.owner = np.full(n_rows, -1, dtype=np.int64)
         self.slot_row = np.empty(capacity, dtype=np.int64)
-        self.scratch = np.empty((n_scratch, chunk_tokens, d_model), dtype=dtype)  # one per read in flight, if any
-        self.head, self.turn = 0, 0
+        # one scratch block per read in flight, taken in turn (none when every chunk is read in place)
+        self.scratch = itertools.cycle(np.empty((n_scratch, chunk_tokens, d_model), dtype=dtype))
+        self.head = 0
         self.reserved: deque = deque()                                   # (start, size) of reads in flight
         self.moved = 0                                                   # rows moved out of reserved stretches
 
@@ -346,8 +347,7 @@ class _Ring:
         self.reserved.append((start, size))
         if in_place:
             return (start, None), self.rows[start:start + size]
-        block = self.scratch[self.turn % len(self.scratch)]
-        self.turn += 1
+        block = next(self.scratch)
         return (start, block), block
 
     def arrived(self, key: tuple[int, np.ndarray | None], local: np.ndarray) -> np.ndarray:
