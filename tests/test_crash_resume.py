@@ -272,3 +272,46 @@ def test_complete_run_missing_from_consolidated_metadata_is_repaired(model_dir, 
     assert result.status == "already complete" and result.tokens_written == 0
     assert "consolidated_metadata" in json.loads((store / "zarr.json").read_text())
     assert before == {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file() and p.name != "zarr.json"}
+
+
+def test_kills_with_several_blocks_in_flight_resume_identical(reference, model_dir, tmp_path, cli):
+    """The writer keeps blocks in flight: at each kill (before a block's commit) later blocks' chunks are already
+    on disk, uncommitted. The resume rewrites them; the store ends identical."""
+    store = tmp_path / "acts.zarr"
+    ahead = []
+    for kill_at in (3, 9, 20):
+        code, _, _ = finish(start(cli, model_dir, store, ACTSTORE_FAULT_AFTER_BLOCKS=str(kill_at)))
+        assert code == -signal.SIGKILL
+        done = tokens_done(store, model_dir)
+        hidden = run_group(store, model_dir) / "hidden" / "c" / "0"
+        written = {int(p.name) for p in hidden.iterdir() if p.name.isdigit()} if hidden.exists() else set()
+        ahead.append(len([b for b in written if b * CHUNK >= done]))
+    assert max(ahead) >= 1, ahead  # chunks beyond the committed prefix: more than one block was in flight
+    code, out, err = finish(start(cli, model_dir, store))
+    assert code == 0 and out.startswith("resumed:"), err
+    assert_identical(store, reference, model_dir)
+    print(f"\nuncommitted blocks already written at each kill: {ahead}")
+
+
+def test_disk_full_fails_in_one_line_and_resumes_identical(reference, model_dir, tmp_path, cli):
+    """ENOSPC mid-run on a real small tmpfs: one line that says what to do, exit 2; with space back, the same
+    command resumes and the store equals an uninterrupted run's."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or os.system(f"mount -t tmpfs -o size=2m tmpfs {mount} 2>/dev/null") != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        store = mount / "acts.zarr"
+        code, out, err = finish(start(cli, model_dir, store))
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2, err
+        assert len(lines) == 1 and "no space left" in lines[0] and "run the same command again" in lines[0], err
+        done = tokens_done(store, model_dir)
+        assert 0 < done < TOKENS
+        assert os.system(f"mount -o remount,size=64m {mount}") == 0
+        code, out, err = finish(start(cli, model_dir, store))
+        assert code == 0 and out.startswith("resumed:"), err
+        assert_identical(store, reference, model_dir)
+        print(f"\ndisk full at {done:,} of {TOKENS:,} tokens: {lines[0]}")
+    finally:
+        os.system(f"umount {mount}")

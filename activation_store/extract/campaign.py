@@ -35,6 +35,7 @@ GPU) and every task holds it, so one model sits on one GPU."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import math
 import os
@@ -82,6 +83,7 @@ class ExtractResult:
     seconds: float
     fill_seconds: float = 0.0
     unit: str = "token"  # what ``tokens_written`` counts: tokens, or examples in a --positions last|mean run
+    finish_seconds: float = 0.0  # views, statistics and consolidation after the last block
 
     @property
     def tokens_per_second(self) -> float:
@@ -89,10 +91,14 @@ class ExtractResult:
         return self.tokens_written / self.fill_seconds if self.fill_seconds else 0.0
 
     def summary(self) -> str:
-        rate = f", {self.tokens_per_second:,.0f} {self.unit}s/s" if self.tokens_written else ""
+        """One line; each figure says what it measures (the whole command, the forward-and-write loop, the finish)."""
+        timing = f"{self.seconds:.1f} s total"
+        if self.tokens_written:
+            timing += (f", of which {self.fill_seconds:.1f} s forward-and-write at {self.tokens_per_second:,.0f} "
+                       f"{self.unit}s/s and {self.finish_seconds:.1f} s finishing (views, statistics)")
         return (f"{self.status}: {self.model}/{self.dataset} in {self.store} — {self.examples} examples, "
-                f"{self.tokens:,} tokens × {self.layers} layers; wrote {self.tokens_written:,} {self.unit}s "
-                f"in {self.seconds:.1f}s{rate}")
+                f"{self.tokens:,} tokens × {self.layers} layers; wrote {self.tokens_written:,} {self.unit}s; "
+                f"{timing}")
 
 
 def check_writable(store: str) -> None:
@@ -196,6 +202,7 @@ class CampaignResult:
     tokens_computed: int = 0  # forward-pass tokens, batches straddling task boundaries counted twice
     seconds: float = 0.0
     fill_seconds: float = 0.0
+    finish_seconds: float = 0.0  # views, statistics and consolidation once the last block is committed
     loads: dict[tuple[str, int], int] = field(default_factory=dict)  # (model, worker pid) -> loads
     written: dict[str, int] = field(default_factory=dict)  # run path -> tokens written
     peak_rss: dict[int, int] = field(default_factory=dict)  # worker pid -> bytes
@@ -426,6 +433,18 @@ def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, work
     clustered = scheduler is not None or workers is not None
     if batches_per_task is None and clustered:
         batches_per_task = BATCHES_PER_TASK
+    try:
+        return _run(specs, scheduler, workers, threads_per_worker, progress, batches_per_task, clustered, started)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        raise ActstoreError(f"no space left on the device of {specs[0].store}{where}: free some space, then run the "
+                            f"same command again (it resumes from the last committed block)") from None
+
+
+def _run(specs: Sequence[RunSpec], scheduler: str | None, workers: int | None, threads_per_worker: int | None,
+         progress: bool, batches_per_task: int | None, clustered: bool, started: float) -> CampaignResult:
     with contextlib.ExitStack() as stack:
         if not clustered:  # this process is the worker: the weights it loads are let go when the campaign ends
             stack.enter_context(model_cache.scope())
@@ -448,7 +467,8 @@ def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, work
         for p in plans:
             result.runs.append(ExtractResult(spec.store, p.model.name, p.data.name, p.status, len(p.tokens.examples),
                                              p.tokens.n_tokens, len(p.keep.layers), result.written.get(p.path, 0),
-                                             time.perf_counter() - started, result.fill_seconds, unit=p.keep.unit))
+                                             time.perf_counter() - started, result.fill_seconds, unit=p.keep.unit,
+                                             finish_seconds=result.finish_seconds))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -501,6 +521,7 @@ def _execute(todo: list[RunPlan], run: Runner, threads: int | None, result: Camp
         _remove_partials(root[p.path])  # a lost worker's temporary files
         finish_run(store, p.path)
     store.consolidate()
+    result.finish_seconds = time.perf_counter() - fill_started - result.fill_seconds
     result.written = dict(written)
 
 

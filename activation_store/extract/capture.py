@@ -67,7 +67,7 @@ def forward_states(model, ids: list[list[int]], pad_id: int, device: str | torch
 
 
 class HostCopy:
-    """A batch's states on their way to the host, overlapping whatever the device does next.
+    """A batch's states on their way to the host as float32 (the first look at a run's examples).
 
     On CUDA the copy runs on its own stream into pinned memory and ``result`` waits only for it;
     elsewhere the copy is immediate. A per-layer finiteness flag travels with the states, so
@@ -99,12 +99,16 @@ class HostCopy:
             self._event.synchronize()
         bad = (~self._finite).nonzero()
         if len(bad):
-            layer = int(bad[0, 0])
-            overflow = " (float16 overflows past 65504: use --compute-dtype bfloat16 or float32)" \
-                if self.dtype == torch.float16 else ""
-            raise ActstoreError(f"the model produced inf/NaN hidden states at layer {layer} in "
-                                f"{str(self.dtype).removeprefix('torch.')} compute{overflow}; none of them are stored")
+            raise nonfinite_error(int(bad[0, 0]), str(self.dtype).removeprefix("torch."))
         return self._states.float()
+
+
+def nonfinite_error(layer: int, compute_dtype: str) -> ActstoreError:
+    """The one-line refusal of a batch whose states at ``layer`` hold inf or NaN."""
+    overflow = " (float16 overflows past 65504: use --compute-dtype bfloat16 or float32)" \
+        if compute_dtype == "float16" else ""
+    return ActstoreError(f"the model produced inf/NaN hidden states at layer {layer} in {compute_dtype} "
+                         f"compute{overflow}; none of them are stored")
 
 
 def capture(model, ids: list[list[int]], pad_id: int, device: str | torch.device | None = None,

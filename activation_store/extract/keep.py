@@ -130,27 +130,37 @@ class Keep:
         n = len(counts)
         return np.arange(n, dtype=np.int64), np.ones(n, dtype=np.int64), n
 
-    def apply(self, states, lengths: Sequence[int]):
-        """One batch's packed float32 states (layers, tokens, d_model) → what the run stores of it:
-        (kept layers, tokens or examples, d_model)."""
+    def select_layers(self, states):
+        """One batch's packed states (layers, tokens, d_model), on any device → the kept layers only."""
         import torch
 
-        if not self.all_layers:
-            states = states.index_select(0, torch.tensor(self.layers, dtype=torch.long, device=states.device))
+        if self.all_layers:
+            return states
+        return states.index_select(0, torch.tensor(self.layers, dtype=torch.long, device=states.device))
+
+    def select_positions(self, states, lengths: Sequence[int]):
+        """Kept layers' states (layers, tokens, d_model) → what the run stores: every token, each example's last
+        (both where the states are), or each example's mean (float32, on the host)."""
+        import torch
+
         if self.positions == "all":
             return states
         ends = np.cumsum(lengths)
         if self.positions == "last":
-            return states[:, torch.as_tensor(ends - 1, dtype=torch.long)]
+            return states[:, torch.as_tensor(ends - 1, dtype=torch.long, device=states.device)]
         return torch.from_numpy(self._means(states, np.asarray(lengths), ends))
 
     def _means(self, states, lengths: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Means of the states as stored (rounded to the run's dtype), BOS left out, in float64 then float32."""
-        from ..pooling import segment_sums
-        from ..store.precision import decode_bfloat16, encode
+        import torch
 
-        stored = encode(states, self.dtype)
-        stored = decode_bfloat16(stored) if self.dtype == "bfloat16" else stored
+        from ..pooling import segment_sums
+        from ..store.precision import decode_bfloat16
+
+        if self.dtype == "bfloat16":
+            stored = decode_bfloat16(states.to(torch.bfloat16).cpu().view(torch.int16).numpy().view(np.uint16))
+        else:
+            stored = states.to(torch.float32).cpu().numpy()
         owner = np.repeat(np.arange(len(lengths)), lengths)
         if self.bos:
             owner[ends - lengths] = -1

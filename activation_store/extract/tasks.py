@@ -16,15 +16,15 @@ import os
 import resource
 import socket
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from ..store import layout
+from ..store import layout, pieces
+from ..store.chunk_writer import BlockWriter
 from ..store.handle import Store
-from ..store.write import write_chunks, write_lens
+from ..store.write import write_lens
 from .keep import Keep
 from .model_cache import cached_model, loads
 
@@ -143,82 +143,76 @@ def prepare(task: PrepareTask) -> Prepared:
 
 def fill(task: FillTask, on_block: Callable[[str, int, int], None] | None = None,
          on_units: Callable[[int], None] | None = None) -> Filled:
-    """Forward the task's batches and write its chunks as they fill, on a writer thread (two blocks in flight at most).
+    """Forward the task's batches and write its chunks as they fill, many chunks at once (store/chunk_writer.py).
 
-    A batch's copy to the host runs while the device computes the next batch (``HostCopy``), and the writer
-    thread encodes and writes while both go on: neither the device nor the disk waits for the other. In the
-    campaign's own process, ``on_block(path, start_chunk, stop_chunk)`` is called on the writer thread once a
-    block's chunks are all written (the campaign commits it there, so a kill loses one block at most) and
-    ``on_units(n)`` as each batch's units are taken (the progress bar)."""
+    Each batch's kept states go from the device into the block buffers they belong in (extract/packing.py)
+    while the device computes the next batch, and the writer's threads summarise, checksum and write the
+    blocks meanwhile: neither the device nor the disk waits for the other. Each block leaves its piece
+    (store/pieces.py) before it counts as written. In the campaign's own process, ``on_block(path,
+    start_chunk, stop_chunk)`` is called once a block's chunks and piece are all written, in order (the
+    campaign commits it there, so a kill loses the blocks in flight at most) and ``on_units(n)`` as units
+    are packed (the progress bar)."""
     import torch
 
-    from ..store.precision import encode
-    from .capture import HostCopy, forward_states
+    from .capture import forward_states, nonfinite_error
     from .models import input_device
+    from .packing import BlockPacker, FiniteFlags, PinnedBuffers, TORCH_DTYPES
 
     started = time.perf_counter()
     _threads(task.torch_threads)
     plan, net = load(task.ref)
     device = input_device(net)
-    hidden = Store.open(task.store, task.storage_options, mode="r+").live_group(task.path)[layout.HIDDEN]
-    chunk, n_tokens = int(hidden.chunks[1]), int(hidden.shape[1])
-    start, stop = task.start_chunk * chunk, min(task.stop_chunk * chunk, n_tokens)
-    position, block_start, computed = task.first_token, start, 0
-    pending: list[torch.Tensor] = []
-    futures: list[Future] = []
+    store = Store.open(task.store, task.storage_options, mode="r+")
+    hidden = store.live_group(task.path)[layout.HIDDEN]
+    chunk, n_units = int(hidden.chunks[1]), int(hidden.shape[1])
+    start, stop = task.start_chunk * chunk, min(task.stop_chunk * chunk, n_units)
+    examples = _examples(task) if task.keep.unit == "token" else None  # token runs get pooled views
 
-    def write(at: int, block: torch.Tensor) -> None:
-        end = write_chunks(hidden, at, encode(block, task.keep.stored_dtype))
+    def written(at: int, end: int, piece: dict | None) -> None:
+        if piece is not None:
+            pieces.write(store, task.path, piece)
         if on_block is not None:
             on_block(task.path, at // chunk, -(-end // chunk))
 
-    def flush(executor: ThreadPoolExecutor, final: bool) -> None:
-        nonlocal pending, block_start
-        buffered = sum(p.shape[1] for p in pending)
-        while buffered >= chunk or (final and buffered):
-            block = torch.cat(pending, dim=1) if len(pending) > 1 else pending[0]
-            size = min(chunk, block.shape[1])
-            head, rest = block[:, :size], block[:, size:]
-            futures.append(executor.submit(write, block_start, head.clone()))
-            while len(futures) > 2:  # backpressure: memory stays at the model plus two blocks
-                futures.pop(0).result()
-            block_start += size
-            pending = [rest] if rest.shape[1] else []
-            buffered -= size
+    buffers = PinnedBuffers(pinned=torch.device(device).type == "cuda")
+    stored = TORCH_DTYPES[hidden.dtype]
+    compute = str(getattr(net, "dtype", "")).removeprefix("torch.")
+    checked: FiniteFlags | None = None
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-writer") as executor:
-        def take(copy: HostCopy, lengths: list[int]) -> None:
-            nonlocal position, computed
-            states = task.keep.apply(copy.result(), lengths)
-            computed += states.shape[1]
-            lo, hi = max(start, position) - position, min(stop, position + states.shape[1]) - position
-            position += states.shape[1]
-            if hi > lo:
-                pending.append(states[:, lo:hi])
-                if on_units is not None:
-                    on_units(hi - lo)
-            flush(executor, final=False)
+    def check(flags: FiniteFlags | None) -> None:
+        if flags is not None and (bad := flags.bad_layer()) is not None:
+            raise nonfinite_error(task.keep.layers[bad], compute)
 
-        in_flight: tuple[HostCopy, list[int]] | None = None
-        example = task.first_example
-        for ids in task.batches:
-            inputs = task.inputs(example, example + len(ids)) if task.inputs is not None else {}
-            example += len(ids)
-            copy = HostCopy(forward_states(net, ids, plan.pad_id, device, **inputs))
-            if in_flight is not None:
-                take(*in_flight)  # the previous batch, while this one computes
-            in_flight = (copy, [len(row) for row in ids])
-        if in_flight is not None:
-            take(*in_flight)
-        flush(executor, final=True)
-        for future in futures:
-            future.result()
-    if block_start != stop:
-        raise RuntimeError(f"task {task.path} chunks {task.start_chunk}:{task.stop_chunk} covered tokens "
-                           f"{start}:{block_start}, not {start}:{stop}")
-    return Filled(task.path, task.start_chunk, task.stop_chunk, stop - start, computed, time.perf_counter() - started,
-                  socket.gethostname(), os.getpid(), _loads(task.ref),
+    try:
+        with BlockWriter(hidden, on_written=written, allocate=buffers.allocate,
+                         summarize=lambda k, a, b: pieces.ChunkSummary(k, a, b, examples)) as writer:
+            packer = BlockPacker(writer, buffers, start, stop, task.first_token, on_units)
+            example = task.first_example
+            for ids in task.batches:
+                inputs = task.inputs(example, example + len(ids)) if task.inputs is not None else {}
+                example += len(ids)
+                states = task.keep.select_layers(forward_states(net, ids, plan.pad_id, device, **inputs))
+                flags = FiniteFlags(states) if FiniteFlags.wanted(states) else None
+                kept = task.keep.select_positions(states, [len(row) for row in ids])
+                if kept.device.type != "cpu":
+                    kept = kept.to(stored)  # the stored dtype on the device: half the bytes to copy
+                check(checked)  # the previous batch's, which has arrived while this one was computed
+                checked = flags
+                packer.add(kept)
+            check(checked)
+            packer.finish()
+    except pieces.NonFinite as exc:
+        raise nonfinite_error(task.keep.layers[exc.index], compute) from None
+    return Filled(task.path, task.start_chunk, task.stop_chunk, stop - start, packer.computed,
+                  time.perf_counter() - started, socket.gethostname(), os.getpid(), _loads(task.ref),
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, str(device))
+
+
+def _examples(task: FillTask) -> pieces.Examples:
+    """The examples of the task's batches, with their token offsets: what per-example pieces need."""
+    counts = np.array([len(row) for ids in task.batches for row in ids], dtype=np.int64)
+    offsets = task.first_token + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return pieces.Examples(task.first_example, offsets, counts, task.keep.bos)
 
 
 def batches_for(offsets: np.ndarray, counts: np.ndarray, batch_size: int, start: int, stop: int) -> tuple[int, int]:

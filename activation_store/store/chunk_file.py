@@ -25,7 +25,8 @@ from ..errors import ActstoreError
 DirectRead = Callable[[tuple[int, ...], np.ndarray], bool]
 
 
-def _raw_with_checksum(array: zarr.Array) -> bool:
+def raw_with_checksum(array: zarr.Array) -> bool:
+    """Whether ``array``'s chunks are its raw native-endian bytes followed by their CRC32C (this format's default)."""
     codecs = getattr(array.metadata, "codecs", ())
     return (len(codecs) == 2 and isinstance(codecs[0], zarr.codecs.BytesCodec)
             and isinstance(codecs[1], zarr.codecs.Crc32cCodec)
@@ -37,7 +38,7 @@ def direct_reader(array: zarr.Array) -> DirectRead | None:
     """``read(chunk_coords, out) -> bool`` for ``array`` when it is local, unsharded and raw bytes + CRC32C,
     else None. ``out`` is a C-contiguous block of one whole chunk; False means the chunk file is missing
     (never written: zarr gives its fill value) or not one chunk's size, and nothing was read."""
-    if not isinstance(array.store, LocalStore) or array.shards is not None or not _raw_with_checksum(array):
+    if not isinstance(array.store, LocalStore) or array.shards is not None or not raw_with_checksum(array):
         return None
     root = Path(array.store.root) / array.path
     size = int(np.prod(array.chunks)) * array.dtype.itemsize

@@ -10,14 +10,16 @@ none (``activation_store.pooling``), so either way the numbers are the same; and
 since they come from the finished array, out-of-order campaign tasks, resumes
 and worker counts cannot change them. The ``views`` attribute is set last: a
 run killed while they were written has none, and the next extract of it (or any
-reader, meanwhile) falls back to ``hidden``. Costs one read of ``hidden``."""
+reader, meanwhile) falls back to ``hidden``. Extraction computes them from the
+pieces its writers left (store/pieces.py), reading ``hidden`` zero times; a run
+without them (written before pieces existed) costs two reads of ``hidden``."""
 from __future__ import annotations
 
 import dask.array as da
 import numpy as np
 
 from .. import pooling
-from . import layout
+from . import layout, pieces
 from .arrays import CHECKSUM, WRITE_ALL, write_array
 from .handle import Store, quiet_zarr
 from .precision import decode_bfloat16
@@ -49,47 +51,135 @@ def mean_owners(positions: np.ndarray, token_example: np.ndarray, n_examples: in
 
 
 def finish_run(store: Store, path: str) -> bool:
-    """Write the views and statistics of the complete run at ``path`` unless it has them; True when written."""
+    """Write the views and statistics of the complete run at ``path`` unless it has them; True when written.
+
+    From the pieces its writers left (store/pieces.py) when every chunk has one; else (a run written before
+    pieces existed, or with one lost) from ``hidden`` itself. The same numbers either way."""
     group = store.live_group(path)
     attrs = dict(group.attrs)
     if attrs.get(layout.VIEWS_ATTR) or not attrs.get("progress", {}).get("complete"):
         return False
     hidden = group[layout.HIDDEN]
-    data = decoded(hidden)
     unit = (hidden.metadata.dimension_names or ("layer", "token"))[1]
-    n_layers, _, d_model = hidden.shape
-    written: dict[str, str] = {}
-    if unit == "token" and "token_offset" in group:
-        offsets, counts = group["token_offset"][...], group["token_count"][...]
-        n_examples = len(offsets)
+    n_layers, n_units, d_model = hidden.shape
+    n_chunks = -(-n_units // int(hidden.chunks[1]))
+    views = unit == "token" and "token_offset" in group
+    from_pieces = n_chunks > 0 and pieces.present(store, path) >= set(range(n_chunks))
+    out = _ViewArrays(group, hidden, bool(attrs.get("config", {}).get("bos", False))) if views else None
+    stats = _from_pieces(store, path, n_chunks, n_units, out) if from_pieces else None
+    if stats is None:  # no pieces, or one unreadable
+        stats = _from_hidden(hidden, out)
+    for name, key in zip(layout.STATS, ("mean", "second_moment", "abs_max")):
+        write_array(group, name, stats[key], ("layer", "d_model") if stats[key].ndim == 2 else ("layer",))
+    written = {"last": layout.VIEWS["last"], "mean": layout.VIEWS["mean"]} if views else {}
+    group.attrs[layout.VIEWS_ATTR] = {**written, "stats": list(layout.STATS), "stat_count": stats["count"],
+                                      "over": f"every stored {unit}"}
+    pieces.delete(store, path)  # what the writers left: no longer needed (also after the fallback)
+    return True
+
+
+class _ViewArrays:
+    """A token run's ``hidden_last`` and ``hidden_mean``, created empty, filled one chunk of examples at a time."""
+
+    def __init__(self, group, hidden, bos: bool):
+        n_layers, _, d_model = hidden.shape
+        self.offsets, self.counts = group["token_offset"][...], group["token_count"][...]
+        self.n_examples = n_examples = len(self.offsets)
         # chunks hold every layer of a block of examples: the analyses that read a view (similarity, pooled
         # probes) take all layers, and one read of a chunk costs far less than one dask task per layer
-        per_chunk = spread_chunk(n_examples, VIEW_CHUNK_BYTES // (n_layers * d_model * 4))
+        self.per_chunk = spread_chunk(n_examples, VIEW_CHUNK_BYTES // (n_layers * d_model * 4))
         encoding = {k: v for k, v in hidden.attrs.items() if k in (layout.ENCODING_ATTR, "dtype")}
         with quiet_zarr():
-            last = group.create_array(layout.VIEWS["last"], shape=(n_layers, n_examples, d_model), dtype=hidden.dtype,
-                                      chunks=(n_layers, per_chunk, d_model), fill_value=hidden.fill_value, overwrite=True,
-                                      dimension_names=("layer", "example", "d_model"), compressors=[CHECKSUM],
-                                      config=WRITE_ALL, attributes=encoding)
-            mean = group.create_array(layout.VIEWS["mean"], shape=(n_layers, n_examples, d_model), dtype=np.float32,
-                                      chunks=(n_layers, per_chunk, d_model), fill_value=float("nan"), overwrite=True,
-                                      dimension_names=("layer", "example", "d_model"), compressors=[CHECKSUM],
-                                      config=WRITE_ALL, attributes={"dtype": "float32"})
-        owner, n_mean = mean_owners(group["position"][...], group["token_example"][...], n_examples,
-                                    bool(attrs.get("config", {}).get("bos", False)))
-        index = (offsets.astype(np.int64) + counts - 1)
-        for lo in range(0, n_examples, per_chunk):  # one chunk of examples (all layers) in memory at a time
-            hi = min(lo + per_chunk, n_examples)
+            self.last = group.create_array(layout.VIEWS["last"], shape=(n_layers, n_examples, d_model),
+                                           dtype=hidden.dtype, chunks=(n_layers, self.per_chunk, d_model),
+                                           fill_value=hidden.fill_value, overwrite=True,
+                                           dimension_names=("layer", "example", "d_model"), compressors=[CHECKSUM],
+                                           config=WRITE_ALL, attributes=encoding)
+            self.mean = group.create_array(layout.VIEWS["mean"], shape=(n_layers, n_examples, d_model),
+                                           dtype=np.float32, chunks=(n_layers, self.per_chunk, d_model),
+                                           fill_value=float("nan"), overwrite=True,
+                                           dimension_names=("layer", "example", "d_model"), compressors=[CHECKSUM],
+                                           config=WRITE_ALL, attributes={"dtype": "float32"})
+        self.owner, self.n_mean = mean_owners(group["position"][...], group["token_example"][...], n_examples, bos)
+
+    def blocks(self) -> range:
+        return range(0, self.n_examples, self.per_chunk)
+
+
+def _from_hidden(hidden, out: _ViewArrays | None) -> dict:
+    """Views and statistics by reading ``hidden`` back: once for the views, once for the moments."""
+    data = decoded(hidden)
+    if out is not None:
+        offsets, counts, owner = out.offsets, out.counts, out.owner
+        index = offsets.astype(np.int64) + counts - 1
+        for lo in out.blocks():  # one chunk of examples (all layers) in memory at a time
+            hi = min(lo + out.per_chunk, out.n_examples)
             first, end = int(offsets[lo]), int(offsets[hi - 1] + counts[hi - 1])  # their tokens, contiguous
-            last[:, lo:hi] = hidden.get_orthogonal_selection((slice(None), index[lo:hi], slice(None)))
+            out.last[:, lo:hi] = hidden.get_orthogonal_selection((slice(None), index[lo:hi], slice(None)))
             # each example's partial sums per token chunk are those of the whole run (its tokens all lie in
             # [first, end)), so the means are the bits ``mean_states`` gives over the whole ``hidden``
             mine = np.where((owner[first:end] >= lo) & (owner[first:end] < hi), owner[first:end] - lo, -1)
-            mean[:, lo:hi] = pooling.mean_states(data[:, first:end], mine, n_mean[lo:hi]).compute()
-        written.update(last=layout.VIEWS["last"], mean=layout.VIEWS["mean"])
-    stats = pooling.moments(data)
-    for name, key in zip(layout.STATS, ("mean", "second_moment", "abs_max")):
-        write_array(group, name, stats[key], ("layer", "d_model") if stats[key].ndim == 2 else ("layer",))
-    group.attrs[layout.VIEWS_ATTR] = {**written, "stats": list(layout.STATS), "stat_count": stats["count"],
-                                      "over": f"every stored {unit}"}
-    return True
+            out.mean[:, lo:hi] = pooling.mean_states(data[:, first:end], mine, out.n_mean[lo:hi]).compute()
+    return pooling.moments(data)
+
+
+def _from_pieces(store: Store, path: str, n_chunks: int, n_units: int, out: _ViewArrays | None) -> dict | None:
+    """Views and statistics from the run's pieces, read once in chunk order; None if one is unreadable.
+
+    Sums of examples that span chunks are added in chunk order, as ``pooling.mean_states`` adds its partials.
+    After chunk k every example ending in it or before is whole, so view chunks are written as they fill."""
+    moments: list[np.ndarray] = []
+    rows = _Rows(out) if out is not None else None
+    carried: dict[int, np.ndarray] = {}  # example -> its sum so far (float64, all layers)
+    for chunk in range(n_chunks):  # one piece in memory at a time
+        piece = pieces.read(store, path, chunk)
+        if piece is None:
+            return None
+        moments.append(piece["moments"])
+        if rows is None:
+            continue
+        rows.put("mean", piece["inside"], piece["means"])
+        rows.put("last", piece["ending"], piece["last"])
+        stop = int(piece["span"][2])
+        for i, example in enumerate(piece["edge"].tolist()):
+            part = piece["edge_sums"][:, i]
+            carried[example] = carried[example] + part if example in carried else part
+            if out.offsets[example] + out.counts[example] <= stop:  # its last chunk: the sum is whole
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = (carried.pop(example) / out.n_mean[example]).astype(np.float32)
+                rows.put("mean", np.array([example]), mean[:, None])
+        rows.flush(int(np.searchsorted(out.offsets + out.counts, stop, side="right")))
+    if rows is not None:
+        rows.flush(out.n_examples)
+    return pooling.reduce_moments(np.stack(moments, axis=1), n_units)
+
+
+class _Rows:
+    """Whole examples' view rows, held from the first unwritten view chunk on, written a view chunk at a time."""
+
+    def __init__(self, out: _ViewArrays):
+        self.out, self.lo = out, 0
+        n_layers, _, d_model = out.last.shape
+        self.rows = {"last": np.empty((n_layers, 0, d_model), out.last.dtype),
+                     "mean": np.empty((n_layers, 0, d_model), np.float32)}
+
+    def put(self, kind: str, examples: np.ndarray, values: np.ndarray) -> None:
+        if not len(examples):
+            return
+        held = self.rows[kind]
+        need = int(examples.max()) + 1 - self.lo
+        if need > held.shape[1]:
+            grown = np.empty((held.shape[0], max(need, 2 * held.shape[1]), held.shape[2]), held.dtype)
+            grown[:, :held.shape[1]] = held
+            self.rows[kind] = held = grown
+        held[:, examples - self.lo] = values
+
+    def flush(self, whole: int) -> None:
+        """Write every view chunk all of whose examples are below ``whole`` (all of them at the end)."""
+        size, n = self.out.per_chunk, self.out.n_examples
+        while self.lo < n and (min(self.lo + size, n) <= whole):
+            hi = min(self.lo + size, n)
+            self.out.last[:, self.lo:hi] = self.rows["last"][:, :hi - self.lo]
+            self.out.mean[:, self.lo:hi] = self.rows["mean"][:, :hi - self.lo]
+            self.rows = {kind: held[:, hi - self.lo:] for kind, held in self.rows.items()}
+            self.lo = hi

@@ -1,0 +1,222 @@
+"""Blocks of ``hidden`` written many chunks at once, off the GIL, and handed on in order: extraction's write path.
+
+A block is one chunk of tokens across every stored layer. Its layers are
+summarised (store/pieces.py), checksummed and written by a pool of threads,
+several blocks in flight at once; a committer thread waits for each block's
+chunks in submission order and only then hands the block on (the campaign
+commits it), so a committed block is always whole and a failed one is never
+committed, nor is any after it. Memory stays at ``in_flight + 1`` block buffers,
+reused: the caller fills one while the others are written.
+
+On a local store whose ``hidden`` is raw bytes + CRC32C (the default), a chunk is
+written the way zarr's LocalStore writes it (a temporary ``.partial`` file,
+renamed into place) with one ``writev`` of the bytes and their checksum: the
+``crc32c`` package and the write both release the GIL. Anywhere else (S3,
+sharded or compressed arrays) each chunk goes through zarr, from the same
+threads; a sharded block is one write, since a shard holds every layer.
+benchmarks/chunk_writers.py compares these with zarr's own settings, the zarrs
+pipeline and TensorStore; docs/scaling.md has the table."""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import crc32c
+import numpy as np
+import zarr
+from zarr.storage import LocalStore
+
+from .arrays import WRITE_ALL
+from .chunk_file import raw_with_checksum
+from .pieces import ChunkSummary
+from .precision import decode_bfloat16
+from .write import fault_point
+
+Written = Callable[[int, int, "dict[str, np.ndarray] | None"], None]  # (start, stop, piece)
+
+
+def default_threads() -> int:
+    """Writer threads: more than cores (a thread waiting on the disk holds no core), at most 16."""
+    return max(4, min(16, 2 * (os.cpu_count() or 1)))
+
+
+class BlockWriter:
+    """Writes blocks of ``hidden`` (layers × ≤ chunk tokens × d_model, in its storage dtype) and calls
+    ``on_written(start, stop, piece)`` on its committer thread once each block's chunks are all written, in the
+    order the blocks were submitted. ``summarize(chunk, start, stop)`` says what each chunk's piece holds."""
+
+    def __init__(self, hidden: zarr.Array, *, on_written: Written, threads: int | None = None, in_flight: int = 2,
+                 summarize: Callable[[int, int, int], ChunkSummary] | None = None,
+                 allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None):
+        if not hidden.config.write_empty_chunks:  # a reopened array checks every chunk for fill values first
+            hidden = hidden.with_config(WRITE_ALL)
+        self.hidden = hidden
+        self.chunk = int((hidden.shards or hidden.chunks)[1])
+        self.n_units = int(hidden.shape[1])
+        self.shape = (int(hidden.shape[0]), self.chunk, int(hidden.shape[2]))
+        self._bf16 = hidden.dtype == np.uint16
+        self._direct = isinstance(hidden.store, LocalStore) and hidden.shards is None and raw_with_checksum(hidden)
+        self._root = Path(hidden.store.root) / hidden.path if self._direct else None
+        self._dirs: set[Path] = set()
+        self._summarize, self._on_written = summarize, on_written
+        self._allocate = allocate or (lambda shape, dtype: np.empty(shape, dtype))
+        self._pool = ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="actstore-chunks")
+        self._free: queue.Queue = queue.Queue()
+        self._made = 0
+        self._most = in_flight + 1
+        self._queue: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._local = threading.local()
+        self._committer = threading.Thread(target=self._commit_loop, name="actstore-commit", daemon=True)
+        self._committer.start()
+
+    @property
+    def block_bytes(self) -> int:
+        return int(np.prod(self.shape)) * self.hidden.dtype.itemsize
+
+    def buffer(self) -> np.ndarray:
+        """A block buffer to fill (layers × chunk × d_model): a new one while fewer than ``in_flight + 1``
+        exist, else the next one written (waiting for it: the backpressure that bounds memory)."""
+        self._raise()
+        if self._made < self._most:
+            self._made += 1
+            return self._allocate(self.shape, self.hidden.dtype)
+        while True:
+            try:
+                return self._free.get(timeout=0.5)
+            except queue.Empty:
+                self._raise()
+
+    def submit(self, start: int, buffer: np.ndarray, ready: Callable[[], None] | None = None) -> None:
+        """Write tokens ``[start, start + chunk)`` (the last block may be shorter) from ``buffer``, which goes
+        back to the free list once written. ``ready()`` is called before its bytes are read (a device copy)."""
+        self._raise()
+        stop = min(start + self.chunk, self.n_units)
+        if start % self.chunk or start >= self.n_units:
+            raise ValueError(f"block {start}:{stop} is not aligned to chunks of {self.chunk} tokens")
+        chunk = start // self.chunk
+        summary = self._summarize(chunk, start, stop) if self._summarize else None
+        if stop - start < self.chunk:  # the edge chunk is stored whole, padded with the fill value as zarr does
+            ready and ready()
+            ready = None
+            buffer[:, stop - start:] = self.hidden.fill_value
+        if self.hidden.shards is not None:
+            futures = [self._pool.submit(self._sharded, start, stop, buffer, ready, summary)]
+        else:
+            futures = [self._pool.submit(self._layer, i, chunk, start, stop, buffer, ready, summary)
+                       for i in range(self.shape[0])]
+        self._queue.put((start, stop, futures, summary, buffer))
+
+    def close(self) -> None:
+        """Wait for every block; raise the first error (no block after it was handed on)."""
+        self._queue.put(None)
+        self._committer.join()
+        self._pool.shutdown(wait=True)
+        self._raise()
+
+    def __enter__(self) -> BlockWriter:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if exc is not None and self._error is None:
+            self._error = exc  # the caller failed: hand nothing more on
+        try:
+            self.close()
+        except BaseException:
+            if exc is None:
+                raise
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _values(self, stored: np.ndarray) -> np.ndarray:
+        """The stored chunk as float32 (a per-thread buffer for bfloat16 bits)."""
+        if not self._bf16:
+            return stored
+        out = getattr(self._local, "values", None)
+        if out is None or out.shape[0] < stored.shape[0]:
+            out = self._local.values = np.empty((self.chunk, self.shape[2]), np.float32)
+        return decode_bfloat16(stored, out[:stored.shape[0]])
+
+    def _layer(self, i: int, chunk: int, start: int, stop: int, buffer: np.ndarray, ready, summary):
+        if ready is not None:
+            ready()
+        stored = buffer[i, :stop - start]
+        part = summary.layer(i, self._values(stored), stored) if summary is not None else None
+        if self._direct:
+            self._write_file(self.hidden.metadata.encode_chunk_key((i, chunk, 0)), buffer[i])
+        else:
+            self.hidden[i:i + 1, start:stop] = buffer[i:i + 1, :stop - start]
+        return part
+
+    def _sharded(self, start: int, stop: int, buffer: np.ndarray, ready, summary):
+        if ready is not None:
+            ready()
+        parts = [summary.layer(i, self._values(buffer[i, :stop - start]), buffer[i, :stop - start])
+                 for i in range(self.shape[0])] if summary is not None else None
+        self.hidden[:, start:stop] = buffer[:, :stop - start]
+        return parts
+
+    def _write_file(self, key: str, chunk: np.ndarray) -> None:
+        """One chunk as zarr's LocalStore writes it: into a temporary file, renamed into place when whole."""
+        path = self._root / key
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
+        data = memoryview(chunk.reshape(-1)).cast("B")
+        checksum = crc32c.crc32c(data).to_bytes(4, "little")
+        partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            try:
+                buffers, left = [data, checksum], len(data) + 4
+                while left:
+                    wrote = os.writev(fd, buffers)
+                    left -= wrote
+                    buffers = _after(buffers, wrote)
+            finally:
+                os.close(fd)
+            os.replace(partial, path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            if exc.filename is None:  # writev names no file: say which chunk (a full disk, say)
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            raise
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+
+    def _commit_loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            start, stop, futures, summary, buffer = item
+            try:
+                results = [f.result() for f in futures]
+                if self._error is None:
+                    parts = results[0] if self.hidden.shards is not None else results
+                    piece = summary.piece(parts) if summary is not None else None
+                    fault_point()
+                    self._on_written(start, stop, piece)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                if self._error is None:
+                    self._error = exc
+            finally:
+                self._free.put(buffer)
+
+
+def _after(buffers: list, n: int) -> list:
+    """What is left of ``buffers`` after a write of ``n`` bytes."""
+    out = []
+    for b in buffers:
+        if n >= len(b):
+            n -= len(b)
+            continue
+        out.append(memoryview(b)[n:] if n else b)
+        n = 0
+    return out
+
