@@ -18,6 +18,22 @@ python3 -c "import torch, transformers, zarr, xarray, dask; print('torch', torch
 python3 -m pytest -q -ra -m gpu -p no:cacheprovider tests/ 2>&1 | tee "$out/gpu_tests.txt"
 python3 benchmarks/random_model.py /tmp/rand-640 --layers 18 --hidden 640 --intermediate 2048 --heads 4
 python3 benchmarks/random_model.py /tmp/rand-2048 --layers 16 --hidden 2048 --intermediate 8192 --heads 16
+# the disk's own speed (a plain sequential write of 4 GB, synced), then the write path without the model:
+# with extraction vs the bare forward below, this says which of the two bounds a GPU run
+python3 - <<'PY' 2>&1 | tee "$out/disk.txt"
+import os, time
+block = os.urandom(64 << 20)
+started = time.perf_counter()
+with open("/tmp/actstore-disk-test", "wb") as f:
+    for _ in range(64):
+        f.write(block)
+    os.fsync(f.fileno())
+seconds = time.perf_counter() - started
+os.unlink("/tmp/actstore-disk-test")
+print(f"disk: plain sequential write of 4.3 GB to /tmp, synced: {4.295 / seconds:.2f} GB/s")
+PY
+python3 benchmarks/write_path.py --layers 17 --d-model 2048 --tokens 65536 --repeats 2 2>&1 | grep -v "Loading weights" \
+  | tee "$out/write_path.txt"
 for spec in /tmp/rand-640:179 /tmp/rand-2048:60; do
   python3 benchmarks/extract_overhead.py --model ${spec%:*} --dataset django-ui --limit ${spec#*:} --batch-size 64 \
     --repeats 3 --device cuda --compute-dtype bfloat16 2>&1 | grep -v "Loading weights" | tee -a "$out/extract_overhead.txt"

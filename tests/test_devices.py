@@ -206,6 +206,9 @@ def test_dry_run_for_a_llama3_8b_config_alone(tmp_path, parallel_jsonl, cli):
     tokens = int(out.split("tokens ")[1].split(" ")[0].replace(",", ""))
     per_layer = tokens * 4096 * 2  # one exactly-sized chunk: a run smaller than one default chunk
     assert f"on disk         {per_layer / 1e3:,.2f} kB per layer, {33 * per_layer / 1e6:,.2f} MB for hidden" in out
+    block = 33 * per_layer  # the run is one chunk long: a block is every layer's chunk of it
+    assert (f"write buffers   {3 * block / 1e6:,.2f} MB of host memory: 3 blocks of {block / 1e6:,.2f} MB, one "
+            f"filling while 2 are written") in out
     assert "free at target" in out and not store.exists()
 
 

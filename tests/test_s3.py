@@ -1,8 +1,8 @@
 """Stores shared through S3, against a real S3-protocol server on 127.0.0.1 (moto_server, see s3_server.py).
 
-Everything goes through s3fs (writes) or obstore (reads) exactly as with a real bucket: the endpoint comes
-from ``--endpoint-url`` (or ``storage_options``), credentials from the standard
-AWS environment variables, which the server checks (signatures and access keys).
+Everything goes through obstore (reads and writes; s3fs where obstore cannot serve, and for a few checks)
+exactly as with a real bucket: the endpoint comes from ``--endpoint-url`` (or ``storage_options``),
+credentials from the standard AWS environment variables, which the server checks (signatures and access keys).
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import s3fs
 import xarray as xr
+import zarr
 
 import actstore
 from activation_store.errors import ActstoreError
@@ -134,7 +136,7 @@ def one_line_error(result) -> str:
 @contextmanager
 def s3_requests(s3):
     """Every HTTP request the server answers inside the block, from its own access log (whichever client sent
-    them: s3fs writes, obstore reads)."""
+    them: obstore or s3fs)."""
     calls: list[str] = []
     before = len(s3.requests_logged())
     yield calls
@@ -374,9 +376,17 @@ def test_anonymous_read_of_a_public_bucket(s3, local_store, tmp_path, cli, monke
             actstore.open_run(f"s3://{private}/acts.zarr", model, "pairs", storage_options=opts(s3, anon=True))
 
 
-# --- the read client ------------------------------------------------------------------------------------------
+# --- the S3 client ---------------------------------------------------------------------------------------------
 
-def test_reads_go_through_obstore_with_the_options_users_pass(s3, bucket, local_store, monkeypatch):
+def client_of(handle: Store) -> str:
+    """Which client a handle's Zarr store goes through."""
+    inner = handle.zarr_store.wrapped
+    if isinstance(inner, zarr.storage.ObjectStore):
+        return "obstore"
+    return "s3fs" if isinstance(inner, zarr.storage.FsspecStore) else type(inner).__name__
+
+
+def test_reads_and_writes_go_through_obstore_with_the_options_users_pass(s3, bucket, local_store, monkeypatch):
     remote = f"s3://{bucket}/acts.zarr"
     copy_store(str(local_store), remote, destination_options=opts(s3), progress=False)
     model = next(p.name for p in local_store.iterdir() if p.is_dir())
@@ -384,20 +394,84 @@ def test_reads_go_through_obstore_with_the_options_users_pass(s3, bucket, local_
     for options in (opts(s3), opts(s3, key=s3.key_id, secret=s3.secret),
                     {"client_kwargs": {"endpoint_url": s3.endpoint, "region_name": "us-east-1"}}):
         handle = Store.open(remote, options)
-        assert type(handle.zarr_store).__name__ == "RemoteObjectStore", options
+        assert client_of(handle) == "obstore" and not handle.fork_safe, options
         there = actstore.open_run(handle, model, "pairs")
         same_run(there, here)
         np.testing.assert_array_equal(last_token_means(there), last_token_means(here))
-    # writable handles, options obstore has no equivalent for, and the switch keep s3fs
-    assert type(Store.open(remote, opts(s3), mode="r+").zarr_store).__name__ == "RemoteStore"
-    assert type(Store.open(remote, opts(s3, default_block_size=1 << 20)).zarr_store).__name__ == "RemoteStore"
+        assert client_of(Store.open(remote, options, mode="r+")) == "obstore", options
+    # options obstore has no equivalent for, and the switch, keep s3fs, for writes as for reads
+    assert client_of(Store.open(remote, opts(s3, default_block_size=1 << 20))) == "s3fs"
+    assert client_of(Store.open(remote, opts(s3, default_block_size=1 << 20), mode="r+")) == "s3fs"
     monkeypatch.setenv("ACTSTORE_S3_CLIENT", "s3fs")
     handle = Store.open(remote, opts(s3))
-    assert type(handle.zarr_store).__name__ == "RemoteStore"
+    assert client_of(handle) == "s3fs" and client_of(Store.open(remote, opts(s3), mode="r+")) == "s3fs"
     np.testing.assert_array_equal(last_token_means(actstore.open_run(handle, model, "pairs")), last_token_means(here))
     monkeypatch.setenv("ACTSTORE_S3_CLIENT", "boto")
     with pytest.raises(ActstoreError, match="ACTSTORE_S3_CLIENT must be 'obstore' or 's3fs'"):
         Store.open(remote, opts(s3))
+
+
+S3FS_WRITES = {"put_object", "delete_object", "delete_objects", "create_multipart_upload", "upload_part",
+               "complete_multipart_upload", "copy_object"}
+
+
+def test_extraction_and_push_write_through_obstore(s3, bucket, tiny_model_dir, parallel_jsonl, local_store, tmp_path,
+                                                   monkeypatch):
+    """Extracting into S3 (lock, chunks, metadata, consolidation) and pushing send no write through s3fs; with
+    ``ACTSTORE_S3_CLIENT=s3fs`` the same writes go through s3fs and end identical."""
+    calls: list[str] = []
+    call_s3 = s3fs.S3FileSystem._call_s3
+
+    async def recorded(self, method, *args, **kwargs):
+        calls.append(method)
+        return await call_s3(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", recorded)
+    model = tiny_model_dir("llama")
+    remote = f"s3://{bucket}/acts.zarr"
+    assert client_of(Store.open(f"s3://{bucket}/other.zarr", opts(s3), mode="a")) == "obstore"
+    extract_local(model, parallel_jsonl, remote, storage_options=opts(s3))
+    pushed = f"s3://{bucket}/pushed.zarr"
+    copy_store(str(local_store), pushed, destination_options=opts(s3), progress=False)
+    assert not S3FS_WRITES & set(calls), sorted(set(calls))
+    same_run(actstore.open_run(remote, model.name, "pairs", storage_options=opts(s3)),
+             actstore.open_run(str(local_store), model.name, "pairs"))
+    assert s3_objects(s3, bucket, "pushed.zarr") == local_files(local_store)
+
+    monkeypatch.setenv("ACTSTORE_S3_CLIENT", "s3fs")
+    calls.clear()
+    extract_local(model, parallel_jsonl, f"s3://{bucket}/by-s3fs.zarr", storage_options=opts(s3))
+    assert "put_object" in calls
+    ours = {k: v for k, v in s3_objects(s3, bucket, "acts.zarr").items() if "/c/" in k}
+    assert ours and ours == {k: v for k, v in s3_objects(s3, bucket, "by-s3fs.zarr").items() if "/c/" in k}
+
+
+def test_write_failures_through_obstore_are_one_line(s3, bucket, local_store, monkeypatch):
+    """A bucket gone mid-push, or a server gone under an open writable handle: one line, no traceback."""
+    remote = f"s3://{bucket}/acts.zarr"
+    client = s3.client()
+
+    def drop_bucket(key: str) -> None:
+        for item in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=item["Key"])
+        client.delete_bucket(Bucket=bucket)
+
+    with pytest.raises(ActstoreError) as caught:
+        copy_store(str(local_store), remote, destination_options=opts(s3), jobs=1, progress=False,
+                   after_object=drop_bucket)
+    assert str(caught.value) == f"bucket '{bucket}' does not exist ({remote})"
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    server = MotoServer().start(auth=False)
+    try:
+        server.client().create_bucket(Bucket="gone")
+        handle = Store.open("s3://gone/acts.zarr", {"endpoint_url": server.endpoint}, mode="a")
+        assert client_of(handle) == "obstore"
+    finally:
+        server.stop()
+    with pytest.raises(ActstoreError) as caught:
+        handle.root.create_array("x", shape=(4,), dtype="f4")[:] = 1
+    assert str(caught.value).startswith("cannot reach") and "\n" not in str(caught.value)
 
 
 # --- bad input: one line, non-zero exit, nothing half-written presented as whole -------------------------------

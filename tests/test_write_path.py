@@ -23,7 +23,7 @@ from activation_store.store.write import PROGRESS_ATTR
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-# ---- kernels: the tiled sums are the plain float64 sums, bit for bit ----
+# ---- the kernel: the writers' and readers' sums are the plain float64 sums, bit for bit ----
 
 def plain_moments(block: np.ndarray) -> np.ndarray:
     values = block.astype(np.float64)
@@ -34,18 +34,27 @@ def plain_moments(block: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("d", [1, 2, 7, 64, 200])
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 300])
-def test_tiled_sums_equal_plain_float64_sums(d, n):
+def test_compiled_sums_equal_plain_float64_sums(d, n):
+    import torch
+
     rng = np.random.default_rng(d * 1000 + n)
     block = (rng.standard_normal((2, n, d)) * rng.choice([1.0, 300.0, 3e4])).astype(np.float32)
     assert np.array_equal(pooling.block_moments(block), plain_moments(block))
-    if n:
-        owner = np.repeat(np.arange(40), rng.integers(1, 90, size=40))[:n]
-        owner = np.r_[owner, np.full(n - len(owner), -1)]
-        owner[rng.random(n) < 0.1] = -1
-        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-        expected = np.add.reduceat(block.astype(np.float64), starts, axis=1)
-        for layer in range(2):
-            assert np.array_equal(pooling.run_sums(block[layer], starts), expected[layer])
+    if not n:
+        return
+    owner = np.repeat(np.arange(40), rng.integers(1, 90, size=40))[:n]
+    owner = np.r_[owner, np.full(n - len(owner), -1)]
+    owner[rng.random(n) < 0.1] = -1
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    bits = torch.from_numpy(block).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    for layer in range(2):
+        for stored, bf16 in ((block[layer], False), (bits[layer], True)):
+            values = (bits[layer].astype(np.uint32) << 16).view(np.float32) if bf16 else block[layer]
+            moments, runs = pooling.chunk_partials(stored, starts, bf16)
+            assert np.array_equal(moments, plain_moments(values[None])[0, 0])
+            assert np.array_equal(runs, np.add.reduceat(values.astype(np.float64), starts, axis=0))
+        assert np.array_equal(pooling.run_sums(block[layer], starts),
+                              np.add.reduceat(block[layer].astype(np.float64), starts, axis=0))
 
 
 # ---- extraction: pieces, parallel writers ----
@@ -87,11 +96,19 @@ def recomputed(store: str, model_dir: Path, dataset: str) -> dict[str, np.ndarra
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-def test_views_and_statistics_from_pieces_equal_those_from_hidden(tiny_model_dir, long_jsonl, tmp_path, dtype):
+def test_views_and_statistics_from_pieces_equal_those_from_hidden(tiny_model_dir, long_jsonl, tmp_path, dtype,
+                                                                   monkeypatch):
+    from activation_store.store import views
+
+    def no_reading_back(*args):
+        raise AssertionError("extraction read hidden back")
+
     model_dir = tiny_model_dir("llama")
     store = str(tmp_path / "acts.zarr")
-    actstore.extract(model=str(model_dir), dataset=str(long_jsonl), store=store, dtype=dtype, batch_size=4,
-                     chunk_tokens=16, progress=False)
+    with monkeypatch.context() as patch:  # the finish works from the pieces alone
+        patch.setattr(views, "_from_hidden", no_reading_back)
+        actstore.extract(model=str(model_dir), dataset=str(long_jsonl), store=store, dtype=dtype, batch_size=4,
+                         chunk_tokens=16, progress=False)
     group = run_group(store, model_dir, "long")
     assert group[layout.HIDDEN].shape[1] > 40 * 16  # many chunks, examples across up to ~10 of them
     assert not (Path(store) / group.path / pieces.PREFIX).exists()  # used, then removed

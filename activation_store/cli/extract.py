@@ -49,12 +49,17 @@ class BatchSize(click.ParamType):
 @click.option("--device-map", default=None, type=click.Choice(["auto"]), help="Place a model larger than one device with accelerate (GPUs, then CPU, then disk).")
 @click.option("--layers", default=None, metavar="0,6,12|0:18|all", help="Hidden states to store: a list, a range START:STOP[:STEP] (stop excluded) or all (default; 0 is the embeddings).")
 @click.option("--positions", default="all", show_default=True, metavar="all|last|mean", help="Store every token's states, or one per example: the last token's, or the mean over its tokens (BOS left out).")
+@click.option("--compression", default="none", show_default=True, metavar="none|zstd|blosc-zstd|blosc-lz4",
+              help="Lossless compression of hidden, standard Zarr codecs: zstd (level 1, ~20-40% smaller), blosc-zstd "
+                   "(smallest, slow to write), blosc-lz4 (fastest). docs/scaling.md measures them. A resumed run "
+                   "keeps the compression it began with.")
 @click.option("--dry-run", is_flag=True, help="Print examples, tokens, weights, activations, bytes on disk and free space; load no weights, write nothing.")
 @cluster_options
 @store_options
 @intervention_options
 def extract(model, dataset, columns, id_column, store, variants, limit, bos, suffixes, templates, dtype, batch_size,
-            chunk_tokens, overwrite, trust_remote_code, quiet, device, compute_dtype, device_map, layers, positions, dry_run,
+            chunk_tokens, overwrite, trust_remote_code, quiet, device, compute_dtype, device_map, layers, positions, compression,
+            dry_run,
             endpoint_url, anon,
             workers, threads_per_worker, scheduler, task_batches, **intervention):
     """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run).
@@ -73,12 +78,14 @@ def extract(model, dataset, columns, id_column, store, variants, limit, bos, suf
                      chunk_tokens=chunk_tokens, overwrite=overwrite, trust_remote_code=trust_remote_code,
                      storage_options=storage(store, endpoint_url, anon), progress=not quiet,
                      columns=parse_columns(columns), id_column=id_column, device=device, compute_dtype=compute_dtype,
-                     device_map=device_map, layers=layers, positions=positions)
+                     device_map=device_map, layers=layers, positions=positions, compression=compression)
              for m in split_list(model, "--model") for d in split_list(dataset, "--dataset")]
     options = {k: intervention[k] for k in INTERVENTION_KEYS}
     if options.get("intervene") and (layers is not None or positions != "all"):
         raise click.UsageError("--layers/--positions choose what extraction stores; with --intervene use "
                                "--record-layers and --steer-positions")
+    if options.get("intervene") and compression != "none":
+        raise click.UsageError("--compression applies to extraction's hidden; --intervene records uncompressed")
     campaign = len(specs) > 1 or workers is not None or scheduler is not None
     if dry_run:
         from ..extract.dry_run import dry_run as estimate_run

@@ -412,7 +412,8 @@ def _create(p: RunPlan, store: Store, prepared: Prepared) -> None:
     create_run(store, p.path, n_layers=p.model.n_layers, d_model=p.model.d_model, dtype=p.spec.dtype,
                chunk_tokens=p.chunk_tokens, token_coords=p.tokens.token_coords(),
                example_coords=p.tokens.example_coords(), final_norm_applied=np.array(prepared.applied[p.path]),
-               attrs=attrs, keep=p.keep.attrs(), stored_dtype=p.keep.stored_dtype)
+               attrs=attrs, keep=p.keep.attrs(), stored_dtype=p.keep.stored_dtype,
+               compression=p.spec.compression)
 
 
 def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, workers: int | None = None,

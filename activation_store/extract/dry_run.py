@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ActstoreError
+from ..store.chunk_writer import IN_FLIGHT
+from ..store.precision import storage_dtype
 from .devices import free_memory
 from .estimate import ModelShape, auto_batch_size, free_disk, model_shape, run_chunk_tokens, store_bytes, view_bytes
 from .models import plan_model
@@ -16,6 +18,7 @@ from .spec import RunSpec
 from .tokens import tokenize
 
 BYTES_PER_TOKEN_GUESS = 4  # UTF-8 bytes per token when the model's tokenizer is not at hand
+WRITE_BUFFERS = IN_FLIGHT + 1
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,13 @@ class DryRun:
     positions: str = "all"
     units: int = 0  # along hidden's second axis: tokens, or examples for last/mean
     views_bytes: int = 0  # a full run's per-example views and every run's statistics
+    compression: str = "none"  # of hidden: its bytes above are then an upper bound
+    block_bytes: int = 0  # one block of hidden (every kept layer's chunk of the same tokens): a write buffer
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Host memory the writer holds: its reused block buffers (pinned on CUDA), whatever the run's length."""
+        return WRITE_BUFFERS * self.block_bytes
 
     @property
     def total_bytes(self) -> int:
@@ -81,9 +91,19 @@ class DryRun:
             f"{'float32' if self.positions == 'mean' else self.dtype} (chunks of {self.chunk_tokens:,} "
             f"{'tokens' if self.positions == 'all' else 'examples'}); {_size(self.views_bytes)} for "
             f"{'pooled views and ' if self.positions == 'all' else ''}statistics; {_size(self.total_bytes)} in total",
+            f"write buffers   {_size(self.buffer_bytes)} of host memory{' (pinned)' if self.device.startswith('cuda') else ''}: "
+            f"{WRITE_BUFFERS} blocks of {_size(self.block_bytes)}, one filling while {WRITE_BUFFERS - 1} are written, "
+            f"reused to the end",
+            f"compression     {self._compression()}",
             f"free at target  {disk}" + ("" if self.fits_disk else " — NOT ENOUGH"),
         ])
 
+
+    def _compression(self) -> str:
+        if self.compression == "none":
+            return "none (hidden stored raw, + a CRC32C per chunk)"
+        return (f"{self.compression} (lossless, hidden only): the sizes above are uncompressed, an upper bound "
+                f"(ratios measured in docs/scaling.md, 'Compressing hidden')")
 
     def _selection(self) -> str:
         n = self.shape.n_layers
@@ -137,4 +157,5 @@ def dry_run(spec: RunSpec) -> DryRun:
         activation_bytes=shape.activation_bytes(min(batch_size, len(widths)), max(widths), compute_dtype),
         device_free=free, chunk_tokens=chunk, layer_bytes=layer_bytes, hidden_bytes=hidden_bytes,
         disk_free=free_disk(spec.store), layers=keep.layers, positions=keep.positions, units=units, views_bytes=views,
+        compression=spec.compression, block_bytes=len(keep.layers) * chunk * shape.d_model * storage_dtype(keep.stored_dtype).itemsize,
     )

@@ -11,6 +11,7 @@ per layer computed on the device and copied with the states; on the CPU by the
 writer's sums, which see every stored value (store/pieces.py)."""
 from __future__ import annotations
 
+import mmap
 from typing import Callable
 
 import numpy as np
@@ -21,16 +22,28 @@ from ..store.chunk_writer import BlockWriter
 TORCH_DTYPES = {np.dtype("uint16"): torch.bfloat16, np.dtype("float32"): torch.float32}
 
 
-class PinnedBuffers:
-    """Block buffers in page-locked host memory (CUDA copies into them run asynchronously), kept as tensors."""
+class BlockBuffers:
+    """The writer's block buffers, kept as tensors: page-locked on CUDA (copies into them run asynchronously),
+    elsewhere anonymous memory in huge pages where the kernel allows (a fresh 4 kB page costs a fault: ~0.8 s
+    of system time for the first touch of a 420 MB block here, ~0.25 s in 2 MB pages)."""
 
     def __init__(self, pinned: bool):
         self.pinned = pinned
         self.tensors: dict[int, torch.Tensor] = {}
 
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        tensor = torch.empty(shape, dtype=TORCH_DTYPES[np.dtype(dtype)], pin_memory=self.pinned)
-        array = tensor.view(torch.int16).numpy().view(np.uint16) if tensor.dtype == torch.bfloat16 else tensor.numpy()
+        dtype = np.dtype(dtype)
+        if self.pinned:
+            tensor = torch.empty(shape, dtype=TORCH_DTYPES[dtype], pin_memory=True)
+            array = tensor.view(torch.int16).numpy().view(np.uint16) if tensor.dtype == torch.bfloat16 else tensor.numpy()
+        else:
+            memory = mmap.mmap(-1, max(1, int(np.prod(shape)) * dtype.itemsize),
+                               flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            if hasattr(mmap, "MADV_HUGEPAGE"):
+                memory.madvise(mmap.MADV_HUGEPAGE)
+            array = np.frombuffer(memory, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+            tensor = torch.from_numpy(array.view(np.int16)).view(torch.bfloat16) if dtype == np.uint16 \
+                else torch.from_numpy(array)
         self.tensors[array.ctypes.data] = tensor
         return array
 
@@ -43,7 +56,7 @@ class BlockPacker:
 
     _streams: dict[torch.device, torch.cuda.Stream] = {}
 
-    def __init__(self, writer: BlockWriter, buffers: PinnedBuffers, start: int, stop: int, first: int,
+    def __init__(self, writer: BlockWriter, buffers: BlockBuffers, start: int, stop: int, first: int,
                  on_units: Callable[[int], None] | None = None):
         self.writer, self.buffers = writer, buffers
         self.start, self.stop, self.position = start, stop, first

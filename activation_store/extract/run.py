@@ -46,6 +46,7 @@ def extract(
     max_memory: dict[Any, Any] | None = None,
     layers: str | list[int] | None = None,
     positions: str = "all",
+    compression: str = "none",
 ) -> ExtractResult:
     """Run ``model`` over ``dataset`` once and store every layer's hidden states in ``store``.
 
@@ -54,12 +55,14 @@ def extract(
     that have it) say where and how the model runs; ``dtype`` is what is stored. ``batch_size="auto"``
     takes the largest batch that fits the device's free memory. ``templates`` (media variant → prompt holding
     ``<image>`` or ``<audio>``) frame image and audio variants. ``layers`` (indices, ``"0:18"`` or ``"all"``) and
-    ``positions`` (``all``, ``last``, ``mean``) store only part of the states (extract/keep.py)."""
+    ``positions`` (``all``, ``last``, ``mean``) store only part of the states (extract/keep.py). ``compression``
+    (``none``, ``zstd``, ``blosc-zstd``, ``blosc-lz4``) compresses ``hidden`` losslessly with standard Zarr
+    codecs; it is not part of the run's configuration: a resumed run keeps the compression it began with."""
     return extract_run(RunSpec(model, dataset, store, variants=variants, limit=limit, bos=bos, suffixes=suffixes or {},
                                dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens, overwrite=overwrite,
                                trust_remote_code=trust_remote_code, storage_options=storage_options, progress=progress,
                                columns=columns, id_column=id_column, templates=templates, device=device, compute_dtype=compute_dtype,
-                               device_map=device_map, max_memory=max_memory, layers=layers, positions=positions))
+                               device_map=device_map, max_memory=max_memory, layers=layers, positions=positions, compression=compression))
 
 
 def extract_run(spec: RunSpec) -> ExtractResult:

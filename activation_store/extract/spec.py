@@ -18,6 +18,7 @@ from ..checksums import config_hash
 from ..errors import ActstoreError, ConfigConflictError
 from ..store import layout
 from ..store.precision import DTYPES
+from ..store.write import COMPRESSIONS, DEFAULT_COMPRESSION
 from .datasets import DEFAULT_DATASET, Dataset, load_dataset
 from .devices import check_compute_dtype, default_compute_dtype, device_kind, resolve_device
 from .keep import Keep, LayerChoice, check_positions, parse_layers, resolve_layers
@@ -51,6 +52,10 @@ class RunSpec:
     templates: Mapping[str, str] | None = None  # media variant → prompt holding <image> or <audio>
     layers: LayerChoice = None  # hidden states kept: None (all), indices, or "START:STOP[:STEP]" (extract/keep.py)
     positions: str = "all"  # all tokens, or one state per example: "last" or "mean" (BOS left out)
+    # lossless compression of ``hidden`` (store/write.py COMPRESSIONS). Not part of the config: it changes no
+    # number, so a run resumed with another one keeps the codecs its ``hidden`` was created with (and its
+    # provenance, written then, says which); --overwrite makes it afresh with this one.
+    compression: str = DEFAULT_COMPRESSION
 
     def __post_init__(self) -> None:
         # lists and None from callers become one canonical form, so equal specs compare equal
@@ -74,6 +79,8 @@ class RunSpec:
             raise ActstoreError(f"unknown device map {self.device_map!r}; the only placement offered is 'auto'")
         if self.max_memory and self.device_map is None:
             raise ActstoreError("max_memory only applies with --device-map auto")
+        if self.compression not in COMPRESSIONS:
+            raise ActstoreError(f"unknown compression {self.compression!r}; choose one of {', '.join(COMPRESSIONS)}")
         if self.chunk_tokens is not None and self.chunk_tokens < 1:
             raise ActstoreError(f"--chunk-tokens must be at least 1, got {self.chunk_tokens}")
 
@@ -135,6 +142,7 @@ class RunSpec:
             "tokenization": {"bos": self.bos, "suffixes": dict(self.suffixes), "template": None,
                              "tokenizer": type(model.tokenizer).__name__},
             "compute": ran,
+            "compression": self.compression,  # of hidden; what store/write.py create_run applies
             "versions": versions(),
         }
         if created:

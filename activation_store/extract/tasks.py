@@ -156,7 +156,7 @@ def fill(task: FillTask, on_block: Callable[[str, int, int], None] | None = None
 
     from .capture import forward_states, nonfinite_error
     from .models import input_device
-    from .packing import BlockPacker, FiniteFlags, PinnedBuffers, TORCH_DTYPES
+    from .packing import BlockPacker, FiniteFlags, BlockBuffers, TORCH_DTYPES
 
     started = time.perf_counter()
     _threads(task.torch_threads)
@@ -174,7 +174,7 @@ def fill(task: FillTask, on_block: Callable[[str, int, int], None] | None = None
         if on_block is not None:
             on_block(task.path, at // chunk, -(-end // chunk))
 
-    buffers = PinnedBuffers(pinned=torch.device(device).type == "cuda")
+    buffers = BlockBuffers(pinned=torch.device(device).type == "cuda")
     stored = TORCH_DTYPES[hidden.dtype]
     compute = str(getattr(net, "dtype", "")).removeprefix("torch.")
     checked: FiniteFlags | None = None

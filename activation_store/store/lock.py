@@ -6,14 +6,15 @@ is a small JSON object ``<model>/.<dataset>.lock`` — a name no group can take,
 since encoded names never start with ``.``, and outside the run group, which a
 replacing run deletes — holding the holder's host, pid, process start, time and
 a random token. It is created atomically: a hard link of a finished file on
-local disks (``O_EXCL`` where links are not supported), an exclusive create
-(``xb``; S3's If-None-Match) behind fsspec. A lock left by a dead process on
-this host is taken over; one from another host is never guessed dead, and the
-message names the object to delete.
+local disks (``O_EXCL`` where links are not supported), a conditional PUT
+(If-None-Match) on S3, an exclusive create (``xb``) behind other fsspec URLs
+(``objects.py``). A lock left by a dead process on this host is taken over; one
+from another host is never guessed dead, and the message names the object to
+delete.
 
-Limits, behind fsspec: a backend that ignores exclusive create makes the lock
-best-effort (it is read back after writing, which catches most but not all
-simultaneous starts), and taking over a stale remote lock is not atomic."""
+Limits: a backend that ignores exclusive create makes the lock best-effort (it
+is read back after writing, which catches most but not all simultaneous
+starts), and taking over a stale remote lock is not atomic."""
 from __future__ import annotations
 
 import datetime
@@ -28,7 +29,9 @@ from typing import Any, Iterator
 from ..errors import ActstoreError
 from .handle import Store
 from .layout import decode_name
-from .location import filesystem, is_remote, local_path, raise_remote
+from .objects import Objects, objects_at
+from .remote_errors import raise_remote, remote_error
+from .urls import is_remote, local_path
 
 
 def lock_key(run_path: str) -> str:
@@ -166,57 +169,51 @@ class RunLock:
             except OSError:
                 break
 
-    # -- fsspec URLs ---------------------------------------------------------------------------
-    def _remote(self) -> tuple[Any, str]:
-        fs, root = filesystem(self.url, self.options)
-        return fs, f"{root}/{lock_key(self.run_path)}"
+    # -- remote URLs ------------------------------------------------------------------------------
+    def _remote(self) -> tuple[Objects, str]:
+        return objects_at(self.url, self.options), lock_key(self.run_path)
 
-    def _remote_read(self, fs, key: str) -> dict[str, Any] | None:
-        try:
-            return json.loads(fs.cat_file(key))
-        except FileNotFoundError:
+    def _remote_read(self, objects: Objects, key: str) -> dict[str, Any] | None:
+        data = objects.read(key)
+        if data is None:
             return None
+        try:
+            return json.loads(data)
         except ValueError:
             return {}
 
-    def _remote_create(self, fs, key: str, data: bytes) -> bool:
+    def _remote_create(self, objects: Objects, key: str, data: bytes) -> bool:
         try:
-            with fs.open(key, "xb") as handle:
-                handle.write(data)
-            return True
-        except (ValueError, NotImplementedError):  # no exclusive create here: best-effort, checked by reading back
-            if fs.exists(key):
-                return False
-            fs.pipe_file(key, data)
-            return True
-        except OSError as exc:  # FileExistsError, or a failed If-None-Match some servers report otherwise
-            if isinstance(exc, FileExistsError) or fs.exists(key):
-                return False
-            raise ActstoreError(f"cannot create the lock {self.url.rstrip('/')}/{lock_key(self.run_path)}: {exc}") from None
+            return objects.create(key, data)
+        except OSError as exc:
+            if remote_error(exc, self.url) is not None:
+                raise
+            raise ActstoreError(f"cannot create the lock {self.url.rstrip('/')}/{key}: {exc}") from None
 
     def _remote_acquire(self) -> None:
-        fs, key = self._remote()
-        where = f"{self.url.rstrip('/')}/{lock_key(self.run_path)}"
+        objects, key = self._remote()
+        where = f"{self.url.rstrip('/')}/{key}"
         for _ in range(3):
-            if self._remote_create(fs, key, json.dumps(self.holder).encode()):
-                fs.invalidate_cache()
-                holder = self._remote_read(fs, key) or {}
+            if self._remote_create(objects, key, json.dumps(self.holder).encode()):
+                holder = self._remote_read(objects, key) or {}
                 if holder.get("token") != self.holder["token"]:  # lost a race the backend could not refuse
                     raise _busy(self.url, self.run_path, holder, where)
                 return
-            holder = self._remote_read(fs, key)
+            holder = self._remote_read(objects, key)
             if holder is None:
                 continue
             if _alive(holder) or not holder:
                 raise _busy(self.url, self.run_path, holder, where)
-            fs.rm_file(key)  # a dead holder on this host; not atomic against a simultaneous taker
-        raise _busy(self.url, self.run_path, self._remote_read(fs, key) or {}, where)
+            objects.remove([key])  # a dead holder on this host; not atomic against a simultaneous taker
+        raise _busy(self.url, self.run_path, self._remote_read(objects, key) or {}, where)
 
     def _remote_release(self) -> None:
-        fs, key = self._remote()
-        fs.invalidate_cache()
-        if (self._remote_read(fs, key) or {}).get("token") == self.holder["token"]:
-            fs.rm_file(key)
+        objects, key = self._remote()
+        try:
+            if (self._remote_read(objects, key) or {}).get("token") == self.holder["token"]:
+                objects.remove([key])
+        except Exception as exc:  # noqa: BLE001 - one line, like acquiring
+            raise_remote(exc, self.url)
 
     def acquire(self) -> RunLock:
         """Take the lock or raise a one-line ``ActstoreError`` naming its holder."""

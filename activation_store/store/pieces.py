@@ -70,20 +70,20 @@ class ChunkSummary:
         self.ending = np.flatnonzero((ends > start) & (ends <= stop))
         self.last_rows = ends[self.ending] - 1 - start
 
-    def layer(self, index: int, values: np.ndarray, stored: np.ndarray) -> dict[str, np.ndarray]:
-        """One layer's part of the piece: ``values`` the chunk's tokens as float32, ``stored`` as written.
+    def layer(self, index: int, stored: np.ndarray, bfloat16: bool) -> dict[str, np.ndarray]:
+        """One layer's part of the piece from the chunk's tokens as written (bfloat16 bits or float32).
 
         Raises ``NonFinite`` before anything is written when the chunk holds inf or NaN: the sums see every value."""
-        moments = pooling.block_moments(values[None])[0, 0]
+        moments, runs = pooling.chunk_partials(stored, self.starts if self.examples is not None else None, bfloat16)
         if not np.isfinite(moments[:-1]).all():
             raise NonFinite(index)
         out = {"moments": moments}
         if self.examples is None:
             return out
-        sums = np.zeros((len(self.ids), values.shape[1]), dtype=np.float64)
+        sums = np.zeros((len(self.ids), stored.shape[1]), dtype=np.float64)
         if len(self.starts):
             counted = self.run_owner >= 0
-            sums[self.run_owner[counted]] = pooling.run_sums(values, self.starts)[counted]
+            sums[self.run_owner[counted]] = runs[counted]
         with np.errstate(invalid="ignore", divide="ignore"):
             out["means"] = (sums[self.inside] / self.n_mean[self.inside, None]).astype(np.float32)
         out["edge_sums"] = sums[~self.inside]

@@ -4,9 +4,10 @@ Safe to interrupt and to repeat. An object already at the destination with the
 same size and MD5 is skipped, so running the command again resumes it. MD5
 because S3 reports it as the ETag of a single-part upload: checking the remote
 side costs one listing per 1000 objects, not a download. Objects are uploaded in
-one PUT with Content-MD5, so S3 also checks them on arrival. Where no MD5 comes
-cheaply (multipart or KMS ETags, other filesystems, local files) the object is
-read back and hashed.
+one PUT each (``objects.py``: through obstore on ``s3://``, ``jobs`` PUTs in
+flight; with Content-MD5 behind s3fs), so the listing's ETag proves what
+arrived. Where no MD5 comes cheaply (multipart or KMS ETags, other filesystems,
+local files) the object is read back and hashed.
 
 Order makes a half-copied store invisible: chunk data first, then array and
 group metadata, then, once every object is verified, the root ``zarr.json``
@@ -23,68 +24,41 @@ destination that belongs to a different store (another ``model_checksum`` or
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import os
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NoReturn
 
 from ..errors import ActstoreError, ConfigConflictError
 from . import layout, location
-from .lock import lock_key
 from .handle import Store
+from .lock import lock_key
+from .objects import TMP_MARK, Listed, md5, objects_at
 
 ROOT = "zarr.json"
-TMP_MARK = ".actstore-tmp-"
-SINGLE_PUT_LIMIT = 5 * 2**30  # the largest object S3 takes in one PUT
-
-
-@dataclass(frozen=True)
-class _Object:
-    size: int
-    md5: str | None  # from the listing when it costs nothing (S3 ETag of a single-part upload)
-
-
-def _md5(data: bytes):
-    return hashlib.md5(data, usedforsecurity=False)  # an integrity check, also where FIPS forbids MD5 for security
-
-
-def _listed_md5(info: dict[str, Any]) -> str | None:
-    etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
-    if re.fullmatch(r"[0-9a-fA-F]{32}", etag):
-        return etag.lower()
-    md5_hash = info.get("md5Hash")  # Google Cloud Storage: base64
-    if md5_hash:
-        try:
-            return base64.b64decode(md5_hash).hex()
-        except ValueError:
-            return None
-    return None
 
 
 class _Side:
-    """One end of a copy: listing, reading, writing and removing objects by key relative to the store root."""
+    """One end of a copy: listing, reading, writing and removing objects by key relative to the store root, with
+    storage failures as one-line errors."""
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None):
         self.url = str(url)
-        self.fs, self.root = location.filesystem(self.url, storage_options)
         self.local = not location.is_remote(self.url)
-        self.s3 = self.url.startswith(("s3://", "s3a://"))
-
-    def path(self, key: str) -> str:
-        return f"{self.root}/{key}"
+        try:
+            self.objects = objects_at(self.url, storage_options)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
 
     def same_place(self, other: _Side) -> bool:
-        if self.fs != other.fs:  # another filesystem, or the same kind with another endpoint
+        (service, root), (other_service, other_root) = self.objects.place, other.objects.place
+        if service != other_service:  # another filesystem, or the same kind with another endpoint
             return False
-        a, b = self.root.rstrip("/") + "/", other.root.rstrip("/") + "/"
+        a, b = root.rstrip("/") + "/", other_root.rstrip("/") + "/"
         return a.startswith(b) or b.startswith(a)
 
-    def _fail(self, exc: Exception) -> None:
+    def _fail(self, exc: Exception) -> NoReturn:
         error = location.remote_error(exc, self.url)
         if error is not None:
             raise error from None
@@ -92,32 +66,16 @@ class _Side:
             raise ActstoreError(f"cannot use {self.url}: {exc.strerror or exc}") from None
         raise exc
 
-    def list(self) -> dict[str, _Object]:
-        self.fs.invalidate_cache()
+    def list(self) -> dict[str, Listed]:
         try:
-            found = self.fs.find(self.root, detail=True)
-        except FileNotFoundError as exc:
-            if location.remote_error(exc, self.url) is not None:
-                self._fail(exc)
-            return {}
+            return self.objects.list()
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
-        prefix = self.root + "/"
-        return {
-            name[len(prefix):]: _Object(int(info.get("size") or 0), _listed_md5(info))
-            for name, info in found.items() if name.startswith(prefix) and info.get("type", "file") == "file"
-        }
 
     def read(self, key: str) -> bytes | None:
         """The object's bytes, or None when it is not there."""
         try:
-            return self.fs.cat_file(self.path(key))
-        except FileNotFoundError as exc:
-            if location.remote_error(exc, self.url) is not None:
-                self._fail(exc)
-            return None
-        except IsADirectoryError:
-            return None
+            return self.objects.read(key)
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
 
@@ -127,46 +85,24 @@ class _Side:
         return {unit: _doc(found[unit], f"{self.url}/{unit}/{ROOT}") for unit in units}
 
     def write(self, key: str, data: bytes) -> None:
-        """Write one whole object; locally through a temporary file, so a killed copy leaves no torn file."""
-        path = self.path(key)
+        """Write one whole object (never seen half-written)."""
         try:
-            if self.local:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                temporary = f"{path}{TMP_MARK}{os.getpid()}"
-                with open(temporary, "wb") as handle:
-                    handle.write(data)
-                os.replace(temporary, path)
-            elif self.s3 and len(data) < SINGLE_PUT_LIMIT:
-                digest = base64.b64encode(_md5(data).digest()).decode()
-                self.fs.pipe_file(path, data, chunksize=max(len(data), 5 * 2**20), ContentMD5=digest)
-            else:
-                self.fs.pipe_file(path, data)
+            self.objects.write(key, data)
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
 
     def remove(self, keys: list[str]) -> None:
-        if not keys:
-            return
         try:
-            if self.local:
-                for key in keys:
-                    try:
-                        os.remove(self.path(key))
-                    except FileNotFoundError:
-                        pass
-            else:
-                self.fs.rm([self.path(key) for key in keys])
-        except FileNotFoundError:
-            pass
+            self.objects.remove(keys)
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
 
-    def md5(self, key: str, obj: _Object) -> tuple[str | None, bytes | None]:
+    def md5(self, key: str, obj: Listed) -> tuple[str | None, bytes | None]:
         """The object's MD5: from the listing when it is there, else by reading it (the bytes come back too)."""
         if obj.md5 is not None:
             return obj.md5, None
         data = self.read(key)
-        return (_md5(data).hexdigest(), data) if data is not None else (None, None)
+        return (md5(data).hexdigest(), data) if data is not None else (None, None)
 
 
 # --- units of a store -------------------------------------------------------------------------------------------
@@ -299,8 +235,8 @@ class _Plan:
     scope: str  # how the summary names what is copied
     src_root: dict[str, Any]
     src_root_bytes: bytes
-    src_objects: dict[str, _Object]
-    dst_objects: dict[str, _Object]  # phase 2 drops the objects of replaced units
+    src_objects: dict[str, Listed]
+    dst_objects: dict[str, Listed]  # phase 2 drops the objects of replaced units
     arrays: set[tuple[str, str]]
     units: set[str]
     model_units: set[str]
@@ -445,10 +381,10 @@ def _send(plan: _Plan, result: TransferResult, jobs: int, progress: bool, verb: 
         unit = key[: -len(ROOT) - 1] if key.endswith(f"/{ROOT}") else None
         if data is None or len(data) != obj.size or (unit in plan.src_docs and _doc(data, key) != plan.src_docs[unit]):
             raise ActstoreError(f"{src.url} changed during the copy ({key}); run the command again")
-        digest = _md5(data).hexdigest()
+        digest = md5(data).hexdigest()
         if obj.md5 is not None and digest != obj.md5:  # the source's ETag disagrees: corrupted on the way, or an
             again = src.read(key)                      # ETag that is no MD5 (KMS); a second read tells them apart
-            if again is None or _md5(again).hexdigest() != digest:
+            if again is None or md5(again).hexdigest() != digest:
                 raise ActstoreError(f"{key} read differently twice from {src.url}; run the command again")
         dst.write(key, data)
         sent[key] = digest
@@ -469,7 +405,7 @@ def _send(plan: _Plan, result: TransferResult, jobs: int, progress: bool, verb: 
     return sent
 
 
-def _verify(plan: _Plan, result: TransferResult, sent: dict[str, str], jobs: int) -> dict[str, _Object]:
+def _verify(plan: _Plan, result: TransferResult, sent: dict[str, str], jobs: int) -> dict[str, Listed]:
     """Phase 4: verify every object in scope (sizes, and checksums of what was sent), then drop stale objects.
     Returns what the destination now lists."""
     dst, arrays = plan.dst, plan.arrays
@@ -481,7 +417,7 @@ def _verify(plan: _Plan, result: TransferResult, sent: dict[str, str], jobs: int
             return key
         if key in sent and there.md5 != sent[key]:
             data = dst.read(key)  # no MD5 in the listing (local, multipart, KMS): read it back
-            if data is None or _md5(data).hexdigest() != sent[key]:
+            if data is None or md5(data).hexdigest() != sent[key]:
                 return key
         return None
 
@@ -495,7 +431,7 @@ def _verify(plan: _Plan, result: TransferResult, sent: dict[str, str], jobs: int
     return landed
 
 
-def _publish(plan: _Plan, landed: dict[str, _Object], replaced: set[str],
+def _publish(plan: _Plan, landed: dict[str, Listed], replaced: set[str],
              destination_options: dict[str, Any] | None) -> None:
     """Phase 5, the root, last: the source's own when the destination holds nothing else, else merged metadata.
     Read again just before writing, so a push of other runs that finished meanwhile is kept (one GET of a window)."""

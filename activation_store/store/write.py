@@ -35,6 +35,25 @@ HIDDEN_FILL = {"bfloat16": 0x7FC0, "float32": float("nan")}  # NaN: what a never
 # Test hook: with ACTSTORE_FAULT_AFTER_BLOCKS=N the process SIGKILLs itself after writing its N-th chunk
 # (one chunk per layer) and before committing it, the worst moment to crash (tests/test_crash_resume.py).
 FAULT_ENV = "ACTSTORE_FAULT_AFTER_BLOCKS"
+# Lossless compression of ``hidden`` (``--compression``): name → the zarr codec applied before the CRC32C, which
+# stays outermost so ``actstore verify`` still finds a flipped byte. Standard Zarr v3 codecs, readable by any
+# Zarr client; Blosc's typesize is the stored item size (2 for bfloat16 bits). Measured in docs/scaling.md
+# ("Compressing hidden"; benchmarks/compression.py), which chose the default.
+COMPRESSIONS: dict[str, Any] = {
+    "none": None,                                   # the default: raw chunks, the loader's direct read
+    "zstd": zarr.codecs.ZstdCodec(level=1),         # ~20-40% smaller; ~0.8 GB/s encode, ~1.2-1.6 decode per core
+    "blosc-zstd": zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"),  # smallest; ~50 MB/s encode
+    "blosc-lz4": zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),  # fastest; ~1.3 / 2.5 GB/s
+}
+DEFAULT_COMPRESSION = "none"
+
+
+def hidden_compressors(compression: str) -> list[Any]:
+    """``hidden``'s bytes-to-bytes codecs for ``compression``: the compressor (if any), then the CRC32C."""
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+    codec = COMPRESSIONS[compression]
+    return [CHECKSUM] if codec is None else [codec, CHECKSUM]
 
 
 @dataclass
@@ -62,7 +81,7 @@ class RunWriter:
         self.group.attrs[PROGRESS_ATTR] = {"tokens_done": stop, "complete": stop >= self.n_tokens}
 
 
-_chunks_written = 0  # in this process, for the fault hook
+_blocks_written = 0  # in this process, for the fault hook
 
 
 def write_chunks(hidden: zarr.Array, start: int, block: np.ndarray) -> int:
@@ -71,7 +90,6 @@ def write_chunks(hidden: zarr.Array, start: int, block: np.ndarray) -> int:
     Whole chunks are what lets many writers fill one array without a lock; in a sharded ``hidden`` the unit is
     the shard (all layers of a token block), since writers of parts of one shard overwrite each other's parts.
     This does not commit them."""
-    global _chunks_written
     if not hidden.config.write_empty_chunks:  # a reopened array checks every chunk for fill values before writing
         hidden = hidden.with_config(WRITE_ALL)  # (a full extra pass: ~1.5x the CPU of the write itself)
     chunk_tokens, n_tokens = int((hidden.shards or hidden.chunks)[1]), int(hidden.shape[1])
@@ -79,10 +97,16 @@ def write_chunks(hidden: zarr.Array, start: int, block: np.ndarray) -> int:
     if start % chunk_tokens or (stop % chunk_tokens and stop != n_tokens) or stop > n_tokens:
         raise ValueError(f"block {start}:{stop} is not aligned to chunks of {chunk_tokens} tokens")
     hidden[:, start:stop, :] = block
-    _chunks_written += 1
-    if os.environ.get(FAULT_ENV) and _chunks_written >= int(os.environ[FAULT_ENV]):
-        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+    fault_point()
     return stop
+
+
+def fault_point() -> None:
+    """Count one more block written and not yet committed; SIGKILL this process at the N-th (``FAULT_ENV``)."""
+    global _blocks_written
+    _blocks_written += 1
+    if os.environ.get(FAULT_ENV) and _blocks_written >= int(os.environ[FAULT_ENV]):
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def create_run(
@@ -100,6 +124,7 @@ def create_run(
     shard: bool = False,
     keep: dict[str, Any] | None = None,
     stored_dtype: str | None = None,
+    compression: str | None = None,
 ) -> RunWriter:
     """Create (or replace) a run group with its coordinates and an empty ``hidden``; its attrs come last.
 
@@ -108,11 +133,15 @@ def create_run(
     ``keep`` (``Keep.attrs()``: layers, positions, unit) says what the run stores: with a layer subset
     ``hidden`` holds only those layers, labelled by the ``layer`` coordinate; with ``unit == "example"``
     it holds one state per example (layer × example × d_model) in ``stored_dtype``. It is recorded in the
-    ``capture`` attribute."""
+    ``capture`` attribute. ``compression`` (a ``COMPRESSIONS`` name; None: the one ``attrs``' provenance records,
+    else none) compresses ``hidden`` only; it is fixed here, so a resumed run keeps the codecs it began with."""
     keep = keep or {"layers": list(range(n_layers)), "positions": "all", "unit": "token"}
     layers = np.asarray(keep["layers"], dtype=np.int32)
     unit = keep["unit"]
     dtype = stored_dtype or dtype
+    if compression is None:
+        compression = attrs.get("provenance", {}).get("compression", DEFAULT_COMPRESSION)
+    compressors = hidden_compressors(compression)
     n_tokens = len(token_coords["token_id"]) if unit == "token" else len(example_coords["item"])
     root = store.root
     if run_attrs(store, path) is not None:  # unmark the old run first: a kill while deleting it leaves no "run"
@@ -131,7 +160,7 @@ def create_run(
             layout.HIDDEN, shape=(len(layers), n_tokens, d_model), chunks=(1, chunk_tokens, d_model),
             shards=(len(layers), chunk_tokens, d_model) if shard else None, dtype=storage_dtype(dtype),
             fill_value=HIDDEN_FILL[dtype], dimension_names=("layer", unit, "d_model"),
-            compressors=[CHECKSUM], config=WRITE_ALL, attributes={**encoding, "dtype": dtype, "chunk_tokens": chunk_tokens},
+            compressors=compressors, config=WRITE_ALL, attributes={**encoding, "dtype": dtype, "chunk_tokens": chunk_tokens},
         )
     group.attrs.update({**attrs, layout.CAPTURE_ATTR: keep, PROGRESS_ATTR: {"tokens_done": 0, "complete": n_tokens == 0}})
     return RunWriter(group, hidden, chunk_tokens, n_tokens)
