@@ -15,8 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from activation_store.workflows.report import reproduce
-from activation_store.workflows.report_markdown import write_report
+from activation_store.workflows.reproduction import reproduce, write_report
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import matplotlib.image
 import pytest
 
 from activation_store.errors import ActstoreError
-from activation_store.workflows.report import EXPERIMENTS, parse_limits, resolve_models
+from activation_store.workflows.reproduction import EXPERIMENTS, parse_limits, resolve_models
 from activation_store.workflows.results import load_from_store
 
 TITLES = ["Multilingual similarity", "Multilingual logit lens", "Language trends", "Arithmetic logit lens",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,19 +21,18 @@ from .options import split_list
               help="Writes DOCS/reproduction.md and DOCS/figures/*.png.")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The analyses' CSVs and full-size figures (default: DOCS/../results/reproduction).")
-@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples for the 95% intervals.")
+@click.option("--bootstrap", "n_boot", type=int, default=1000, show_default=True,
+              help="Bootstrap resamples for the 95% intervals.")
 @click.option("--lens-layer-step", "lens_step", type=int, default=1, show_default=True,
               help="Lens-based analyses read every Nth layer (and the last): their full-vocabulary projection is the cost.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Re-extract runs that exist (default: resume / reuse them).")
-def report(store, models, limit, docs, work, bootstrap, lens_step, batch_size, overwrite):
+def report(store: str, models: str | None, docs: Path, **options: Any) -> None:
     """Extract the paper's text grid, run every analysis from the store, write docs/reproduction.md."""
-    from ..workflows.report import reproduce
-    from ..workflows.report_markdown import write_report
+    from ..workflows.reproduction import ReportOptions, reproduce, write_report
 
     command = "actstore " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["report"] else ""
     path = docs / "reproduction.md"
-    run = reproduce(store, docs, models=split_list(models), limit=limit, work=work, overwrite=overwrite,
-                    n_boot=bootstrap, lens_step=lens_step, batch_size=batch_size, log=click.echo,
+    run = reproduce(store, docs, ReportOptions(models=split_list(models), **options), log=click.echo,
                     on_finding=lambda partial: write_report(partial, path, command))
     click.echo(f"wrote {path} ({len(run.findings)} experiments, {run.seconds['total']:.0f} s)")

@@ -64,8 +64,6 @@ class BlockPacker:
         self.block: np.ndarray | None = None
         self.on_units = on_units
         self.computed = 0
-        self._event: torch.cuda.Event | None = None
-        self._flags: tuple[torch.Tensor, torch.cuda.Event] | None = None
 
     def add(self, states: torch.Tensor) -> None:
         """Pack one batch's kept states (layers, units, d_model), on whatever device computed them."""
@@ -79,7 +77,6 @@ class BlockPacker:
         while lo < hi:
             if self.block is None:
                 self.block = self.writer.buffer()
-                self._event = None
             take = min(hi - lo, self.writer.chunk - self.filled, self.stop - self.block_start - self.filled)
             target = self.buffers.tensor(self.block)
             if stream is None:
@@ -98,9 +95,7 @@ class BlockPacker:
             states.record_stream(stream)  # the allocator must not reuse them before the copies end
 
     def finish(self) -> None:
-        """Hand on the last, partly filled block (the task's edge) and check everything was covered."""
-        if self.block is not None and self.filled:
-            self._submit(None)
+        """Check that the batches covered the task (each block was handed on as it filled)."""
         if self.block_start != self.stop:
             raise RuntimeError(f"packed units {self.start}:{self.block_start}, not {self.start}:{self.stop}")
 
@@ -127,11 +122,12 @@ class FiniteFlags:
     one batch later, when it has arrived, so the device never waits for the host. None on the CPU."""
 
     def __init__(self, states: torch.Tensor):
+        cuda = states.device.type == "cuda"
         finite = torch.isfinite(states).flatten(1).all(dim=1)
-        self.host = torch.empty(finite.shape, dtype=torch.bool, pin_memory=states.device.type == "cuda")
-        self.host.copy_(finite, non_blocking=True)
+        self.host = torch.empty(finite.shape, dtype=torch.bool, pin_memory=cuda)
+        self.host.copy_(finite, non_blocking=cuda)  # elsewhere (MPS) a plain copy: no event to wait for
         self.event = None
-        if states.device.type == "cuda":
+        if cuda:
             self.event = torch.cuda.Event()
             self.event.record()
 
