@@ -1,10 +1,14 @@
-"""Terminal tables of analysis results."""
+"""Terminal tables of analysis results: the printers, and each registered analysis's table on its ``Report``."""
 from __future__ import annotations
 
 import unicodedata
 
 import click
 import xarray as xr
+
+from ..workflows.results import Report
+from .grid_tables import print_baseline_table, print_margin_table, print_roles_table
+from .intervention_table import print_intervention_table
 
 
 def _display_width(text: str) -> int:
@@ -55,3 +59,41 @@ def print_language_table(mass: xr.DataArray) -> None:
     for layer in mass.layer.values:
         values = mass.sel(layer=layer).values
         click.echo(f"  {int(layer):5d} " + " ".join(f"{v:6.3f}" for v in values))
+
+
+# --- each analysis's terminal table, on its ``Report`` (named by the ``Analysis.printed`` of the registry) ------
+def show_similarity(report: Report) -> None:
+    (print_baseline_table if "baseline" in report.parts else print_similarity_table)(report.result)
+
+
+def show_lens(report: Report) -> None:
+    print_lens_table(report.result)
+
+
+def show_languages(report: Report) -> None:
+    print_language_table(report.result.mass)
+
+
+def show_colour_lens(report: Report) -> None:
+    click.echo(report.result.share.to_pandas().rename("share").to_string())
+
+
+def show_caption_lens(report: Report) -> None:
+    click.echo(report.result[["keyword_prob", "baseline_prob", "difference"]].to_dataframe().to_string())
+
+
+def show_margin(report: Report) -> None:
+    print_margin_table(report.result)
+
+
+def show_roles(report: Report) -> None:
+    print_roles_table(report.result)
+
+
+def show_trajectories(report: Report) -> None:
+    explained = report.result.explained_variance.values
+    click.echo(f"{report.result.sizes['example']} trajectories; anchor PCA explains {explained[0]:.1%} + {explained[1]:.1%}")
+
+
+def show_intervention(report: Report) -> None:
+    print_intervention_table(report.parts["table"], report.parts["shares"])

@@ -1,6 +1,6 @@
-"""The intervention analysis end to end: open a recorded run, compute deltas and forecasts, write CSV and PNG,
-and save the result under the store's results tree (``/results/<model>/<dataset>/intervention-<vector>``).
-No model is loaded."""
+"""The intervention analysis as one registered analysis: open a recorded run, compute deltas and forecasts,
+and say which tables and figure it makes; the runner saves it under the store's results tree
+(``/results/<model>/<dataset>/intervention-<vector>``). No model is loaded."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,12 +13,15 @@ import xarray as xr
 from ..analyze.intervention import (forecast_states, lens_forecast, outcome_rule, outcome_shares, outcomes,
                                     per_example, set_ids, summarize)
 from ..errors import ActstoreError
-from ..plot.intervention import intervention_plot
-from ..store import Store, layout, open_lens
+from ..store import Store, layout
 from ..store.interventions import open_recorded
 from ..store.steering import read_vector
 from ..target_sets import read_target_sets
-from .results import file_name, save_csv, save_to_store
+from .analysis import Analysis, Computed, Inputs, Param, RunOptions, Target
+from .params import BOOTSTRAP
+from .registry import register_analysis
+from .results import png_path
+from .runner import run_at
 
 
 @dataclass
@@ -51,47 +54,96 @@ def long_table(summary: xr.Dataset, source: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def intervention_report(store: str, model: str, dataset: str, vector: str, out: Path, *, targets: str | None = None,
-                        rule: str | None = None, n_boot: int = 1000, forecast: bool = True,
-                        storage_options: dict[str, Any] | None = None) -> InterventionReport:
-    """Deltas of a recorded intervention against its baseline, the lens forecast next to them, and outcome shares."""
-    if n_boot < 1:
-        raise ActstoreError(f"--bootstrap must be at least 1, got {n_boot}")
-    store = Store.open(store, storage_options)
-    ds = open_recorded(store, model, dataset, vector)
-    lens = open_lens(store, model)
-    check_rule = outcome_rule(rule) if rule else None
-    ids = set_ids(ds, read_target_sets(targets), lens[layout.VOCAB_TOKEN].values) if targets else None
-    per = per_example(ds, ids)
-    summary = summarize(per, n_boot)
-    table = long_table(summary, "measured")
-    predicted = None
-    states = forecast_states(ds, int(ds.attrs["layer"])) if forecast else None
-    if states is not None:
-        steer = read_vector(store, model, vector)
-        per_forecast = lens_forecast(states, lens, steer.vector, ds.coefficient.values, ids, ds.support_id.values)
-        predicted = summarize(per_forecast, n_boot)
-        table = pd.concat([table, long_table(predicted, "lens-forecast")], ignore_index=True)
-    shares = None
-    if rule or ("generated_text" in ds and ds.sizes.get("step", 0)):
-        check_rule = check_rule or outcome_rule("same-as-baseline")
-        shares = outcome_shares(outcomes(ds, check_rule), check_rule.categories, n_boot)
-    name = f"intervention-{vector}"
-    files = [save_csv(table, out, name)]
-    frame = per.to_dataframe().reset_index()
-    files.append(save_csv(frame, out, f"{name}-per-example"))
-    if shares is not None:
-        files.append(save_csv(shares.to_dataframe().reset_index(), out, f"{name}-outcomes"))
-    files.append(intervention_plot(table, shares, out / f"{file_name(name)}.png",
-                                   f"{vector} at layer {ds.attrs['layer']} (positions: {ds.attrs.get('positions')}): "
-                                   f"{model} / {dataset}"))
+def _forecast(inputs: Inputs, ds: xr.Dataset, vector: str, ids: Any, n_boot: int) -> xr.Dataset | None:
+    """The lens-level forecast per condition, where the recording kept the states it needs."""
+    states = forecast_states(ds, int(ds.attrs["layer"]))
+    if states is None:
+        return None
+    steer = read_vector(inputs.store, inputs.target.model, vector)
+    return summarize(lens_forecast(states, inputs.lens, steer.vector, ds.coefficient.values, ids, ds.support_id.values),
+                     n_boot)
+
+
+def _shares(ds: xr.Dataset, rule: Any, n_boot: int) -> xr.Dataset | None:
+    """Outcome shares of the continuations under ``rule`` (default: same as the baseline's); None without either."""
+    if rule is None and not ("generated_text" in ds and ds.sizes.get("step", 0)):
+        return None
+    rule = rule or outcome_rule("same-as-baseline")
+    return outcome_shares(outcomes(ds, rule), rule.categories, n_boot)
+
+
+def _merged(summary: xr.Dataset, predicted: xr.Dataset | None, shares: xr.Dataset | None) -> xr.Dataset:
+    """Measured, forecast and outcome variables in one dataset, as saved under the store."""
     result = summary.rename({v: f"measured_{v}" for v in summary.data_vars})
     if predicted is not None:
         result = result.merge(predicted.rename({v: f"forecast_{v}" for v in predicted.data_vars}), compat="override")
     if shares is not None:
         result = result.merge(shares.rename({v: f"outcome_{v}" for v in shares.data_vars}), compat="override")
+    return result
+
+
+def compute(inputs: Inputs, *, vector: str, targets: str | None = None, rule: str | None = None, n_boot: int = 1000,
+            forecast: bool = True) -> Computed:
+    """Deltas of a recorded intervention against its baseline, the lens forecast next to them, and outcome shares."""
+    if n_boot < 1:
+        raise ActstoreError(f"--bootstrap must be at least 1, got {n_boot}")
+    model, dataset = inputs.target.model, inputs.target.dataset
+    ds = open_recorded(inputs.store, model, dataset, vector)
+    check_rule = outcome_rule(rule) if rule else None       # a bad rule fails before any work
+    ids = set_ids(ds, read_target_sets(targets), inputs.lens[layout.VOCAB_TOKEN].values) if targets else None
+    per = per_example(ds, ids)
+    summary = summarize(per, n_boot)
+    predicted = _forecast(inputs, ds, vector, ids, n_boot) if forecast else None
+    table = long_table(summary, "measured")
+    if predicted is not None:
+        table = pd.concat([table, long_table(predicted, "lens-forecast")], ignore_index=True)
+    shares = _shares(ds, check_rule, n_boot)
+    result = _merged(summary, predicted, shares)
     result.attrs = {"vector": vector, "layer": int(ds.attrs["layer"]), "positions": str(ds.attrs.get("positions")),
                     "rule": rule or "", "targets": targets or "", "n_items": int(summary.attrs.get("n_items", 0)),
                     "kl": per.attrs["kl"]}
-    path = save_to_store(result, store, model, dataset, name)
-    return InterventionReport(summary, predicted, shares, table, files, path)
+    title = f"{vector} at layer {ds.attrs['layer']} (positions: {ds.attrs.get('positions')}): {model} / {dataset}"
+    return Computed(result, f"intervention-{vector}", parts={"summary": summary, "forecast": predicted, "shares": shares,
+                                                              "table": table, "per_example": per, "title": title})
+
+
+def tables(computed: Computed) -> dict[str, pd.DataFrame]:
+    """The long table, the per-example table and, where there are continuations, the outcome shares."""
+    name, parts = computed.name, computed.parts
+    found = {name: parts["table"], f"{name}-per-example": parts["per_example"].to_dataframe().reset_index()}
+    if parts["shares"] is not None:
+        found[f"{name}-outcomes"] = parts["shares"].to_dataframe().reset_index()
+    return found
+
+
+def plot(computed: Computed, out: Path) -> list[Path]:
+    from ..plot.intervention import intervention_plot
+
+    parts = computed.parts
+    return [intervention_plot(parts["table"], parts["shares"], png_path(out, computed.name), parts["title"])]
+
+
+INTERVENTION = register_analysis(Analysis(
+    name="intervention",
+    help="Deltas of a recorded intervention against its baseline, per coefficient, with a lens-level forecast.",
+    compute=compute, tables=tables, plot=plot, printed="activation_store.cli.tables:show_intervention",
+    needs_lens=True, reads_run=False,
+    params=(Param("--vector", "vector", "The steering vector whose recorded run (extract --intervene) to analyse.",
+                  required=True),
+            Param("--target-tokens", "targets", "Target sets (as extract --target-tokens): one vocabulary string a line, "
+                  "or a .json of named sets."),
+            Param("--rule", "rule", "Outcome rule for continuations: arithmetic[:SHIFT] or same-as-baseline."),
+            BOOTSTRAP,
+            Param("--forecast/--no-forecast", "forecast", "The logit-lens forecast at the vector's layer (skip: "
+                  "--no-forecast).", default=True, kind=bool))))
+
+
+def intervention_report(store: str | Store, model: str, dataset: str, vector: str, out: Path, *,
+                        storage_options: dict[str, Any] | None = None, **params: Any) -> InterventionReport:
+    """The ``intervention`` analysis for a script holding a URL (kept for callers of the old name); ``params``:
+    ``targets``, ``rule``, ``n_boot``, ``forecast``."""
+    report = run_at(INTERVENTION, store, Target(model, dataset), RunOptions(out), storage_options, vector=vector,
+                    **params)
+    parts = report.parts
+    return InterventionReport(parts["summary"], parts["forecast"], parts["shares"], parts["table"], report.files,
+                              report.store_path)

@@ -1,18 +1,22 @@
-"""The colour lens and the caption-keyword lens end to end: open the run and its lens head, select a media
-variant's image/audio tokens, compute (``analyze.media_lens``), save under the store, write CSV and PNG."""
+"""The colour lens and the caption-keyword lens as registered analyses: the runner opens the run and its
+lens head, these select a media variant's image/audio tokens, compute (``analyze.media_lens``) and say which
+table and figure they make."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import xarray as xr
 
 from ..analyze.media_lens import colour_lens, keyword_lens
-from ..analyze.selection import examples_of, select_layers, token_states, tokens_of
+from ..analyze.selection import examples_of, token_states, tokens_of
 from ..errors import ActstoreError
-from ..plot.analyses import layer_curves_plot
-from ..store import Store, open_lens, open_run
-from .results import Report, file_name, save_csv, save_to_store
+from ..store import Store
+from .analysis import Analysis, Computed, Inputs, Param, RunOptions, Target
+from .registry import register_analysis
+from .results import Report, png_path
+from .runner import run_at
 
 
 def _media_states(ds: xr.Dataset, variant: str, modality: str | None) -> xr.DataArray:
@@ -31,35 +35,77 @@ def _texts(ds: xr.Dataset, variant: str) -> dict[str, str]:
     return {str(ds["item"].values[e]): str(ds.text.values[e]) for e in examples_of(ds, variant=variant)}
 
 
-def colour_lens_report(store: str | Store, model: str, dataset: str, out: Path, *, variant: str = "image",
-                       words: str = "en", layers: list[int] | None = None,
-                       storage_options: dict[str, Any] | None = None) -> Report:
-    """The colour lens: share of ``variant``'s image tokens whose top-1 lens token is the item's word in ``words``."""
-    store = Store.open(store, storage_options)                          # opened once for every read
-    ds = select_layers(open_run(store, model, dataset), layers)
-    result = colour_lens(_media_states(ds, variant, "image"), open_lens(store, model), _texts(ds, words))
-    name = f"colour-lens-{variant}"
+def _curves_plot(computed: Computed, out: Path, curves: dict[str, Any], ylabel: str, title: str) -> list[Path]:
+    from ..plot.analyses import layer_curves_plot
+
+    return [layer_curves_plot(curves, computed.result.layer.values, png_path(out, computed.name), ylabel, title)]
+
+
+# --- the colour lens ---------------------------------------------------------------------------------------
+def colour_compute(inputs: Inputs, *, variant: str = "image", words: str = "en") -> Computed:
+    """Share of ``variant``'s image tokens whose top-1 lens token is the item's word in ``words``."""
+    result = colour_lens(_media_states(inputs.run, variant, "image"), inputs.lens, _texts(inputs.run, words))
+    return Computed(result, f"colour-lens-{variant}")
+
+
+def colour_tables(computed: Computed) -> dict[str, pd.DataFrame]:
+    result = computed.result
     table = result.share_per_item.to_dataframe().reset_index().merge(result.share.to_dataframe().reset_index(), on="layer")
+    return {computed.name: table[["layer", "item", "share_per_item", "share"]]}
+
+
+def colour_plot(computed: Computed, out: Path) -> list[Path]:
+    result = computed.result
     curves = {"all colours": result.share.values,
               **{str(i): result.share_per_item.sel(item=i).values for i in result.item.values}}
-    files = [save_csv(table[["layer", "item", "share_per_item", "share"]], out, name),
-             layer_curves_plot(curves, result.layer.values, out / f"{file_name(name)}.png", "share of image tokens",
-                               "Colour lens: image tokens whose top-1 token is the colour word")]
-    return Report(result, files, save_to_store(result, store, model, dataset, name))
+    return _curves_plot(computed, out, curves, "share of image tokens",
+                        "Colour lens: image tokens whose top-1 token is the colour word")
 
 
-def caption_lens_report(store: str | Store, model: str, dataset: str, out: Path, *, variant: str = "image",
-                        captions: str = "en", modality: str | None = None, layers: list[int] | None = None,
-                        storage_options: dict[str, Any] | None = None) -> Report:
+COLOUR_LENS = register_analysis(Analysis(
+    name="colour-lens",
+    help="Share of image tokens whose top-1 logit-lens token is the colour word, per layer (e.g. on --dataset colors).",
+    compute=colour_compute, tables=colour_tables, plot=colour_plot, needs_lens=True,
+    printed="activation_store.cli.tables:show_colour_lens",
+    params=(Param("--variant", "variant", "The image variant.", default="image"),
+            Param("--words", "words", "The variant holding each item's colour word.", default="en"))))
+
+
+# --- the caption-keyword lens --------------------------------------------------------------------------------
+def caption_compute(inputs: Inputs, *, variant: str = "image", captions: str = "en",
+                    modality: str | None = None) -> Computed:
     """The caption-keyword lens over ``variant``'s media tokens, captions from variant ``captions``."""
-    store = Store.open(store, storage_options)                          # opened once for every read
-    ds = select_layers(open_run(store, model, dataset), layers)
-    result = keyword_lens(_media_states(ds, variant, modality), open_lens(store, model), _texts(ds, captions))
-    name = f"caption-lens-{variant}-{captions}"
-    table = result[["keyword_prob", "baseline_prob", "difference"]].to_dataframe().reset_index()
-    curves = {"own caption's keywords": result.keyword_prob.values,
-              "baseline caption's keywords": result.baseline_prob.values}
-    files = [save_csv(table, out, name),
-             layer_curves_plot(curves, result.layer.values, out / f"{file_name(name)}.png", "mean probability",
-                               "Caption-keyword lens over media tokens")]
-    return Report(result, files, save_to_store(result, store, model, dataset, name))
+    result = keyword_lens(_media_states(inputs.run, variant, modality), inputs.lens, _texts(inputs.run, captions))
+    return Computed(result, f"caption-lens-{variant}-{captions}")
+
+
+def caption_tables(computed: Computed) -> dict[str, pd.DataFrame]:
+    return {computed.name: computed.result[["keyword_prob", "baseline_prob", "difference"]].to_dataframe().reset_index()}
+
+
+def caption_plot(computed: Computed, out: Path) -> list[Path]:
+    curves = {"own caption's keywords": computed.result.keyword_prob.values,
+              "baseline caption's keywords": computed.result.baseline_prob.values}
+    return _curves_plot(computed, out, curves, "mean probability", "Caption-keyword lens over media tokens")
+
+
+CAPTION_LENS = register_analysis(Analysis(
+    name="caption-lens",
+    help="Caption keywords' mean probability over media tokens vs the least similar caption's, per layer.",
+    compute=caption_compute, tables=caption_tables, plot=caption_plot, needs_lens=True,
+    printed="activation_store.cli.tables:show_caption_lens",
+    params=(Param("--variant", "variant", "The media variant (image or audio).", default="image"),
+            Param("--captions", "captions", "The variant holding each item's caption.", default="en"))))
+
+
+# --- the old names -----------------------------------------------------------------------------------------
+def colour_lens_report(store: str | Store, model: str, dataset: str, out: Path, *, layers: list[int] | None = None,
+                       storage_options: dict[str, Any] | None = None, **params: Any) -> Report:
+    """The ``colour-lens`` analysis for a script holding a URL; ``params``: ``variant``, ``words``."""
+    return run_at(COLOUR_LENS, store, Target(model, dataset), RunOptions(out, layers), storage_options, **params)
+
+
+def caption_lens_report(store: str | Store, model: str, dataset: str, out: Path, *, layers: list[int] | None = None,
+                        storage_options: dict[str, Any] | None = None, **params: Any) -> Report:
+    """The ``caption-lens`` analysis for a script holding a URL; ``params``: ``variant``, ``captions``, ``modality``."""
+    return run_at(CAPTION_LENS, store, Target(model, dataset), RunOptions(out, layers), storage_options, **params)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 import xarray as xr
@@ -23,7 +23,8 @@ class Report:
 
     result: xr.Dataset
     files: list[Path] = field(default_factory=list)
-    store_path: str = ""
+    store_path: str = ""                                   # empty when not saved
+    parts: dict[str, Any] = field(default_factory=dict)   # other pieces of the result (e.g. a target summary)
 
 
 def _storable(result: xr.Dataset) -> xr.Dataset:
@@ -40,8 +41,12 @@ def _storable(result: xr.Dataset) -> xr.Dataset:
 
 def save_to_store(result: xr.Dataset, store: str | Store, model: str, dataset: str, name: str,
                   storage_options: dict[str, Any] | None = None) -> str:
-    """Write ``result`` as group ``results/<model>/<dataset>/<name>`` (replacing an older one); returns the path."""
-    store = Store.open(store, storage_options, mode="r+")
+    """Write ``result`` as group ``results/<model>/<dataset>/<name>`` (replacing an older one); returns the path.
+    A URL is opened here; a ``Store`` handed in is used as it is, and must be writable (opened once, at the edge)."""
+    if isinstance(store, Store):
+        store.require_writable()
+    else:
+        store = Store.open(store, storage_options, mode="r+")
     path = layout.results_path(model, dataset, name)
     with quiet_zarr():
         _storable(result).to_zarr(store.zarr_store, group=path, mode="w", consolidated=False, zarr_format=3)
@@ -68,3 +73,13 @@ def save_csv(frame: pd.DataFrame, out: Path, name: str) -> Path:
     target = out / f"{file_name(name)}.csv"
     frame.to_csv(target, index=False)
     return target
+
+
+def save_tables(tables: Mapping[str, pd.DataFrame], out: Path) -> list[Path]:
+    """Each ``{name: frame}`` as ``<out>/<name>.csv``, in order."""
+    return [save_csv(frame, out, name) for name, frame in tables.items()]
+
+
+def png_path(out: Path, name: str) -> Path:
+    """Where the figure of result ``name`` goes: ``<out>/<name>.png``."""
+    return out / f"{file_name(name)}.png"
