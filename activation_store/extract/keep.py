@@ -19,8 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ActstoreError
+from ..positions import KEPT as POSITIONS, parse_kept
 
-POSITIONS = ("all", "last", "mean")
 LayerChoice = tuple[int, ...] | str | None  # indices, "START:STOP[:STEP]", or None (all)
 _RANGE = re.compile(r"^\s*(\d*)\s*:\s*(\d*)\s*(?::\s*(\d+)\s*)?$")
 
@@ -50,9 +50,8 @@ def parse_layers(value: str | Sequence[int] | None) -> LayerChoice:
 
 
 def check_positions(positions: str) -> str:
-    if positions not in POSITIONS:
-        raise ActstoreError(f"--positions must be all, last or mean, got {positions!r}")
-    return positions
+    """``--positions`` as extraction stores it; the grammar and its message live in activation_store/positions.py."""
+    return parse_kept(positions)
 
 
 def resolve_layers(choice: LayerChoice, n_layers: int, model: str) -> tuple[int, ...]:

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from zarr import buffer
 
 from ..errors import ActstoreError
+from ..positions import parse_read as parse_read_positions
 from ..store import Store, layout
 from ..store.chunk_file import direct_reader
 from ..store.open import open_run
@@ -111,17 +112,11 @@ def _label_indices(layers: Sequence[int] | int | None, labels: np.ndarray) -> Se
 
 
 def _position_mask(positions: str | Sequence[int] | None, position: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Tokens at the chosen positions: ``None``/``"all"``, ``"last"``, or ints (negative ones count from each example's end)."""
-    if positions is None or (isinstance(positions, str) and positions == "all"):
+    """Tokens at the chosen positions: ``None``/``"all"``, ``"last"``, or ints (negative ones count from each example's end),
+    as activation_store/positions.py parses them."""
+    chosen = parse_read_positions(positions)
+    if chosen is None:
         return np.ones(len(position), dtype=bool)
-    if isinstance(positions, str):
-        if positions != "last":
-            raise ActstoreError(f"unknown positions {positions!r}; use 'all', 'last' or a list of positions")
-        positions = [-1]
-    try:
-        chosen = [int(p) for p in ([positions] if isinstance(positions, int) else positions)]
-    except (TypeError, ValueError):
-        raise ActstoreError(f"positions must be 'all', 'last' or a list of integers, got {positions!r}") from None
     from_start = np.asarray([p for p in chosen if p >= 0], dtype=np.int64)
     from_end = np.asarray([p for p in chosen if p < 0], dtype=np.int64)
     return np.isin(position, from_start) | np.isin(position.astype(np.int64) - count, from_end)
