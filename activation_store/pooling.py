@@ -25,19 +25,28 @@ def chunk_partials(stored: np.ndarray, starts: np.ndarray | None, bfloat16: bool
         raise TypeError(f"chunk_partials takes bfloat16 bits (uint16) or float32, got {stored.dtype}")
     n, d = stored.shape
     starts = np.zeros(0, np.int64) if starts is None else np.asarray(starts, np.int64)
-    if d < 2:  # numpy sums one contiguous column pairwise, not row by row: keep its own order there
-        values = np.left_shift(stored, 16, dtype=np.uint32).view(np.float32) if bfloat16 else stored
-        f64 = values.astype(np.float64)
+    kernels = _kernels()
+    if d < 2 or kernels is None:  # the definition itself: numpy on a float64 copy (numpy sums one contiguous
+        values = np.left_shift(stored, 16, dtype=np.uint32).view(np.float32) if bfloat16 else stored  # column
+        f64 = values.astype(np.float64)                                                      # pairwise, hence d < 2)
         absmax = float(np.abs(f64).max()) if n else 0.0
         runs = np.add.reduceat(f64, starts, axis=0) if len(starts) else np.zeros((0, d))
         return np.concatenate([f64.sum(axis=0), (f64 * f64).sum(axis=0), [absmax]]), runs
     totals = np.zeros((2, d))
     runs = np.empty((len(starts), d))
-    from . import kernels  # numba: its import costs a second, paid only by whoever sums chunks
-
     absmax = (kernels.partials_bf16 if bfloat16 else kernels.partials_f32)(np.ascontiguousarray(stored), starts,
                                                                             totals, runs)
     return np.concatenate([totals[0], totals[1], [absmax]]), runs
+
+
+def _kernels():
+    """The compiled loops, imported on first use (numba's import costs a second); None where numba is not
+    installed (a Python newer than numba supports, a machine given only pure wheels): the same bits, slower."""
+    try:
+        from . import kernels
+    except ImportError:
+        return None
+    return kernels
 
 
 def run_sums(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:

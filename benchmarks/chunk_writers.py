@@ -4,8 +4,7 @@ The candidates issue 26 names, each writing the same token blocks of a (layers, 
 into a fresh local array with ``hidden``'s codecs and chunking: plain file writes of the bytes (the disk's own
 speed: one thread, then one per core), zarr-python's array assignment as extraction used it (default settings,
 then with more async concurrency and threads), the ``zarrs`` Rust codec pipeline, TensorStore, and actstore's
-own block writer (``store/chunk_writer.py``: whole chunks written in parallel, the GIL released; it copies
-each block into its buffer first, as extraction fills it). Rounds alternate
+own block writer (``store/chunk_writer.py``: whole chunks written in parallel, the GIL released). Rounds alternate
 between writers; medians are printed, with GB/s and the ratio to the plain sequential write.
 
     python benchmarks/chunk_writers.py [--layers 25] [--d-model 2048] [--tokens 16384] [--chunk-tokens 2048]
@@ -67,14 +66,14 @@ def tensorstore_write(root: Path, data: np.ndarray, chunk: int) -> None:
 
 
 def actstore_write(root: Path, data: np.ndarray, chunk: int, threads: int) -> None:
+    """The extraction's writer, handed each block as a view of the data (extraction packs into its own reused
+    buffers instead; that copy is the packing's, not the writer's)."""
     from activation_store.store.chunk_writer import BlockWriter
 
     array = create(root, data.shape, (1, chunk, data.shape[2]))
     with BlockWriter(array, on_written=lambda start, stop, piece: None, threads=threads) as writer:
         for start in range(0, data.shape[1], chunk):
-            buffer = writer.buffer()
-            buffer[:, :min(chunk, data.shape[1] - start)] = data[:, start:start + chunk]
-            writer.submit(start, buffer)
+            writer.submit(start, data[:, start:start + chunk])
 
 
 def main() -> None:
@@ -90,6 +89,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     data = rng.integers(0, 0x7F00, size=(args.layers, args.tokens, args.d_model), dtype=np.uint16)
     chunk = args.chunk_tokens
+    from activation_store.store.chunk_writer import default_threads
+
+    threads = default_threads()
     writers = {
         "plain writes, 1 thread": lambda r: plain(r, data, chunk, 1),
         f"plain writes, {cores} threads": lambda r: plain(r, data, chunk, cores),
@@ -99,7 +101,7 @@ def main() -> None:
         "zarrs codec pipeline": lambda r: zarr_assign(
             r, data, chunk, {"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"}),
         "tensorstore": lambda r: tensorstore_write(r, data, chunk),
-        "actstore BlockWriter, 8 threads": lambda r: actstore_write(r, data, chunk, 8),
+        f"actstore BlockWriter, {threads} threads (its default)": lambda r: actstore_write(r, data, chunk, threads),
         "actstore BlockWriter, 1 thread": lambda r: actstore_write(r, data, chunk, 1),
     }
     times: dict[str, list[float]] = {name: [] for name in writers}

@@ -191,3 +191,14 @@ def test_progress_record_unchanged_by_the_new_writer(tiny_model_dir, parallel_js
                      progress=False)
     group = run_group(store, model_dir, "pairs")
     assert group.attrs[PROGRESS_ATTR] == {"tokens_done": group[layout.HIDDEN].shape[1], "complete": True}
+
+
+def test_without_numba_the_sums_are_the_same(monkeypatch):
+    """Where numba cannot be installed the definition itself runs (numpy on a float64 copy): the same bits."""
+    rng = np.random.default_rng(5)
+    block = (rng.standard_normal((500, 96)) * 100).astype(np.float32)
+    starts = np.array([0, 3, 4, 90, 333])
+    compiled = pooling.chunk_partials(block, starts, False)
+    monkeypatch.setattr(pooling, "_kernels", lambda: None)
+    plain = pooling.chunk_partials(block, starts, False)
+    assert np.array_equal(compiled[0], plain[0]) and np.array_equal(compiled[1], plain[1])
