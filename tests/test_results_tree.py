@@ -90,8 +90,8 @@ def test_the_readme_notebook_snippet_runs(analysed):
     """The README's notebook lines, on this store: the short ``actstore.analyze`` names as documented."""
     store, model = analysed
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    snippet = readme.split("In a notebook:", 1)[1].split("```python", 1)[1].split("```", 1)[0]
-    code = snippet.replace('"./acts.zarr"', repr(store)).replace('"gemma3-270m"', repr(model)).replace('"django-ui"', '"pairs"')
+    snippet = readme.split("## In a notebook", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    code = snippet.replace('"acts.zarr"', repr(store)).replace('"gemma3-270m"', repr(model)).replace('"django-ui"', '"pairs"')
     code = code.replace("layer=12", "layer=1")                           # the tiny model has fewer layers
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
