@@ -9,7 +9,7 @@ they all accept in place of a URL.
 (likewise imported on first use) feeds a run's states to PyTorch training."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from . import analyze  # noqa: E402  (registers the ``ds.actstore`` accessor)
 from .analyze import accessor as _accessor  # noqa: E402,F401

@@ -5,27 +5,30 @@ The extraction's writers summarise each chunk of ``hidden`` as they write it
 a run has none stored, both with ``chunk_partials``: per chunk, float64 sums
 row after row in token order (the bits of numpy summing a float64 copy of the
 chunk over its first axis), reduced over chunks in chunk order. So either way
-the numbers are the same, bit for bit, whoever computed which chunk. The kernel
-is compiled (activation_store/kernels.py, numba, imported on first use): one
-pass over the stored values, bfloat16 bits decoded on the fly, the GIL released,
-so writer threads summarise chunks side by side (~1.3 G values/s per core here,
-where numpy's separate passes made ~0.3 G under the GIL).
-Neither torch nor a store is touched here."""
+the numbers are the same, bit for bit, whoever computed which chunk. Writers use
+the compiled kernel (activation_store/kernels.py, numba, imported on first use):
+one pass over the stored values, bfloat16 bits decoded on the fly, the GIL
+released, so writer threads summarise chunks side by side (~1.3 G values/s per
+core here, where numpy's separate passes made ~0.3 G under the GIL). Readers
+(dask tasks, often in memory-limited workers, where numba's compiler alone can
+exceed the limit) use the definition itself: numpy on a float64 copy, the same
+bits. Neither torch nor a store is touched here."""
 from __future__ import annotations
 
 import dask.array as da
 import numpy as np
 
 
-def chunk_partials(stored: np.ndarray, starts: np.ndarray | None, bfloat16: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def chunk_partials(stored: np.ndarray, starts: np.ndarray | None, bfloat16: bool,
+                   compiled: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """One layer's chunk (tokens, d) as stored (bfloat16 bit patterns or float32): its moments row — sum, sum of
     squares per dimension and max |h| (2·d + 1) — and, for the runs of tokens beginning at ``starts``, their sums
-    (runs, d); all float64, summed row after row in token order."""
+    (runs, d); all float64, summed row after row in token order. ``compiled`` False: numpy, the same bits."""
     if stored.dtype != (np.uint16 if bfloat16 else np.float32):
         raise TypeError(f"chunk_partials takes bfloat16 bits (uint16) or float32, got {stored.dtype}")
     n, d = stored.shape
     starts = np.zeros(0, np.int64) if starts is None else np.asarray(starts, np.int64)
-    kernels = _kernels()
+    kernels = _kernels() if compiled else None
     if d < 2 or kernels is None:  # the definition itself: numpy on a float64 copy (numpy sums one contiguous
         values = np.left_shift(stored, 16, dtype=np.uint32).view(np.float32) if bfloat16 else stored  # column
         f64 = values.astype(np.float64)                                                      # pairwise, hence d < 2)
@@ -52,7 +55,7 @@ def _kernels():
 def run_sums(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """(runs, d) float64 sums of ``rows`` (tokens, d) over the runs beginning at ``starts``: each the sequential
     float64 sum of its rows in order, bit for bit ``np.add.reduceat(rows.astype(float64), starts, axis=0)``."""
-    return chunk_partials(rows, starts, False)[1]
+    return chunk_partials(rows, starts, False, compiled=False)[1]
 
 
 def block_moments(block: np.ndarray) -> np.ndarray:
@@ -61,7 +64,7 @@ def block_moments(block: np.ndarray) -> np.ndarray:
     out = np.zeros((block.shape[0], 1, 2 * block.shape[2] + 1))
     for layer in range(block.shape[0]):
         if block.shape[1]:
-            out[layer, 0] = chunk_partials(block[layer], None, False)[0]
+            out[layer, 0] = chunk_partials(block[layer], None, False, compiled=False)[0]
     return out
 
 
@@ -83,7 +86,8 @@ def mean_states(data: da.Array, owner: np.ndarray, counts: np.ndarray) -> da.Arr
     """Per-owner means of a (layer, token, d_model) dask array as float32: (layer, owner, d_model), lazy.
 
     ``owner`` gives each token's output row (−1: left out) and ``counts`` each row's number of tokens;
-    a row with no token is NaN. A segment sum per token chunk, then those summed in chunk order."""
+    a row with no token is NaN. A segment sum per token chunk, then those summed as a tree of ``MEAN_SPLIT``-wide
+    groups of consecutive chunks (memory stays at a group of partials; ``tree_sum`` gives the same bits)."""
     n_out = len(counts)
     token_chunks = data.chunks[1]
     owners = da.from_array(owner, chunks=(token_chunks,))
@@ -92,11 +96,32 @@ def mean_states(data: da.Array, owner: np.ndarray, counts: np.ndarray) -> da.Arr
         new_axis=[2], chunks=(data.chunks[0], (1,) * len(token_chunks), (n_out,), data.chunks[2]),
         dtype=np.float64, meta=np.empty((0, 0, 0, 0)),
     )
-    total = partial[:, 0]
-    for block in range(1, partial.numblocks[1]):  # in chunk order, one after another (as the writers' pieces)
-        total = total + partial[:, block]
+    total = partial.sum(axis=1, split_every=MEAN_SPLIT)  # a tree of MEAN_SPLIT-wide groups: ``tree_sum``'s order
     with np.errstate(invalid="ignore", divide="ignore"):
         return (total / counts[None, :, None]).astype(np.float32)
+
+
+MEAN_SPLIT = 4  # token chunks summed per group of ``mean_states``'s tree: dask's own default, fixed here
+
+
+def tree_sum(parts: list[tuple[int, np.ndarray]], split: int = MEAN_SPLIT) -> np.ndarray:
+    """The sum ``mean_states``'s tree gives for one example whose only non-zero partials are ``parts``
+    ((block position within the summed blocks, partial) in block order): consecutive groups of ``split`` blocks
+    summed in order, then groups of those, until one is left. Blocks the example does not touch add exact zeros,
+    so they are left out."""
+    while len(parts) > 1:
+        groups: dict[int, list[np.ndarray]] = {}
+        for position, value in parts:
+            groups.setdefault(position // split, []).append(value)
+        parts = [(group, _in_order(values)) for group, values in groups.items()]
+    return parts[0][1]
+
+
+def _in_order(values: list[np.ndarray]) -> np.ndarray:
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
 
 
 def moments(data: da.Array) -> dict[str, np.ndarray]:

@@ -30,7 +30,7 @@ import numpy as np
 import actstore
 from activation_store.store import Store, layout
 from activation_store.store.precision import decode_bfloat16
-from activation_store.store.write import create_run
+from activation_store.store.write import NewRun, create_run
 
 
 def write_run(url: str, n_layers: int, n_tokens: int, d_model: int, chunk: int, per_example: int = 64) -> None:
@@ -38,8 +38,8 @@ def write_run(url: str, n_layers: int, n_tokens: int, d_model: int, chunk: int, 
     n_examples = -(-n_tokens // per_example)
     counts = np.full(n_examples, per_example)
     counts[-1] = n_tokens - per_example * (n_examples - 1)
-    writer = create_run(
-        store, layout.run_path("bench", "synthetic"), n_layers=n_layers, d_model=d_model, dtype="bfloat16",
+    writer = create_run(store, layout.run_path("bench", "synthetic"), NewRun(
+        n_layers=n_layers, d_model=d_model, dtype="bfloat16",
         chunk_tokens=chunk,
         token_coords={"token_id": np.zeros(n_tokens, np.int32),
                       "token_example": np.repeat(np.arange(n_examples, dtype=np.int32), counts),
@@ -48,7 +48,7 @@ def write_run(url: str, n_layers: int, n_tokens: int, d_model: int, chunk: int, 
         example_coords={"item": np.array([f"i{k}" for k in range(n_examples)]), "variant": np.array(["x"] * n_examples),
                         "text": np.array([""] * n_examples), "token_offset": np.cumsum(counts) - counts,
                         "token_count": counts},
-        final_norm_applied=np.zeros(n_layers, bool), attrs={"config_hash": "bench"})
+        final_norm_applied=np.zeros(n_layers, bool), attrs={"config_hash": "bench"}))
     rng = np.random.default_rng(0)
     for start in range(0, n_tokens, chunk):
         size = min(chunk, n_tokens - start)

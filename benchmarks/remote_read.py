@@ -43,7 +43,7 @@ from activation_store.analyze.similarity import variant_similarity  # noqa: E402
 from activation_store.store import layout  # noqa: E402
 from activation_store.store.transfer import copy_store  # noqa: E402
 from activation_store.store import Store  # noqa: E402
-from activation_store.store.write import create_run  # noqa: E402
+from activation_store.store.write import NewRun, create_run  # noqa: E402
 from s3_server import MotoServer  # noqa: E402
 
 MODEL, DATASET = "synthetic/SmolLM2-shaped", "synthetic"
@@ -59,8 +59,8 @@ def build_store(path: str, tokens: int, layers: int, d_model: int, chunk_tokens:
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     n = len(counts)
     target = Store.open(path, mode="a")
-    writer = create_run(
-        target, layout.run_path(MODEL, DATASET), n_layers=layers, d_model=d_model, dtype="bfloat16",
+    writer = create_run(target, layout.run_path(MODEL, DATASET), NewRun(
+        n_layers=layers, d_model=d_model, dtype="bfloat16",
         chunk_tokens=chunk_tokens,
         token_coords={"token_id": rng.integers(0, 49152, tokens, dtype=np.int32),
                       "token_example": np.repeat(np.arange(n, dtype=np.int32), counts),
@@ -72,7 +72,7 @@ def build_store(path: str, tokens: int, layers: int, d_model: int, chunk_tokens:
                         "token_offset": offsets, "token_count": counts},
         final_norm_applied=np.array([False] * (layers - 1) + [True]),
         attrs={"config": {"synthetic": True}, "config_hash": "synthetic", "provenance": {"model": MODEL}},
-    )
+    ))
     for start in range(0, tokens, chunk_tokens):
         size = min(chunk_tokens, tokens - start)
         block = rng.standard_normal((layers, size, d_model), dtype=np.float32)

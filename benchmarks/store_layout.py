@@ -37,7 +37,7 @@ import zarr  # noqa: E402
 from activation_store.store import commits  # noqa: E402
 from activation_store.store.handle import Store  # noqa: E402
 from activation_store.store.location import filesystem  # noqa: E402
-from activation_store.store.write import PROGRESS_ATTR, create_run, write_chunks  # noqa: E402
+from activation_store.store.write import PROGRESS_ATTR, NewRun, create_run, write_chunks  # noqa: E402
 
 PATH = "model/data"
 
@@ -59,9 +59,10 @@ def make_run(store: Store, args, shard: bool):
     examples = n // 100 + 1
     example_coords = {"item": np.array([f"i{i}" for i in range(examples)]), "variant": np.array(["en"] * examples),
                       "token_offset": np.arange(examples) * 100, "token_count": np.full(examples, 100)}
-    return create_run(store, PATH, n_layers=args.layers, d_model=args.d_model, dtype="bfloat16",
-                      chunk_tokens=args.chunk_tokens, token_coords=token_coords, example_coords=example_coords,
-                      final_norm_applied=np.zeros(args.layers, bool), attrs={"config_hash": "bench"}, shard=shard)
+    return create_run(store, PATH, NewRun(
+        n_layers=args.layers, d_model=args.d_model, dtype="bfloat16",
+        chunk_tokens=args.chunk_tokens, token_coords=token_coords, example_coords=example_coords,
+        final_norm_applied=np.zeros(args.layers, bool), attrs={"config_hash": "bench"}, shard=shard))
 
 
 def fill(hidden, group, data: np.ndarray, args, commit) -> None:

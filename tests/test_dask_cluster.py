@@ -10,7 +10,7 @@ import actstore
 from activation_store.analyze.similarity import variant_similarity
 from activation_store.store.precision import encode
 from activation_store.store import Store
-from activation_store.store.write import create_run
+from activation_store.store.write import NewRun, create_run
 
 LAYERS, D_MODEL, N_ITEMS, TOKENS_PER_EXAMPLE, CHUNK = 6, 512, 2000, 48, 16384
 
@@ -31,9 +31,10 @@ def big_store(tmp_path_factory):
     example_coords = {"item": items, "variant": np.array(["a"] * N_ITEMS + ["b"] * N_ITEMS, dtype=object),
                       "text": items, "token_offset": offsets, "token_count": counts}
     target = Store.open(store, mode="a")
-    writer = create_run(target, "synthetic/pairs", n_layers=LAYERS, d_model=D_MODEL, dtype="bfloat16", chunk_tokens=CHUNK,
-                        token_coords=token_coords, example_coords=example_coords,
-                        final_norm_applied=np.zeros(LAYERS, bool), attrs={"config": {"bos": False}})
+    writer = create_run(target, "synthetic/pairs", NewRun(
+        n_layers=LAYERS, d_model=D_MODEL, dtype="bfloat16", chunk_tokens=CHUNK,
+        token_coords=token_coords, example_coords=example_coords,
+        final_norm_applied=np.zeros(LAYERS, bool), attrs={"config": {"bos": False}}))
     generator = torch.Generator().manual_seed(0)
     shared = torch.randn(N_ITEMS, D_MODEL, generator=generator)       # what pairs items across variants
     for start in range(0, n_tokens, CHUNK):

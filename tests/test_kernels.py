@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 from activation_store.analyze.intervention import kl_on_support
-from activation_store.analyze.projection import _block, _merge, _top_k
+from activation_store.analyze.projection import _block, _Head, _merge, _top_k
 from activation_store.analyze.stats import grouped_mean_ci, mean_ci
 from activation_store.errors import ActstoreError
 
@@ -41,7 +41,7 @@ def test_merge_of_vocab_chunks_equals_the_full_softmax(chunk):
     parts = []
     for start in range(0, vocab, chunk):
         ids = np.arange(start, min(start + chunk, vocab))
-        parts.append(_block(h, w[ids], ids, target_logit, target_id, table[ids], k=k, cap=30.0, bias=bias, masked=None))
+        parts.append(_block(h, w[ids], ids, target_logit, target_id, table[ids], head=_Head(k, 30.0, bias, None)))
     merged = _merge(np.concatenate(parts, axis=-2), k=k, n_lang=n_lang)
 
     log_z = np.log(np.exp(scores - scores.max(-1, keepdims=True)).sum(-1)) + scores.max(-1)

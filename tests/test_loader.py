@@ -16,7 +16,7 @@ import actstore
 from activation_store.errors import ActstoreError
 from activation_store.store import Store, layout
 from activation_store.store.transfer import copy_store
-from activation_store.store.write import create_run
+from activation_store.store.write import NewRun, create_run
 from test_s3 import new_bucket, s3  # noqa: F401  (the S3 server fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process runs: two torch threads fight on two cores
@@ -165,8 +165,8 @@ def synthetic_run(path, n_layers=3, n_tokens=40_000, d_model=64, chunk=500, per_
     store = Store.open(str(path), mode="a")
     n_examples = n_tokens // per_example
     offsets = np.arange(n_examples) * per_example
-    writer = create_run(
-        store, layout.run_path("synthetic", "big"), n_layers=n_layers, d_model=d_model, dtype="bfloat16",
+    writer = create_run(store, layout.run_path("synthetic", "big"), NewRun(
+        n_layers=n_layers, d_model=d_model, dtype="bfloat16",
         chunk_tokens=chunk,
         token_coords={"token_id": np.arange(n_tokens, dtype=np.int32) % 1000,
                       "token_example": np.repeat(np.arange(n_examples, dtype=np.int32), per_example),
@@ -175,7 +175,7 @@ def synthetic_run(path, n_layers=3, n_tokens=40_000, d_model=64, chunk=500, per_
         example_coords={"item": np.array([f"i{k}" for k in range(n_examples)]), "variant": np.array(["en"] * n_examples),
                         "text": np.array(["x"] * n_examples), "token_offset": offsets,
                         "token_count": np.full(n_examples, per_example)},
-        final_norm_applied=np.zeros(n_layers, dtype=bool), attrs={"config_hash": "synthetic"})
+        final_norm_applied=np.zeros(n_layers, dtype=bool), attrs={"config_hash": "synthetic"}))
     rng = np.random.default_rng(0)
     for start in range(0, n_tokens, chunk):
         block = rng.standard_normal((n_layers, chunk, d_model), dtype=np.float32)

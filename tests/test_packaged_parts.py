@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from activation_store.errors import ActstoreError
-from activation_store.extract.models import _joined
+from activation_store.extract.packaged import _joined
 
 
 @pytest.fixture

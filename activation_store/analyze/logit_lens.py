@@ -4,6 +4,9 @@ The projection onto the vocabulary is ``projection.project``: one chunked,
 parallel pass that never holds the whole vocabulary's logits."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import xarray as xr
 
@@ -71,13 +74,28 @@ def target_summary(result: xr.Dataset, n_boot: int = 1000, seed: int = 0) -> xr.
                        "n_targets": len(have)}, coords={"layer": result.layer.values})
 
 
-def logit_lens(ds: xr.Dataset, lens: xr.Dataset, *, example: int | None = None, variant: str | None = None,
-               item: str | None = None, targets: xr.DataArray | None = None, k: int = 5,
-               mode: str = "normed", modality: str | None = None) -> xr.Dataset:
+@dataclass(frozen=True)
+class LensSelection:
+    """Which tokens the logit lens reads: one ``example`` (default: example 0), or all examples of a
+    ``variant`` and/or ``item``; ``modality``: only the text, image or audio tokens."""
+
+    example: int | None = None
+    variant: str | None = None
+    item: str | None = None
+    modality: str | None = None
+
+
+def logit_lens(ds: xr.Dataset, lens: xr.Dataset, *, selection: LensSelection | None = None,
+               targets: xr.DataArray | None = None, k: int = 5, mode: str = "normed", **select: Any) -> xr.Dataset:
     """The logit lens over one example (default: example 0; the Figure-1 table) or over all examples of a
     variant and/or item: ``readout`` of their tokens, with the selection, and for one example its text and
-    input tokens, in the attributes. ``targets``: one token id per stored token (−1 for none); ``mode``:
-    the normed or raw lens (see ``lens.lens_input``); ``modality``: only the text, image or audio tokens."""
+    input tokens, in the attributes. The tokens are ``selection``, or ``LensSelection``'s fields by keyword
+    (``example=0``, ``variant="en"``, ``item=...``, ``modality="text"``). ``targets``: one token id per stored
+    token (−1 for none); ``mode``: the normed or raw lens (see ``lens.lens_input``)."""
+    if selection is not None and select:
+        raise TypeError("logit_lens takes a selection or its keywords, not both")
+    selection = selection if selection is not None else LensSelection(**select)
+    example, variant, item, modality = selection.example, selection.variant, selection.item, selection.modality
     if example is not None and (variant is not None or item is not None):
         raise ActstoreError("give example, or variant/item, not both")
     if example is None and variant is None and item is None:

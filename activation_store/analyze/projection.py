@@ -53,13 +53,24 @@ class Projection:
     language_mass: np.ndarray | None
 
 
-def _block(h, w, vocab_ids, target_logit, target_id, table, *, k, cap, bias, masked):
+@dataclass(frozen=True, eq=False)
+class _Head:
+    """What every block shares: ``k`` winners kept, the logit soft-cap, the logit bias and the media-code mask."""
+
+    k: int
+    cap: float | None
+    bias: np.ndarray | None
+    masked: np.ndarray | None
+
+
+def _block(h, w, vocab_ids, target_logit, target_id, table, *, head: _Head):
     """Partial reductions of one (states × vocab chunk) logits block, packed along a last axis.
 
     All the block's states go through one GEMM (a batched matmul per layer would run many small, slow
     ones). The top-k comes first and gives the row maxima; the logits are then turned into exp(logit −
     max) in place, with the k winners (which top-k overwrote) added back from their kept values: one
     block-sized array, and two fewer passes over it than max, subtract-into-a-copy, exp."""
+    k, cap, bias, masked = head.k, head.cap, head.bias, head.masked
     shape = h.shape[:-1]
     scores = h.reshape(-1, h.shape[-1]) @ w.T                           # (states, vocab chunk)
     if bias is not None:
@@ -163,7 +174,7 @@ def project(hidden: xr.DataArray, lens: xr.Dataset, k: int = 5, target_logit: xr
     with warnings.catch_warnings():  # more chunks is the point: one task per (states × vocab chunk) block
         warnings.simplefilter("ignore", da.PerformanceWarning)
         partial = da.blockwise(_block, state + "vf", *args, new_axes={"f": width}, adjust_chunks={"v": 1},
-                               concatenate=True, dtype=np.float64, k=k, cap=cap, bias=bias, masked=masked,
+                               concatenate=True, dtype=np.float64, head=_Head(k, cap, bias, masked),
                                meta=np.empty((0,) * (h.ndim + 1)))
     merged = partial.rechunk({h.ndim - 1: -1}).map_blocks(
         _merge, k=k, n_lang=n_lang, drop_axis=h.ndim - 1, chunks=(*h.chunks[:-1], (2 + 2 * k + n_lang,)), dtype=np.float64)

@@ -57,11 +57,7 @@ class BatchSize(click.ParamType):
 @cluster_options
 @store_options
 @intervention_options
-def extract(model, dataset, columns, id_column, store, variants, limit, bos, suffixes, templates, dtype, batch_size,
-            chunk_tokens, overwrite, trust_remote_code, quiet, device, compute_dtype, device_map, layers, positions, compression,
-            dry_run,
-            endpoint_url, anon,
-            workers, threads_per_worker, scheduler, task_batches, **intervention):
+def extract(model, dataset, store, quiet, dry_run, **options):
     """Run MODEL over DATASET once and store every layer's hidden states (or, with --intervene, record a steering run).
 
     Several models or datasets (comma-separated) make a campaign of their cross product; --workers or
@@ -71,26 +67,25 @@ def extract(model, dataset, columns, id_column, store, variants, limit, bos, suf
     from ..extract.run import extract_run
     from ..extract.spec import RunSpec
 
-    specs = [RunSpec(model=m, dataset=d, store=store, variants=split_list(variants, "--variants"), limit=limit,
-                     bos=bos, suffixes=parse_pairs(suffixes, "--suffix"),
-                     templates={k: v.replace("\\n", "\n") for k, v in parse_pairs(templates, "--template").items()},
-                     dtype=dtype, batch_size=batch_size,
-                     chunk_tokens=chunk_tokens, overwrite=overwrite, trust_remote_code=trust_remote_code,
-                     storage_options=storage(store, endpoint_url, anon), progress=not quiet,
-                     columns=parse_columns(columns), id_column=id_column, device=device, compute_dtype=compute_dtype,
-                     device_map=device_map, layers=layers, positions=positions, compression=compression)
+    intervention = {k: options.pop(k) for k in INTERVENTION_KEYS}
+    workers, scheduler = options.pop("workers"), options.pop("scheduler")
+    threads_per_worker, task_batches = options.pop("threads_per_worker"), options.pop("task_batches")
+    storage_options = storage(store, options.pop("endpoint_url"), options.pop("anon"))
+    layers, positions, compression = options["layers"], options["positions"], options["compression"]
+    run_options = _run_options(options)
+    specs = [RunSpec(m, d, store, storage_options=storage_options, progress=not quiet,
+                     **run_options)
              for m in split_list(model, "--model") for d in split_list(dataset, "--dataset")]
-    options = {k: intervention[k] for k in INTERVENTION_KEYS}
-    if options.get("intervene") and (layers is not None or positions != "all"):
+    if intervention.get("intervene") and (layers is not None or positions != "all"):
         raise click.UsageError("--layers/--positions choose what extraction stores; with --intervene use "
                                "--record-layers and --steer-positions")
-    if options.get("intervene") and compression != "none":
+    if intervention.get("intervene") and compression != "none":
         raise click.UsageError("--compression applies to extraction's hidden; --intervene records uncompressed")
     campaign = len(specs) > 1 or workers is not None or scheduler is not None
     if dry_run:
         from ..extract.dry_run import dry_run as estimate_run
 
-        if options.get("intervene"):
+        if intervention.get("intervene"):
             raise click.UsageError("--dry-run is for plain extraction, not --intervene")
         for spec in specs:
             estimate = estimate_run(spec)
@@ -99,9 +94,9 @@ def extract(model, dataset, columns, id_column, store, variants, limit, bos, suf
                 raise ActstoreError(f"{store} lacks the space: the run needs {estimate.total_bytes:,} bytes, "
                                     f"{estimate.disk_free:,} are free there")
         return
-    if options.get("intervene") and campaign:
+    if intervention.get("intervene") and campaign:
         raise click.UsageError("--intervene records one model over one dataset in this process")
-    recorded = run_intervention(options, specs[0])
+    recorded = run_intervention(intervention, specs[0])
     if recorded:
         click.echo(recorded)
     elif not campaign:
@@ -110,3 +105,11 @@ def extract(model, dataset, columns, id_column, store, variants, limit, bos, suf
         result = run_campaign(specs, scheduler=scheduler, workers=workers, threads_per_worker=threads_per_worker,
                               progress=not quiet, **({"batches_per_task": task_batches} if task_batches else {}))
         click.echo(result.summary())
+
+
+def _run_options(options: dict) -> dict:
+    """The command's run options (every ``RunSpec`` option the command has) by their ``RunSpec`` names, parsed."""
+    return {**options, "variants": split_list(options["variants"], "--variants"),
+            "suffixes": parse_pairs(options["suffixes"], "--suffix"),
+            "templates": {k: v.replace("\\n", "\n") for k, v in parse_pairs(options["templates"], "--template").items()},
+            "columns": parse_columns(options["columns"])}

@@ -1,11 +1,42 @@
 """``actstore push`` and ``actstore pull``: share stores through S3 (or any fsspec URL)."""
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from .options import storage, store_options
+from .options import OptionGroup, storage, store_options
+
+if TYPE_CHECKING:
+    from ..store.transfer import CopyOptions
+
+
+@dataclass(frozen=True)
+class _How:
+    """How a push or pull runs (its options but the scope), and the store access both ends share."""
+
+    overwrite: bool
+    jobs: int
+    quiet: bool
+    endpoint_url: str | None
+    anon: bool
+
+    def options(self, source: str, destination: str, verb: str) -> CopyOptions:
+        from ..store.transfer import CopyOptions
+
+        return CopyOptions(overwrite=self.overwrite, jobs=self.jobs, progress=not self.quiet, verb=verb,
+                           source_options=storage(source, self.endpoint_url, self.anon),
+                           destination_options=storage(destination, self.endpoint_url, self.anon))
+
+
+HOW = OptionGroup(
+    _How,
+    click.option("--overwrite", is_flag=True, help="Replace what differs at DESTINATION (another model or configuration)."),
+    click.option("--jobs", type=int, default=8, show_default=True, help="Objects copied at once."),
+    click.option("--quiet", is_flag=True, help="No progress bar."),
+    store_options,
+)
 
 
 def _transfer_command(name: str, verb: str, doc: str) -> Callable:
@@ -14,18 +45,12 @@ def _transfer_command(name: str, verb: str, doc: str) -> Callable:
     @click.argument("destination")
     @click.option("--model", default=None, help="Copy only this model: its logit-lens head and its runs.")
     @click.option("--dataset", default=None, help="With --model: copy only this run (and the model's lens head).")
-    @click.option("--overwrite", is_flag=True, help="Replace what differs at DESTINATION (another model or configuration).")
-    @click.option("--jobs", type=int, default=8, show_default=True, help="Objects copied at once.")
-    @click.option("--quiet", is_flag=True, help="No progress bar.")
-    @store_options
-    def command(source, destination, model, dataset, overwrite, jobs, quiet, endpoint_url, anon):
+    @HOW
+    def command(source: str, destination: str, model: str | None, dataset: str | None, **values: Any) -> None:
         from ..store.transfer import copy_store
 
-        result = copy_store(
-            source, destination, model, dataset, overwrite=overwrite, jobs=jobs, progress=not quiet, verb=verb,
-            source_options=storage(source, endpoint_url, anon),
-            destination_options=storage(destination, endpoint_url, anon),
-        )
+        options = HOW.take(values).options(source, destination, verb)
+        result = copy_store(source, destination, model, dataset, options=options)
         click.echo(result.summary(f"{verb}ed"))
 
     return command

@@ -38,276 +38,34 @@ import contextlib
 import errno
 import functools
 import math
-import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ..checksums import config_hash
 from ..errors import ActstoreError
-from ..store import commits, layout, location
-from ..store.lock import RunLock
+from ..store import commits
+from ..store.address import check_writable  # noqa: F401 - defined here before it moved to store/
 from ..store.handle import Store
+from ..store.lock import RunLock
 from ..store.views import finish_run
 from ..store.write import PROGRESS_ATTR, _remove_partials, consolidate_if_stale, create_run, run_attrs
 from . import model_cache
-from .datasets.media import media_variants
-from .estimate import auto_batch_size, model_shape, run_chunk_tokens
-from .keep import Keep
-from .media import MediaLayout, media_layout
-from .models import ModelPlan, plan_model
-from .progress import progress_bar, quiet_loading
+from .media import MediaLayout
+from .planning import RunPlan, _place, plan, resumed_chunk  # noqa: F401 - plan and resumed_chunk were defined here
+from .progress import progress_bar
+from .results import CampaignResult, ExtractResult, _tally
 from .runner import Runner, runner
 from .spec import RunSpec, stored_config_matches
-from .tasks import FillTask, Filled, ModelRef, PrepareTask, Prepared, batches_for, fill, load, prepare
-from .tokens import TokenLayout, tokenize
+from .tasks import FillTask, PrepareTask, Prepared, batches_for, fill, prepare
+
+__all__ = ["BATCHES_PER_TASK", "CampaignResult", "ExtractResult", "RunPlan", "check_writable", "plan", "run_campaign"]
 
 # Tokens a fill task on a cluster covers, in batches: a batch straddling two tasks is computed twice, so a
 # task of 40 mean batches costs at most ~2.5% extra forward passes.
 BATCHES_PER_TASK = 40
-
-
-@dataclass
-class ExtractResult:
-    store: str
-    model: str
-    dataset: str
-    status: str  # "written", "resumed" or "already complete"
-    examples: int
-    tokens: int
-    layers: int
-    tokens_written: int
-    seconds: float
-    fill_seconds: float = 0.0
-    unit: str = "token"  # what ``tokens_written`` counts: tokens, or examples in a --positions last|mean run
-    finish_seconds: float = 0.0  # views, statistics and consolidation after the last block
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Throughput of the forward-and-write loop alone (no model loading)."""
-        return self.tokens_written / self.fill_seconds if self.fill_seconds else 0.0
-
-    def summary(self) -> str:
-        """One line; each figure says what it measures (the whole command, the forward-and-write loop, the finish)."""
-        timing = f"{self.seconds:.1f} s total"
-        if self.tokens_written:
-            timing += (f", of which {self.fill_seconds:.1f} s forward-and-write at {self.tokens_per_second:,.0f} "
-                       f"{self.unit}s/s and {self.finish_seconds:.1f} s finishing (views, statistics)")
-        return (f"{self.status}: {self.model}/{self.dataset} in {self.store} — {self.examples} examples, "
-                f"{self.tokens:,} tokens × {self.layers} layers; wrote {self.tokens_written:,} {self.unit}s; "
-                f"{timing}")
-
-
-def check_writable(store: str) -> None:
-    """Refuse before any work: an empty path, an unwritable place, a directory that is something else."""
-    if location.is_remote(store):
-        return
-    if not store.strip():
-        raise ActstoreError("empty --store; name a directory such as ./acts.zarr or a URL")
-    path = location.local_path(store)
-    if os.path.exists(path) and not os.path.exists(os.path.join(path, "zarr.json")):
-        debris = any(not name.startswith(".") or ".lock" not in name for _, _, files in os.walk(path) for name in files)
-        if not os.path.isdir(path) or debris:  # only a killed run's lock may be there before the store is
-            raise ActstoreError(f"{store} exists and is not an actstore store; choose a new or empty directory")
-    parent = path
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-        raise ActstoreError(f"cannot write the store at {store}: {parent} is not a writable directory")
-
-
-def resumed_chunk(spec: RunSpec, existing: dict[str, Any] | None) -> int | None:
-    """The chunk length to plan with: the user's, else the one a run being resumed was made with (so a run begun
-    under an older chunking rule resumes), else None (``run_chunk_tokens`` chooses)."""
-    if spec.chunk_tokens or existing is None or spec.overwrite:
-        return spec.chunk_tokens
-    return existing.get("config", {}).get("chunk_tokens")
-
-
-@dataclass
-class RunPlan:
-    """One run of the campaign, as planned on the client."""
-
-    spec: RunSpec
-    model: ModelPlan
-    data: Any
-    path: str
-    tokens: TokenLayout
-    chunk_tokens: int
-    config: dict[str, Any]
-    committed: commits.Ranges = field(default_factory=list)
-    create: bool = False  # a new (or replaced) run group, made after its model is prepared
-    status: str = "written"
-    device: str = "cpu"  # where its tasks run: cpu, mps, cuda:N (in this process) or cuda (each worker's own GPU)
-    compute_dtype: str = "float32"
-    keep: Keep | None = None
-    offsets: np.ndarray | None = None  # each example's first unit along ``hidden``'s second axis (tokens or examples)
-    counts: np.ndarray | None = None  # … and its number of units
-    n_units: int = 0
-    batch_size: int | None = None  # None until ``--batch-size auto`` has sized a new run from the loaded model
-    batch_choice: str | None = None  # how ``auto`` chose it, for the provenance
-
-    @property
-    def ref(self) -> ModelRef:
-        memory = tuple(self.spec.max_memory.items()) if self.spec.max_memory else None
-        return ModelRef(self.spec.model, self.spec.trust_remote_code, self.model.checksum, not self.spec.progress,
-                        self.device, self.compute_dtype, self.spec.device_map, memory)
-
-    @property
-    def name(self) -> str:
-        return f"{self.model.name}/{self.data.name}"
-
-    @property
-    def n_chunks(self) -> int:
-        return commits.n_chunks(self.n_units, self.chunk_tokens)
-
-    def settle(self, existing: dict[str, Any] | None) -> None:
-        """Chunk length, batch size and configuration, once the stored run (if any) is known: a resume keeps its
-        chunking and the batch size ``auto`` chose when it began; a new ``auto`` run is configured once sized."""
-        self.chunk_tokens = run_chunk_tokens(self.model.d_model, self.keep.stored_dtype, self.n_units,
-                                             resumed_chunk(self.spec, existing))
-        resuming = existing is not None and not self.spec.overwrite
-        if self.spec.batch_size != "auto":
-            self.configure(self.spec.batch_size)
-        elif resuming:
-            self.configure(existing["config"]["batch_size"], "auto: the batch size recorded when the run began")
-
-    def configure(self, batch_size: int, choice: str | None = None) -> None:
-        self.batch_size, self.batch_choice = batch_size, choice
-        self.config = {**self.spec.config(self.data, self.model, batch_size), "dtype": self.spec.dtype,
-                       "chunk_tokens": self.chunk_tokens}
-
-    def size_batches(self, prepared: Prepared) -> None:
-        """``--batch-size auto`` of a new run: the largest batch that fits the memory the loaded weights left free."""
-        if self.batch_size is None:
-            batch = auto_batch_size(model_shape(self.model.config, self.spec.trust_remote_code),
-                                    [len(row) for row in self.tokens.ids], self.compute_dtype, prepared.free)
-            self.configure(batch, f"auto: {prepared.free:,} bytes free on {prepared.device} after loading the weights")
-
-    @property
-    def done(self) -> bool:
-        return commits.missing(self.committed, self.n_chunks) == []
-
-
-@dataclass
-class CampaignResult:
-    runs: list[ExtractResult]
-    skipped: list[str]
-    workers: int
-    tasks: int = 0
-    tokens_written: int = 0
-    tokens_computed: int = 0  # forward-pass tokens, batches straddling task boundaries counted twice
-    seconds: float = 0.0
-    fill_seconds: float = 0.0
-    finish_seconds: float = 0.0  # views, statistics and consolidation once the last block is committed
-    loads: dict[tuple[str, int], int] = field(default_factory=dict)  # (model, worker pid) -> loads
-    written: dict[str, int] = field(default_factory=dict)  # run path -> tokens written
-    peak_rss: dict[int, int] = field(default_factory=dict)  # worker pid -> bytes
-    devices: dict[int, str] = field(default_factory=dict)  # worker pid -> the device its forward passes ran on
-    resources: dict[str, float] | None = None  # what each task held on the cluster ({"GPU": 1})
-
-    @property
-    def recompute_fraction(self) -> float:
-        return self.tokens_computed / self.tokens_written - 1 if self.tokens_written else 0.0
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens_written / self.fill_seconds if self.fill_seconds else 0.0
-
-    def summary(self) -> str:
-        lines = [r.summary() for r in self.runs] + [f"skipped: {s}" for s in self.skipped]
-        if self.tasks and (len(self.runs) > 1 or self.workers > 1):  # one run in-process: its line says it all
-            lines.append(f"campaign: {len(self.runs)} runs, {self.tasks} tasks on {self.workers} worker(s), "
-                         f"{self.tokens_written:,} tokens at {self.tokens_per_second:,.0f} tokens/s, "
-                         f"{100 * self.recompute_fraction:.1f}% recomputed at task edges")
-        return "\n".join(lines)
-
-
-def _plan_models(specs: Sequence[RunSpec]) -> dict[tuple[str, bool], ModelPlan]:
-    models: dict[tuple[str, bool], ModelPlan] = {}
-    for spec in specs:
-        key = (spec.model, spec.trust_remote_code)
-        if key not in models:
-            with quiet_loading(not spec.progress):
-                models[key] = plan_model(spec.model, trust_remote_code=spec.trust_remote_code)
-    return models
-
-
-def plan(specs: Sequence[RunSpec], clustered: bool = False) -> list[RunPlan]:
-    """Check every spec and tokenize every run, touching no store: any bad name anywhere refuses the lot.
-
-    Image and audio variants are laid out by the model's processor here; a model that makes its media ids
-    itself (Chameleon's VQ codes) is loaded for it, into this process's model cache. On a cluster they are refused."""
-    if not specs:
-        raise ActstoreError("nothing to extract: no model × dataset given")
-    stores = {(s.store, str(s.storage_options)) for s in specs}
-    if len(stores) > 1:
-        raise ActstoreError("a campaign writes one store; got several")
-    data = [spec.load_data() for spec in specs]
-    if clustered and (any(s.templates for s in specs) or any(media_variants(d) for d in data)):
-        raise ActstoreError("image and audio variants (and --template) run in this process, where the media are "
-                            "encoded: drop --workers/--scheduler, or choose text variants with --variants")
-    check_writable(specs[0].store)
-    models = _plan_models(specs)
-    plans, seen = [], set()
-    for spec, dataset in zip(specs, data):
-        model = models[(spec.model, spec.trust_remote_code)]
-        if model.name in layout.RESERVED_ROOT_GROUPS:
-            raise ActstoreError(f"a model may not be named {model.name!r}: that group holds saved {model.name}; "
-                                f"rename the model directory")
-        path = layout.run_path(model.name, dataset.name)
-        if path in seen:
-            raise ActstoreError(f"{model.name}/{dataset.name} is named twice in the campaign")
-        seen.add(path)
-        keep = spec.keep(model)
-        device, compute_dtype = spec.placement()
-        p = RunPlan(spec, model, dataset, path, None, 0, {}, device=device, compute_dtype=compute_dtype, keep=keep)
-        p.tokens = media_layout(model, dataset, dataset.examples(), bos=spec.bos, suffixes=spec.suffixes,
-                                templates=spec.templates, weights=functools.partial(_weights, p.ref, model)) \
-            or tokenize(model.tokenizer, dataset.examples(), bos=spec.bos, suffixes=spec.suffixes)
-        keep.check_lengths([len(row) for row in p.tokens.ids],
-                           [f"item {e.item!r} ({e.variant})" for e in p.tokens.examples])
-        p.offsets, p.counts, p.n_units = keep.units(p.tokens.offsets, p.tokens.counts)
-        plans.append(p)
-    return plans
-
-
-def _weights(ref: ModelRef, model: ModelPlan) -> Any:
-    """The network the run's tasks use, loaded here (a model whose own encoder makes its media ids)."""
-    return load(ref, model)[1]
-
-
-def _place(plans: list[RunPlan], clustered: bool, workers: int | None) -> dict[str, float] | None:
-    """Settle where tasks run; the resources each task holds on a cluster (``{"GPU": 1}`` for CUDA), else None.
-
-    In this process a run keeps its resolved device (``cuda:0``…) or its device map. On a cluster ``cuda``
-    becomes each worker's own GPU, so a pinned ``cuda:N`` (every worker on one GPU) and a device map (one model
-    over several devices in one process) are refused, and a local cluster gets no more GPU workers than there
-    are GPUs."""
-    if clustered and any(p.spec.device_map for p in plans):
-        raise ActstoreError("--device-map places one model over several devices in one process; campaigns on a "
-                            "cluster place one model per device: drop --device-map, or drop --workers/--scheduler")
-    kinds = {p.device.split(":")[0] for p in plans}
-    if len(kinds) > 1:
-        raise ActstoreError(f"a campaign runs on one kind of device; got {', '.join(sorted(kinds))}")
-    kind = kinds.pop()
-    if not clustered or kind != "cuda":
-        return None
-    if any(":" in p.spec.device for p in plans):
-        raise ActstoreError(f"--device {plans[0].spec.device} would put every worker on one GPU; give --device cuda: "
-                            f"each worker takes its own GPU")
-    if workers is not None:
-        import torch
-
-        if workers > torch.cuda.device_count():
-            raise ActstoreError(f"--workers {workers} --device cuda: one model per GPU, and this machine has "
-                                f"{torch.cuda.device_count()} GPU(s); give --workers {torch.cuda.device_count()} or fewer")
-    for p in plans:
-        p.device = "cuda"
-    return {"GPU": 1}
 
 
 def _lock_all(plans: list[RunPlan], stack: contextlib.ExitStack) -> tuple[list[RunPlan], list[str]]:
@@ -315,7 +73,7 @@ def _lock_all(plans: list[RunPlan], stack: contextlib.ExitStack) -> tuple[list[R
     locked, skipped, errors = [], [], []
     for p in plans:
         try:
-            lock = RunLock(p.spec.store, p.path, p.spec.storage_options).acquire()
+            lock = RunLock(p.spec.location.url, p.path, p.spec.location.storage_options).acquire()
         except ActstoreError as exc:
             if "is being written by" not in str(exc):
                 raise
@@ -329,10 +87,9 @@ def _lock_all(plans: list[RunPlan], stack: contextlib.ExitStack) -> tuple[list[R
     return locked, skipped
 
 
-def _read_state(plans: list[RunPlan]) -> None:
-    """Each run's stored state: new, to resume (its committed chunks), complete, or in conflict (refused)."""
-    spec = plans[0].spec
-    store = Store.open(spec.store, spec.storage_options, mode="r+") if Store.exists(spec.store, spec.storage_options) else None
+def _read_state(plans: list[RunPlan], store: Store | None) -> None:
+    """Each run's stored state in ``store`` (None: not made yet): new, to resume (its committed chunks),
+    complete, or in conflict (refused)."""
     for p in plans:
         existing = run_attrs(store, p.path) if store is not None else None
         p.settle(existing)
@@ -362,7 +119,7 @@ def _fill_tasks(p: RunPlan, threads: int | None, batches_per_task: int | None) -
             stop = min(gap_stop, (start // per_task + 1) * per_task)
             first, last = batches_for(offsets, counts, batch, start * p.chunk_tokens,
                                       min(stop * p.chunk_tokens, p.n_units))
-            tasks.append(FillTask(ref, p.spec.store, p.spec.storage_options, p.path, p.keep, start, stop,
+            tasks.append(FillTask(ref, p.spec.location, p.path, p.keep, start, stop,
                                   int(offsets[first * batch]),
                                   tuple(tokens.ids[b * batch:(b + 1) * batch] for b in range(first, last)), threads,
                                   first * batch, inputs))
@@ -376,7 +133,7 @@ def _prepare(plans: list[RunPlan], run: Runner, threads: int | None,
     for p in plans:
         by_model.setdefault(p.ref, []).append(p)
     spec = plans[0].spec
-    tasks = [PrepareTask(ref, spec.store, spec.storage_options,
+    tasks = [PrepareTask(ref, spec.location,
                          {p.path: p.tokens.ids[: min(4, len(p.tokens.ids))] for p in group if p.create}, threads)
              for ref, group in by_model.items()]
     results: dict[str, Prepared] = {}
@@ -409,11 +166,14 @@ def _create(p: RunPlan, store: Store, prepared: Prepared) -> None:
     if isinstance(p.tokens, MediaLayout):  # templates, media variants, the processor's preprocessing
         provenance["tokenization"].update(p.tokens.provenance)
     attrs = {"config": p.config, "config_hash": config_hash(p.config), "provenance": provenance}
-    create_run(store, p.path, n_layers=p.model.n_layers, d_model=p.model.d_model, dtype=p.spec.dtype,
-               chunk_tokens=p.chunk_tokens, token_coords=p.tokens.token_coords(),
-               example_coords=p.tokens.example_coords(), final_norm_applied=np.array(prepared.applied[p.path]),
-               attrs=attrs, keep=p.keep.attrs(), stored_dtype=p.keep.stored_dtype,
-               compression=p.spec.compression)
+    from ..store.write import NewRun
+
+    create_run(store, p.path, NewRun(
+        n_layers=p.model.n_layers, d_model=p.model.d_model, dtype=p.spec.dtype,
+        chunk_tokens=p.chunk_tokens, token_coords=p.tokens.token_coords(),
+        example_coords=p.tokens.example_coords(), final_norm_applied=np.array(prepared.applied[p.path]),
+        attrs=attrs, keep=p.keep.attrs(), stored_dtype=p.keep.stored_dtype,
+        compression=p.spec.compression))
 
 
 def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, workers: int | None = None,
@@ -453,18 +213,20 @@ def _run(specs: Sequence[RunSpec], scheduler: str | None, workers: int | None, t
         resources = _place(plans, clustered, workers)
         spec = plans[0].spec
         plans, skipped = _lock_all(plans, stack)
-        _read_state(plans)
+        # the store is opened once here, once locked, and handed down (made only when the first model is prepared)
+        store = spec.location.open("r+") if spec.location.exists() else None
+        _read_state(plans, store)
         todo = [p for p in plans if not p.done]
         for p in plans:
             if p.done:  # a kill after the last block may have missed the views and statistics, or the consolidation
-                finish_run(Store.open(spec.store, spec.storage_options, mode="r+"), p.path)
-                consolidate_if_stale(Store.open(spec.store, spec.storage_options, mode="r+"), p.path)
+                finish_run(store, p.path)
+                consolidate_if_stale(store, p.path)
         result = CampaignResult([], skipped, 1, resources=resources)
         if todo:
             run = stack.enter_context(runner(scheduler, workers, resources))
             result.workers = run.workers
             _execute(todo, run, threads_per_worker if clustered else None, result, progress, batches_per_task,
-                     resources)
+                     resources, store)
         for p in plans:
             result.runs.append(ExtractResult(spec.store, p.model.name, p.data.name, p.status, len(p.tokens.examples),
                                              p.tokens.n_tokens, len(p.keep.layers), result.written.get(p.path, 0),
@@ -475,13 +237,16 @@ def _run(specs: Sequence[RunSpec], scheduler: str | None, workers: int | None, t
 
 
 def _execute(todo: list[RunPlan], run: Runner, threads: int | None, result: CampaignResult, progress: bool,
-             batches_per_task: int | None, resources: dict[str, float] | None) -> None:
-    """Prepare models, create new run groups, fill every missing chunk and commit as blocks or results arrive."""
-    spec = todo[0].spec
-    if not run.local:  # prepare tasks racing on workers to create the store collide: make it here first
-        Store.open(spec.store, spec.storage_options, mode="a")
+             batches_per_task: int | None, resources: dict[str, float] | None, store: Store | None) -> None:
+    """Prepare models, create new run groups, fill every missing chunk and commit as blocks or results arrive.
+
+    ``store`` is the campaign's handle, None while the store is not made yet."""
+    location = todo[0].spec.location
+    if store is None and not run.local:  # prepare tasks racing on workers to create the store collide: make it here
+        store = location.open("a")
     prepared = _prepare(todo, run, threads, resources)  # here, the first look comes before the store is made
-    store = Store.open(spec.store, spec.storage_options, mode="r+")
+    if store is None:
+        store = location.open("r+")
     root = store.root
     for p in todo:
         if p.create:
@@ -510,7 +275,7 @@ def _execute(todo: list[RunPlan], run: Runner, threads: int | None, result: Camp
         else "unit"
     with progress_bar(total, initial=initial, unit=unit, desc="extract", enabled=progress) as bar:
         # in this process a task commits each block as it is written and moves the bar batch by batch
-        task_fn = functools.partial(fill, on_block=commit, on_units=bar.update) if run.local else fill
+        task_fn = functools.partial(fill, on_block=commit, on_units=bar.update, store=store) if run.local else fill
         for done in run.run(task_fn, tasks, resources):
             commit(done.path, done.start_chunk, done.stop_chunk)
             written[done.path] += done.tokens_written
@@ -524,11 +289,3 @@ def _execute(todo: list[RunPlan], run: Runner, threads: int | None, result: Camp
     store.consolidate()
     result.finish_seconds = time.perf_counter() - fill_started - result.fill_seconds
     result.written = dict(written)
-
-
-def _tally(result: CampaignResult, done: Filled, model: str) -> None:
-    result.tokens_written += done.tokens_written
-    result.tokens_computed += done.tokens_computed
-    result.loads[(model, done.pid)] = done.model_loads
-    result.peak_rss[done.pid] = max(result.peak_rss.get(done.pid, 0), done.peak_rss)
-    result.devices[done.pid] = done.device

@@ -19,6 +19,7 @@ import os
 import tempfile
 import threading
 from collections import Counter, OrderedDict
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..errors import ActstoreError
@@ -49,14 +50,26 @@ def _release(key: Key) -> None:
         folder.cleanup()
 
 
-def cached_model(model: str, trust_remote_code: bool, checksum: str, quiet: bool = False, device: str = "cpu",
-                 compute_dtype: str = "float32", device_map: str | None = None,
-                 max_memory: dict[Any, Any] | None = None, plan: ModelPlan | None = None) -> tuple[ModelPlan, Any]:
-    """``(plan, network)`` for ``model`` on ``device`` in ``compute_dtype`` (or placed by ``device_map`` within
-    ``max_memory``), loaded at most once in this process while it stays cached.
+@dataclass(frozen=True)
+class ModelPlacement:
+    """Where a model's weights go: on ``device`` in ``compute_dtype``, or placed by ``device_map`` (accelerate)
+    within ``max_memory``."""
+
+    device: str = "cpu"
+    compute_dtype: str = "float32"
+    device_map: str | None = None
+    max_memory: dict[Any, Any] | None = None
+
+
+def cached_model(model: str, trust_remote_code: bool, checksum: str, placement: ModelPlacement = ModelPlacement(),
+                 *, quiet: bool = False, plan: ModelPlan | None = None) -> tuple[ModelPlan, Any]:
+    """``(plan, network)`` for ``model`` where ``placement`` puts it, loaded at most once in this process while it
+    stays cached.
 
     ``checksum`` is what the campaign planned with: a worker that finds other weights under the name refuses.
     ``plan`` is the caller's own plan of the model, when it has one (the campaign's own process)."""
+    device, compute_dtype = placement.device, placement.compute_dtype
+    device_map, max_memory = placement.device_map, placement.max_memory
     key = _key(model, trust_remote_code, checksum, device, compute_dtype, device_map, max_memory)
     with _lock:
         if key in _models:

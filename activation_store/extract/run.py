@@ -21,48 +21,21 @@ from .spec import RunSpec
 __all__ = ["ExtractResult", "extract", "extract_run"]
 
 
-def extract(
-    model: str = DEFAULT_MODEL,
-    dataset: str = DEFAULT_DATASET,
-    store: str = "./acts.zarr",
-    *,
-    variants: list[str] | None = None,
-    limit: int | None = None,
-    bos: bool = True,
-    suffixes: dict[str, str] | None = None,
-    templates: dict[str, str] | None = None,
-    dtype: str = "bfloat16",
-    batch_size: int | str = 16,
-    chunk_tokens: int | None = None,
-    overwrite: bool = False,
-    trust_remote_code: bool = False,
-    storage_options: dict[str, Any] | None = None,
-    progress: bool = True,
-    columns: dict[str, str] | None = None,
-    id_column: str | None = None,
-    device: str = "auto",
-    compute_dtype: str | None = None,
-    device_map: str | None = None,
-    max_memory: dict[Any, Any] | None = None,
-    layers: str | list[int] | None = None,
-    positions: str = "all",
-    compression: str = "none",
-) -> ExtractResult:
+def extract(model: str = DEFAULT_MODEL, dataset: str = DEFAULT_DATASET, store: str = "./acts.zarr",
+            **options: Any) -> ExtractResult:
     """Run ``model`` over ``dataset`` once and store every layer's hidden states in ``store``.
 
-    ``columns`` (variant → column) and ``id_column`` pick the texts of an ``hf:`` dataset. ``device``
-    (``auto``: CUDA, then MPS, then CPU) and ``compute_dtype`` (default float32 on the CPU, bfloat16 on GPUs
-    that have it) say where and how the model runs; ``dtype`` is what is stored. ``batch_size="auto"``
-    takes the largest batch that fits the device's free memory. ``templates`` (media variant → prompt holding
-    ``<image>`` or ``<audio>``) frame image and audio variants. ``layers`` (indices, ``"0:18"`` or ``"all"``) and
-    ``positions`` (``all``, ``last``, ``mean``) store only part of the states (extract/keep.py). ``compression``
-    (``none``, ``zstd``, ``blosc-zstd``, ``blosc-lz4``) compresses ``hidden`` losslessly with standard Zarr
-    codecs; it is not part of the run's configuration: a resumed run keeps the compression it began with."""
-    return extract_run(RunSpec(model, dataset, store, variants=variants, limit=limit, bos=bos, suffixes=suffixes or {},
-                               dtype=dtype, batch_size=batch_size, chunk_tokens=chunk_tokens, overwrite=overwrite,
-                               trust_remote_code=trust_remote_code, storage_options=storage_options, progress=progress,
-                               columns=columns, id_column=id_column, templates=templates, device=device, compute_dtype=compute_dtype,
-                               device_map=device_map, max_memory=max_memory, layers=layers, positions=positions, compression=compression))
+    ``options`` are ``RunSpec``'s, by their flat names or as whole option groups (extract/spec.py): the
+    source (``variants``, ``limit``, ``columns`` and ``id_column`` of an ``hf:`` dataset, ``trust_remote_code``),
+    the tokenization (``bos``, ``suffixes``, ``templates``: media variant → prompt holding ``<image>`` or
+    ``<audio>``), what is stored (``dtype``, ``layers``: indices, ``"0:18"`` or ``"all"``; ``positions``:
+    ``all``, ``last``, ``mean``; ``chunk_tokens``; ``compression``: ``none``, ``zstd``, ``blosc-zstd``,
+    ``blosc-lz4``, lossless and not part of the run's configuration, so a resumed run keeps the one it began
+    with), the placement (``device``: ``auto`` is CUDA, then MPS, then CPU; ``compute_dtype``, default float32 on
+    the CPU and bfloat16 on GPUs that have it; ``device_map``, ``max_memory``; ``batch_size``, ``"auto"``
+    taking the largest batch that fits the device's free memory), the location (``storage_options``), and
+    ``overwrite``, ``progress``."""
+    return extract_run(RunSpec(model, dataset, store, **options))
 
 
 def extract_run(spec: RunSpec) -> ExtractResult:

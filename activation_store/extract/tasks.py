@@ -23,6 +23,7 @@ import numpy as np
 
 from ..store import layout, pieces
 from ..store.chunk_writer import BlockWriter
+from ..store.address import Location
 from ..store.handle import Store
 from ..store.write import write_lens
 from .keep import Keep
@@ -47,9 +48,11 @@ def load(ref: ModelRef, plan: Any = None) -> tuple[Any, Any]:
     """``(plan, network)`` of the referenced model from this process's cache, on the worker's device in the
     campaign's compute dtype. ``plan`` is the client's own ``ModelPlan`` when the task runs in its process."""
     from .devices import worker_device
+    from .model_cache import ModelPlacement
 
-    return cached_model(ref.model, ref.trust_remote_code, ref.checksum, ref.quiet, worker_device(ref.device),
-                        ref.compute_dtype, ref.device_map, dict(ref.max_memory) if ref.max_memory else None, plan)
+    placement = ModelPlacement(worker_device(ref.device), ref.compute_dtype, ref.device_map,
+                               dict(ref.max_memory) if ref.max_memory else None)
+    return cached_model(ref.model, ref.trust_remote_code, ref.checksum, placement, quiet=ref.quiet, plan=plan)
 
 
 def _loads(ref: ModelRef) -> int:
@@ -64,8 +67,7 @@ class PrepareTask:
     """Write a model's lens head (once) and measure, per new run, which layers carry the final norm."""
 
     ref: ModelRef
-    store: str
-    storage_options: dict[str, Any] | None
+    location: Location  # the store, opened where the task runs
     samples: dict[str, list[list[int]]]  # run path -> the first examples' token ids
     torch_threads: int | None = None
 
@@ -85,8 +87,7 @@ class FillTask:
     """Compute and write chunks ``[start_chunk, stop_chunk)`` of the run at ``path``."""
 
     ref: ModelRef
-    store: str
-    storage_options: dict[str, Any] | None
+    location: Location  # the store, opened where the task runs
     path: str
     keep: Keep  # what is stored of each batch; its unit (token or example) is what chunks and ``first_token`` count
     start_chunk: int
@@ -136,13 +137,13 @@ def prepare(task: PrepareTask) -> Prepared:
     plan, net = load(task.ref)
     device = input_device(net)
     applied = {path: final_norm_applied(net, ids, plan.pad_id, device) for path, ids in task.samples.items()}
-    write_lens(Store.open(task.store, task.storage_options, mode="a"), layout.encode_name(plan.name), *model_head(net, plan))
+    write_lens(task.location.open("a"), layout.encode_name(plan.name), *model_head(net, plan))
     return Prepared(applied, type(net).__name__, os.getpid(), loaded_compute(net, task.ref.device_map),
                     free_memory(device), device)
 
 
 def fill(task: FillTask, on_block: Callable[[str, int, int], None] | None = None,
-         on_units: Callable[[int], None] | None = None) -> Filled:
+         on_units: Callable[[int], None] | None = None, store: Store | None = None) -> Filled:
     """Forward the task's batches and write its chunks as they fill, many chunks at once (store/chunk_writer.py).
 
     Each batch's kept states go from the device into the block buffers they belong in (extract/packing.py)
@@ -151,18 +152,18 @@ def fill(task: FillTask, on_block: Callable[[str, int, int], None] | None = None
     (store/pieces.py) before it counts as written. In the campaign's own process, ``on_block(path,
     start_chunk, stop_chunk)`` is called once a block's chunks and piece are all written, in order (the
     campaign commits it there, so a kill loses the blocks in flight at most) and ``on_units(n)`` as units
-    are packed (the progress bar)."""
+    are packed (the progress bar), with ``store``, its open handle (elsewhere the task opens its location)."""
     import torch
 
-    from .capture import forward_states, nonfinite_error
+    from .capture import nonfinite_error
     from .models import input_device
-    from .packing import BlockPacker, FiniteFlags, BlockBuffers, TORCH_DTYPES
+    from .packing import TORCH_DTYPES, BlockBuffers, BlockPacker
 
     started = time.perf_counter()
     _threads(task.torch_threads)
     plan, net = load(task.ref)
     device = input_device(net)
-    store = Store.open(task.store, task.storage_options, mode="r+")
+    store = store if store is not None else task.location.open("r+")
     hidden = store.live_group(task.path)[layout.HIDDEN]
     chunk, n_units = int(hidden.chunks[1]), int(hidden.shape[1])
     start, stop = task.start_chunk * chunk, min(task.stop_chunk * chunk, n_units)
@@ -175,37 +176,46 @@ def fill(task: FillTask, on_block: Callable[[str, int, int], None] | None = None
             on_block(task.path, at // chunk, -(-end // chunk))
 
     buffers = BlockBuffers(pinned=torch.device(device).type == "cuda")
-    stored = TORCH_DTYPES[hidden.dtype]
     compute = str(getattr(net, "dtype", "")).removeprefix("torch.")
-    checked: FiniteFlags | None = None
-
-    def check(flags: FiniteFlags | None) -> None:
-        if flags is not None and (bad := flags.bad_layer()) is not None:
-            raise nonfinite_error(task.keep.layers[bad], compute)
-
     try:
         with BlockWriter(hidden, on_written=written, allocate=buffers.allocate,
                          summarize=lambda k, a, b: pieces.ChunkSummary(k, a, b, examples)) as writer:
             packer = BlockPacker(writer, buffers, start, stop, task.first_token, on_units)
-            example = task.first_example
-            for ids in task.batches:
-                inputs = task.inputs(example, example + len(ids)) if task.inputs is not None else {}
-                example += len(ids)
-                states = task.keep.select_layers(forward_states(net, ids, plan.pad_id, device, **inputs))
-                flags = FiniteFlags(states) if FiniteFlags.wanted(states) else None
-                kept = task.keep.select_positions(states, [len(row) for row in ids])
-                if kept.device.type != "cpu":
-                    kept = kept.to(stored)  # the stored dtype on the device: half the bytes to copy
-                check(checked)  # the previous batch's, which has arrived while this one was computed
-                checked = flags
-                packer.add(kept)
-            check(checked)
+            _pack_batches(task, net, plan.pad_id, device, packer, TORCH_DTYPES[hidden.dtype])
             packer.finish()
     except pieces.NonFinite as exc:
         raise nonfinite_error(task.keep.layers[exc.index], compute) from None
     return Filled(task.path, task.start_chunk, task.stop_chunk, stop - start, packer.computed,
                   time.perf_counter() - started, socket.gethostname(), os.getpid(), _loads(task.ref),
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, str(device))
+
+
+def _pack_batches(task: FillTask, net: Any, pad_id: int, device: Any, packer: Any, stored: Any) -> None:
+    """Forward each batch and hand its kept states, cast to the ``stored`` dtype where computed, to the packer.
+    On an accelerator each batch's finiteness flags are read one batch later, once they have arrived."""
+    from .capture import forward_states, nonfinite_error
+    from .packing import FiniteFlags
+
+    compute = str(getattr(net, "dtype", "")).removeprefix("torch.")
+
+    def check(flags: FiniteFlags | None) -> None:
+        if flags is not None and (bad := flags.bad_layer()) is not None:
+            raise nonfinite_error(task.keep.layers[bad], compute)
+
+    checked: FiniteFlags | None = None
+    example = task.first_example
+    for ids in task.batches:
+        inputs = task.inputs(example, example + len(ids)) if task.inputs is not None else {}
+        example += len(ids)
+        states = task.keep.select_layers(forward_states(net, ids, pad_id, device, **inputs))
+        flags = FiniteFlags(states) if FiniteFlags.wanted(states) else None
+        kept = task.keep.select_positions(states, [len(row) for row in ids])
+        if kept.device.type != "cpu":
+            kept = kept.to(stored)  # the stored dtype on the device: half the bytes to copy
+        check(checked)  # the previous batch's, which has arrived while this one was computed
+        checked = flags
+        packer.add(kept)
+    check(checked)
 
 
 def _examples(task: FillTask) -> pieces.Examples:

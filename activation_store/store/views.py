@@ -66,7 +66,7 @@ def finish_run(store: Store, path: str) -> bool:
     views = unit == "token" and "token_offset" in group
     from_pieces = n_chunks > 0 and pieces.present(store, path) >= set(range(n_chunks))
     out = _ViewArrays(group, hidden, bool(attrs.get("config", {}).get("bos", False))) if views else None
-    stats = _from_pieces(store, path, n_chunks, n_units, out) if from_pieces else None
+    stats = _from_pieces(store, path, int(hidden.chunks[1]), n_units, out) if from_pieces else None
     if stats is None:  # no pieces, or one unreadable
         stats = _from_hidden(hidden, out)
     for name, key in zip(layout.STATS, ("mean", "second_moment", "abs_max")):
@@ -123,15 +123,15 @@ def _from_hidden(hidden, out: _ViewArrays | None) -> dict:
     return pooling.moments(data)
 
 
-def _from_pieces(store: Store, path: str, n_chunks: int, n_units: int, out: _ViewArrays | None) -> dict | None:
+def _from_pieces(store: Store, path: str, chunk_tokens: int, n_units: int, out: _ViewArrays | None) -> dict | None:
     """Views and statistics from the run's pieces, read once in chunk order; None if one is unreadable.
 
-    Sums of examples that span chunks are added in chunk order, as ``pooling.mean_states`` adds its partials.
+    Sums of examples that span chunks are added as ``pooling.mean_states`` adds its partials (``tree_sum``).
     After chunk k every example ending in it or before is whole, so view chunks are written as they fill."""
     moments: list[np.ndarray] = []
     rows = _Rows(out) if out is not None else None
-    carried: dict[int, np.ndarray] = {}  # example -> its sum so far (float64, all layers)
-    for chunk in range(n_chunks):  # one piece in memory at a time
+    carried: dict[int, list] = {}  # example -> its partials so far: (chunk, float64 sums of all layers)
+    for chunk in range(-(-n_units // chunk_tokens)):  # one piece in memory at a time
         piece = pieces.read(store, path, chunk)
         if piece is None:
             return None
@@ -142,11 +142,13 @@ def _from_pieces(store: Store, path: str, n_chunks: int, n_units: int, out: _Vie
         rows.put("last", piece["ending"], piece["last"])
         stop = int(piece["span"][2])
         for i, example in enumerate(piece["edge"].tolist()):
-            part = piece["edge_sums"][:, i]
-            carried[example] = carried[example] + part if example in carried else part
+            carried.setdefault(example, []).append((chunk, piece["edge_sums"][:, i]))
             if out.offsets[example] + out.counts[example] <= stop:  # its last chunk: the sum is whole
+                # added as ``mean_states`` adds it over the tokens of the example's view chunk
+                first = int(out.offsets[example // out.per_chunk * out.per_chunk]) // chunk_tokens
+                total = pooling.tree_sum([(k - first, part) for k, part in carried.pop(example)])
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    mean = (carried.pop(example) / out.n_mean[example]).astype(np.float32)
+                    mean = (total / out.n_mean[example]).astype(np.float32)
                 rows.put("mean", np.array([example]), mean[:, None])
         rows.flush(int(np.searchsorted(out.offsets + out.counts, stop, side="right")))
     if rows is not None:

@@ -109,24 +109,9 @@ def fault_point() -> None:
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
-def create_run(
-    store: Store,
-    path: str,
-    *,
-    n_layers: int,
-    d_model: int,
-    dtype: str,
-    chunk_tokens: int,
-    token_coords: dict[str, np.ndarray],
-    example_coords: dict[str, np.ndarray],
-    final_norm_applied: np.ndarray,
-    attrs: dict[str, Any],
-    shard: bool = False,
-    keep: dict[str, Any] | None = None,
-    stored_dtype: str | None = None,
-    compression: str | None = None,
-) -> RunWriter:
-    """Create (or replace) a run group with its coordinates and an empty ``hidden``; its attrs come last.
+@dataclass(frozen=True)
+class NewRun:
+    """The run ``create_run`` makes: its shape, coordinates and attributes, and how ``hidden`` is stored.
 
     ``shard`` stores each token block of all layers as one object (Zarr's sharding codec; one chunk per layer
     inside it), so a run makes ``layers`` times fewer objects; benchmarks/store_layout.py measures both.
@@ -134,36 +119,65 @@ def create_run(
     ``hidden`` holds only those layers, labelled by the ``layer`` coordinate; with ``unit == "example"``
     it holds one state per example (layer × example × d_model) in ``stored_dtype``. It is recorded in the
     ``capture`` attribute. ``compression`` (a ``COMPRESSIONS`` name; None: the one ``attrs``' provenance records,
-    else none) compresses ``hidden`` only; it is fixed here, so a resumed run keeps the codecs it began with."""
-    keep = keep or {"layers": list(range(n_layers)), "positions": "all", "unit": "token"}
+    else none) compresses ``hidden`` only; it is fixed at creation, so a resumed run keeps the codecs it began
+    with."""
+
+    n_layers: int
+    d_model: int
+    dtype: str
+    chunk_tokens: int
+    token_coords: dict[str, np.ndarray]
+    example_coords: dict[str, np.ndarray]
+    final_norm_applied: np.ndarray
+    attrs: dict[str, Any]
+    shard: bool = False
+    keep: dict[str, Any] | None = None
+    stored_dtype: str | None = None
+    compression: str | None = None
+
+
+def create_run(store: Store, path: str, run: NewRun) -> RunWriter:
+    """Create (or replace) the run ``run`` describes at ``path``: its coordinates and an empty ``hidden``; its
+    attrs come last."""
+    keep = run.keep or {"layers": list(range(run.n_layers)), "positions": "all", "unit": "token"}
     layers = np.asarray(keep["layers"], dtype=np.int32)
     unit = keep["unit"]
-    dtype = stored_dtype or dtype
+    compression = run.compression
     if compression is None:
-        compression = attrs.get("provenance", {}).get("compression", DEFAULT_COMPRESSION)
+        compression = run.attrs.get("provenance", {}).get("compression", DEFAULT_COMPRESSION)
     compressors = hidden_compressors(compression)
-    n_tokens = len(token_coords["token_id"]) if unit == "token" else len(example_coords["item"])
+    n_tokens = len(run.token_coords["token_id"]) if unit == "token" else len(run.example_coords["item"])
     root = store.root
     if run_attrs(store, path) is not None:  # unmark the old run first: a kill while deleting it leaves no "run"
         root[path].attrs.put({})
     group = root.create_group(path, overwrite=True)
-    for name, values in token_coords.items():
+    for name, values in run.token_coords.items():
         write_array(group, name, values, ("token",))
-    for name, values in example_coords.items():
+    for name, values in run.example_coords.items():
         write_array(group, name, values, ("example",))
-    write_array(group, "example", np.arange(len(example_coords["item"]), dtype=np.int64), ("example",))
+    write_array(group, "example", np.arange(len(run.example_coords["item"]), dtype=np.int64), ("example",))
     write_array(group, "layer", layers, ("layer",))
-    write_array(group, "final_norm_applied", np.asarray(final_norm_applied, dtype=bool)[layers], ("layer",))
+    write_array(group, "final_norm_applied", np.asarray(run.final_norm_applied, dtype=bool)[layers], ("layer",))
+    hidden = _create_hidden(group, run, (len(layers), n_tokens, run.d_model), unit, compressors)
+    group.attrs.update({**run.attrs, layout.CAPTURE_ATTR: keep,
+                        PROGRESS_ATTR: {"tokens_done": 0, "complete": n_tokens == 0}})
+    return RunWriter(group, hidden, run.chunk_tokens, n_tokens)
+
+
+def _create_hidden(group: zarr.Group, run: NewRun, shape: tuple[int, int, int], unit: str,
+                   compressors: Any) -> zarr.Array:
+    """The run's empty ``hidden`` (layer × token or example × d_model), in its stored dtype and codecs."""
+    dtype = run.stored_dtype or run.dtype
+    n_layers, _, d_model = shape
     encoding = {layout.ENCODING_ATTR: layout.BF16_ENCODING} if dtype == "bfloat16" else {}
     with quiet_zarr():
-        hidden = group.create_array(
-            layout.HIDDEN, shape=(len(layers), n_tokens, d_model), chunks=(1, chunk_tokens, d_model),
-            shards=(len(layers), chunk_tokens, d_model) if shard else None, dtype=storage_dtype(dtype),
+        return group.create_array(
+            layout.HIDDEN, shape=shape, chunks=(1, run.chunk_tokens, d_model),
+            shards=(n_layers, run.chunk_tokens, d_model) if run.shard else None, dtype=storage_dtype(dtype),
             fill_value=HIDDEN_FILL[dtype], dimension_names=("layer", unit, "d_model"),
-            compressors=compressors, config=WRITE_ALL, attributes={**encoding, "dtype": dtype, "chunk_tokens": chunk_tokens},
+            compressors=compressors, config=WRITE_ALL,
+            attributes={**encoding, "dtype": dtype, "chunk_tokens": run.chunk_tokens},
         )
-    group.attrs.update({**attrs, layout.CAPTURE_ATTR: keep, PROGRESS_ATTR: {"tokens_done": 0, "complete": n_tokens == 0}})
-    return RunWriter(group, hidden, chunk_tokens, n_tokens)
 
 
 def _remove_partials(group: zarr.Group) -> None:

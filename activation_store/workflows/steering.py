@@ -4,6 +4,7 @@ The vector's arithmetic is in ``analyze.steering_vectors``; here are the steps t
 open runs, read a .npy file and write to the store. Nothing here needs the model."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,27 +59,47 @@ def vector_like(store: str, model: str, like: str, seed: int,
                                     "like_norm": float(np.linalg.norm(original.vector))}
 
 
-def define_vector(store: str, model: str, name: str, layer: int | None, *, from_states: str | None = None,
-                  from_unembedding: str | None = None, from_file: str | None = None, minus: str | None = None,
-                  random_like: str | None = None, seed: int | None = None,
-                  coefficient: float = 1.0, overwrite: bool = False,
-                  storage_options: dict[str, Any] | None = None) -> tuple[str, np.ndarray, dict[str, Any]]:
+@dataclass(frozen=True)
+class VectorSource:
+    """Where a steering vector comes from: exactly one of stored states (a selector), an unembedding row (a
+    token), a .npy file, or a random control of a stored vector (with its ``seed``); ``minus`` subtracts a
+    second selector's states (or token's row) from the first."""
+
+    from_states: str | None = None
+    from_unembedding: str | None = None
+    from_file: str | None = None
+    minus: str | None = None
+    random_like: str | None = None
+    seed: int | None = None
+
+    def check(self) -> None:
+        given = [s for s in (self.from_states, self.from_unembedding, self.from_file, self.random_like) if s is not None]
+        if len(given) != 1:
+            raise ActstoreError("give exactly one of --from-states, --from-unembedding, --from-file, --random-like")
+        if self.from_file is not None and self.minus is not None:
+            raise ActstoreError("--minus goes with --from-states or --from-unembedding, not --from-file")
+        if self.random_like is not None and (self.minus is not None or self.seed is None):
+            raise ActstoreError("--random-like NAME takes --seed S and no --minus")
+        if self.random_like is None and self.seed is not None:
+            raise ActstoreError("--seed goes with --random-like NAME")
+
+
+def define_vector(store: str, model: str, name: str, layer: int | None, source: VectorSource | None = None, *,
+                  coefficient: float = 1.0, overwrite: bool = False, storage_options: dict[str, Any] | None = None,
+                  **source_keywords: Any) -> tuple[str, np.ndarray, dict[str, Any]]:
     """Compute a steering vector from the store (or a file, or as a random control of a stored one) and store it
-    under the model; everything is checked first."""
-    given = [s for s in (from_states, from_unembedding, from_file, random_like) if s is not None]
-    if len(given) != 1:
-        raise ActstoreError("give exactly one of --from-states, --from-unembedding, --from-file, --random-like")
-    if from_file is not None and minus is not None:
-        raise ActstoreError("--minus goes with --from-states or --from-unembedding, not --from-file")
-    if random_like is not None and (minus is not None or seed is None):
-        raise ActstoreError("--random-like NAME takes --seed S and no --minus")
-    if random_like is None and seed is not None:
-        raise ActstoreError("--seed goes with --random-like NAME")
-    if random_like is not None:
-        vector, like_layer, info = vector_like(store, model, random_like, seed, storage_options)
-        if layer is not None and layer != like_layer:
-            raise ActstoreError(f"--layer {layer}: a random control sits at its vector's layer ({like_layer}); omit --layer")
-        layer = like_layer
+    under the model; everything is checked first. Where it comes from is ``source``, or ``VectorSource``'s
+    fields by keyword (``from_states="D:variant=en"``, ``minus=...``)."""
+    if source is not None and source_keywords:
+        raise TypeError("define_vector takes a source or its keywords, not both")
+    source = source if source is not None else VectorSource(**source_keywords)
+    source.check()
+    like = None
+    if source.random_like is not None:
+        like = vector_like(store, model, source.random_like, source.seed, storage_options)
+        if layer is not None and layer != like[1]:
+            raise ActstoreError(f"--layer {layer}: a random control sits at its vector's layer ({like[1]}); omit --layer")
+        layer = like[1]
     if layer is None:
         raise ActstoreError("--layer is required (except with --random-like)")
     if not np.isfinite(coefficient):
@@ -89,12 +110,10 @@ def define_vector(store: str, model: str, name: str, layer: int | None, *, from_
     if n_layers is None:
         raise ActstoreError(f"the lens head of {model!r} does not record its layer count; re-extract with this actstore")
     check_layer(layer, n_layers)
-    if from_states is not None:
-        vector, info = vector_from_states(store, model, layer, from_states, minus, storage_options)
-    elif from_unembedding is not None:
-        vector, info = vector_from_unembedding(lens, from_unembedding, minus)
-    elif random_like is None:
-        vector, info = vector_from_file(from_file)
+    if like is not None:
+        vector, info = like[0], like[2]
+    else:
+        vector, info = _computed(store, model, layer, source, lens, storage_options)
     if vector.shape != (d_model,):
         raise ActstoreError(f"the vector has {vector.shape[0]} dimensions but {model!r} has hidden size {d_model}")
     if not np.isfinite(vector).all():
@@ -105,3 +124,13 @@ def define_vector(store: str, model: str, name: str, layer: int | None, *, from_
     path = write_vector(store, model, name, vector.astype(np.float32), attrs, overwrite=overwrite,
                         storage_options=storage_options)
     return path, vector.astype(np.float32), attrs
+
+
+def _computed(store: str, model: str, layer: int, source: VectorSource, lens: Any,
+              storage_options: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The vector (and its provenance) from states, an unembedding row or a file."""
+    if source.from_states is not None:
+        return vector_from_states(store, model, layer, source.from_states, source.minus, storage_options)
+    if source.from_unembedding is not None:
+        return vector_from_unembedding(lens, source.from_unembedding, source.minus)
+    return vector_from_file(source.from_file)

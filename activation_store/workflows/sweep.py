@@ -4,7 +4,7 @@ coefficient beside the control's and the lens forecast, as one table (``sweep_ta
 and its control with the same settings); nothing here loads a model except through it."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -50,10 +50,21 @@ def _h_norm(ds: xr.Dataset, layer: int) -> float:
     return residual_norm(ds.states.isel(condition=base).sel(layer=layer).isel(token=keep))
 
 
-def sweep_pair(store: str | Store, model: str, dataset: str, vector: str, control: str | None, metric: str,
-               targets: str | dict[str, list[str]] | None, *, n_boot: int = 1000, forecast: bool = True,
+@dataclass(frozen=True)
+class Measure:
+    """What a sweep measures: the ``metric`` over the target sets ``targets`` (a file, or the sets themselves),
+    ``n_boot`` bootstrap resamples for the intervals, and whether the lens forecast is computed beside it."""
+
+    metric: str
+    targets: str | dict[str, list[str]] | None
+    n_boot: int = 1000
+    forecast: bool = True
+
+
+def sweep_pair(store: str | Store, model: str, dataset: str, vector: str, control: str | None, measure: Measure, *,
                storage_options: dict[str, Any] | None = None) -> xr.Dataset:
     """One vector's sweep rows (``analyze.sweep.sweep_rows``) from its recorded run and its control's."""
+    metric, targets, n_boot, forecast = measure.metric, measure.targets, measure.n_boot, measure.forecast
     store = Store.open(store, storage_options)
     sets = read_target_sets(targets) if isinstance(targets, str) else dict(targets or {})
     wanted = metric_sets(metric)
@@ -101,7 +112,7 @@ def sweep_table(store: str | Store, model: str, dataset: str, pairs: Sequence[tu
         raise ActstoreError("a sweep needs at least one vector")
     frames = []
     for vector, control in pairs:
-        rows = sweep_pair(store, model, dataset, vector, control, metric, targets, n_boot=n_boot,
+        rows = sweep_pair(store, model, dataset, vector, control, Measure(metric, targets, n_boot=n_boot),
                           storage_options=storage_options)
         frame = rows.to_dataframe().reset_index(drop=True)
         frame = frame[frame.coefficient != 0]

@@ -1,0 +1,94 @@
+"""The units of a store a copy replaces (``transfer.py``): which unit an object key or a consolidated entry
+belongs to, what a copy's scope names, when two ends hold different things, and root documents without units."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from ..errors import ActstoreError
+from . import layout
+from .transfer_side import ROOT
+
+
+def hidden(key: str) -> bool:
+    """Objects that are no part of a store's content: run locks and other dot-files, interrupted writes."""
+    return key.endswith(".partial") or any(part.startswith(".") for part in key.split("/"))
+
+
+def model_arrays(keys: Iterable[str]) -> set[tuple[str, str]]:
+    """(model, child) pairs that are arrays of a model group: a ``zarr.json`` with no node below it."""
+    with_meta, nested = set(), set()
+    for key in keys:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == ROOT:
+            with_meta.add((parts[0], parts[1]))
+        elif len(parts) >= 4 and parts[-1] == ROOT:
+            nested.add((parts[0], parts[1]))
+    return with_meta - nested
+
+
+def unit_of(key: str, arrays: set[tuple[str, str]]) -> str | None:
+    """The unit an object key belongs to: ``<model>`` (lens head), ``<model>/<dataset>`` (a run), ``""`` (other
+    top-level objects) or None (the root ``zarr.json``)."""
+    parts = key.split("/")
+    if len(parts) == 1:
+        return None if key == ROOT else ""
+    if parts[1] == ROOT or (parts[0], parts[1]) in arrays:
+        return parts[0]
+    return f"{parts[0]}/{parts[1]}"
+
+
+def node_unit(path: str, node: dict[str, Any]) -> str:
+    """The unit of a consolidated-metadata entry (a node path such as ``model/unembedding``)."""
+    parts = path.split("/")
+    if len(parts) == 1 or (len(parts) == 2 and node.get("node_type") == "array"):
+        return parts[0]
+    return f"{parts[0]}/{parts[1]}"
+
+
+def consolidated(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    meta = (doc or {}).get("consolidated_metadata")
+    return meta.get("metadata") if isinstance(meta, dict) and isinstance(meta.get("metadata"), dict) else None
+
+
+def resolve_scope(model: str | None, dataset: str | None) -> tuple[str | None, str | None, str]:
+    if dataset is not None and model is None:
+        raise ActstoreError("--dataset needs --model: a run is named by both")
+    if model is None:
+        return None, None, "the whole store"
+    model_key = layout.encode_name(model)
+    if dataset is None:
+        return model_key, None, f"model {model}"
+    return model_key, layout.run_path(model, dataset), f"{model}/{dataset}"
+
+
+def conflicts(src_docs: dict[str, dict | None], dst_docs: dict[str, dict | None], model_units: set[str]) -> list[str]:
+    """Units present at both ends that are not the same thing (another model, configuration or more of the run)."""
+    found = []
+    for unit, src in sorted(src_docs.items()):
+        dst = dst_docs.get(unit)
+        if not src or not dst:
+            continue
+        a, b = src.get("attributes", {}), dst.get("attributes", {})
+        if unit in model_units:
+            if a.get("model_checksum") and b.get("model_checksum") and a["model_checksum"] != b["model_checksum"]:
+                found.append(f"{layout.decode_name(unit)} is another model (model_checksum differs)")
+        elif a.get("config_hash") and b.get("config_hash"):
+            name = "/".join(layout.decode_name(p) for p in unit.split("/"))
+            if a["config_hash"] != b["config_hash"]:
+                found.append(f"{name} was made with another configuration (config_hash differs)")
+            elif int(b.get("progress", {}).get("tokens_done", 0)) > int(a.get("progress", {}).get("tokens_done", 0)):
+                found.append(f"{name} holds more of the run than the source")
+    return found
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=2, allow_nan=True).encode()
+
+
+def without(doc: dict[str, Any], units: set[str]) -> dict[str, Any]:
+    """A root document whose consolidated metadata no longer lists ``units``."""
+    meta = consolidated(doc) or {}
+    kept = {p: n for p, n in meta.items() if node_unit(p, n) not in units}
+    return {**doc, "consolidated_metadata": {**doc["consolidated_metadata"], "metadata": kept}}
+

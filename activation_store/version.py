@@ -1,0 +1,3 @@
+"""The package version, in a module of its own so that subpackages (a run's provenance) can read it without
+importing the package root, which imports them."""
+__version__ = "0.1.0"
