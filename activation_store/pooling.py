@@ -54,18 +54,18 @@ def _kernels():
 
 def run_sums(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """(runs, d) float64 sums of ``rows`` (tokens, d) over the runs beginning at ``starts``: each the sequential
-    float64 sum of its rows in order, bit for bit ``np.add.reduceat(rows.astype(float64), starts, axis=0)``."""
-    return chunk_partials(rows, starts, False, compiled=False)[1]
+    float64 sum of its rows in order — the definition itself, as readers compute it (memory: one float64 copy)."""
+    return np.add.reduceat(rows.astype(np.float64), starts, axis=0) if len(starts) else np.zeros((0, rows.shape[1]))
 
 
 def block_moments(block: np.ndarray) -> np.ndarray:
     """(layer, 1, 2·d_model + 1) float64 of a (layer, unit, d_model) float32 block: per layer its sum and sum of
-    squares per dimension and its max |h|, as ``chunk_partials`` gives them."""
-    out = np.zeros((block.shape[0], 1, 2 * block.shape[2] + 1))
-    for layer in range(block.shape[0]):
-        if block.shape[1]:
-            out[layer, 0] = chunk_partials(block[layer], None, False, compiled=False)[0]
-    return out
+    squares per dimension and its max |h| — the definition itself, as readers compute it; ``chunk_partials``
+    gives the writers the same bits."""
+    values = block.astype(np.float64)
+    absmax = np.abs(values).max(axis=1) if values.shape[1] else np.zeros((values.shape[0], values.shape[2]))
+    return np.concatenate([values.sum(axis=1), (values * values).sum(axis=1), absmax.max(axis=1, keepdims=True)],
+                          axis=1)[:, None, :]
 
 
 def segment_sums(block: np.ndarray, owner: np.ndarray, n_out: int) -> np.ndarray:
