@@ -1,6 +1,6 @@
 """Connecting to dask.distributed: a running scheduler, or a local cluster of worker processes.
 
-Shared by analyses (``analyze/cluster.py``) and extraction campaigns
+Shared by analyses (``workflows/scheduler.py``) and extraction campaigns
 (``extract/runner.py``), so both read ``--scheduler`` and ``--workers`` the same
 way and an unreachable scheduler is the same one-line error."""
 from __future__ import annotations

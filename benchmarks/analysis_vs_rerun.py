@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 import actstore
-from activation_store.analyze.logit_lens import readout
+from activation_store.analyze.lens_readout import readout
 from activation_store.analyze.projection import state_chunks
 from activation_store.analyze.selection import examples_of, tokens_of
-from activation_store.analyze.similarity import variant_similarity
+from activation_store.analyze.pair_similarity import variant_similarity
 from activation_store.extract.capture import pad_batch
 from activation_store.extract.datasets import load_dataset
 from activation_store.extract.models import load_model

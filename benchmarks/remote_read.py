@@ -39,7 +39,7 @@ import zarr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' S3 server helper
 
 import actstore  # noqa: E402
-from activation_store.analyze.similarity import variant_similarity  # noqa: E402
+from activation_store.analyze.pair_similarity import variant_similarity  # noqa: E402
 from activation_store.store import layout  # noqa: E402
 from activation_store.store.transfer import copy_store  # noqa: E402
 from activation_store.store import Store  # noqa: E402

@@ -13,10 +13,10 @@ import xarray as xr
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import actstore
-from activation_store.analyze.languages import language_mass
-from activation_store.analyze.logit_lens import readout
+from activation_store.analyze.language_mass import language_mass
+from activation_store.analyze.lens_readout import readout
 from activation_store.analyze.selection import examples_of, tokens_of
-from activation_store.analyze.similarity import variant_similarity
+from activation_store.analyze.pair_similarity import variant_similarity
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # in-process runs: two torch threads fight on two cores
 

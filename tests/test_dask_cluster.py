@@ -7,7 +7,7 @@ import torch
 from distributed import Client, LocalCluster
 
 import actstore
-from activation_store.analyze.similarity import variant_similarity
+from activation_store.analyze.pair_similarity import variant_similarity
 from activation_store.store.precision import encode
 from activation_store.store import Store
 from activation_store.store.write import NewRun, create_run

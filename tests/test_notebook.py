@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 import actstore
-from activation_store.analyze.similarity import variant_similarity
+from activation_store.analyze.pair_similarity import variant_similarity
 
 DATA = Path(__file__).parent / "data"
 

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import actstore
 from activation_store.analyze.baseline_similarity import variant_baseline_similarity
-from activation_store.analyze.logit_lens import readout
+from activation_store.analyze.lens_readout import readout
 from activation_store.analyze.selection import examples_of, last_tokens, tokens_of
 from activation_store.analyze.targets_compare import candidate_logprobs, marked_tokens, role_confusion, target_margin
 from activation_store.analyze.trajectories import DIGITS, anchored_pca, number_anchors

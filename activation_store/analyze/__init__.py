@@ -5,14 +5,14 @@ the submodules hold the rest. ``activation_store.workflows`` opens stores, saves
 results and writes CSV; ``activation_store.plot`` draws figures."""
 from .baseline_similarity import baseline_similarity, variant_baseline_similarity
 from .intervention import lens_forecast, outcome_shares, outcomes, per_example, summarize
-from .languages import language_mass, language_table, languages
+from .language_mass import language_mass, language_table, languages
 from .lens import logits
-from .logit_lens import logit_lens, readout, target_summary
+from .lens_readout import logit_lens, readout, target_summary
 from .media_lens import colour_lens, keyword_lens
 from .moments import state_moments
 from .selection import examples_of, last_tokens, mean_tokens, pooled, select_layers, tokens_of
-from .similarity import pair_by_item
-from .similarity import variant_similarity as similarity
+from .pair_similarity import pair_by_item
+from .pair_similarity import variant_similarity as similarity
 from .stats import grouped_mean_ci, mean_ci
 from .targets_compare import candidate_logprobs, marked_logprobs, role_confusion, target_margin, with_targets
 from .trajectories import anchored_pca, number_anchors

@@ -14,7 +14,7 @@ import xarray as xr
 
 from ..errors import ActstoreError
 from .selection import pooled
-from .similarity import _layer_groups, pair_by_item
+from .pair_similarity import _layer_groups, pair_by_item
 from .stats import mean_ci
 
 

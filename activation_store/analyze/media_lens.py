@@ -19,7 +19,7 @@ import xarray as xr
 from ..errors import ActstoreError
 from ..store import layout
 from ..vocabulary import vocabulary_index
-from .logit_lens import target_logits
+from .lens_readout import target_logits
 from .projection import project
 
 STOPWORDS = frozenset(

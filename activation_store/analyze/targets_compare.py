@@ -21,7 +21,7 @@ import xarray as xr
 from ..errors import ActstoreError
 from ..store import layout
 from ..vocabulary import token_ids
-from .logit_lens import target_logits
+from .lens_readout import target_logits
 from .projection import project
 from .selection import examples_of, token_states
 from .stats import mean_ci

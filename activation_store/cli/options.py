@@ -104,7 +104,7 @@ class Placement:
     memory_limit: str | None
 
     def scheduler(self) -> AbstractContextManager:
-        from ..workflows.cluster import scheduler
+        from ..workflows.scheduler import scheduler
 
         return scheduler(self.scheduler_address, self.workers, self.memory_limit)
 

@@ -12,12 +12,14 @@ safe path segment, so they map back exactly and can never climb out of the root.
 """
 from __future__ import annotations
 
+from typing import Any, Iterable
 from urllib.parse import quote, unquote
 
 from ..errors import ActstoreError, StoreFormatError
 
 FORMAT_VERSION = 1
 FORMAT_ATTR = "actstore_format"
+METADATA = "zarr.json"  # every node's metadata document
 
 # array names in a run group
 HIDDEN = "hidden"  # layer × token × d_model; in a ``--positions last|mean`` run layer × example × d_model
@@ -100,3 +102,41 @@ def check_format(attrs: dict, where: str) -> None:
             f"{where} has store format {found}, {newer} than the format {FORMAT_VERSION} this actstore reads; "
             f"use a matching actstore version"
         )
+
+
+# Units: what a copy or push replaces as a whole (a model's lens head, one run, the other top-level objects).
+
+def hidden(key: str) -> bool:
+    """Objects that are no part of a store's content: run locks and other dot-files, interrupted writes."""
+    return key.endswith(".partial") or any(part.startswith(".") for part in key.split("/"))
+
+
+def model_arrays(keys: Iterable[str]) -> set[tuple[str, str]]:
+    """(model, child) pairs that are arrays of a model group: a ``zarr.json`` with no node below it."""
+    with_meta, nested = set(), set()
+    for key in keys:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == METADATA:
+            with_meta.add((parts[0], parts[1]))
+        elif len(parts) >= 4 and parts[-1] == METADATA:
+            nested.add((parts[0], parts[1]))
+    return with_meta - nested
+
+
+def unit_of(key: str, arrays: set[tuple[str, str]]) -> str | None:
+    """The unit an object key belongs to: ``<model>`` (lens head), ``<model>/<dataset>`` (a run), ``""`` (other
+    top-level objects) or None (the root ``zarr.json``)."""
+    parts = key.split("/")
+    if len(parts) == 1:
+        return None if key == METADATA else ""
+    if parts[1] == METADATA or (parts[0], parts[1]) in arrays:
+        return parts[0]
+    return f"{parts[0]}/{parts[1]}"
+
+
+def node_unit(path: str, node: dict[str, Any]) -> str:
+    """The unit of a consolidated-metadata entry (a node path such as ``model/unembedding``)."""
+    parts = path.split("/")
+    if len(parts) == 1 or (len(parts) == 2 and node.get("node_type") == "array"):
+        return parts[0]
+    return f"{parts[0]}/{parts[1]}"

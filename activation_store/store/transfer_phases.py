@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ActstoreError, ConfigConflictError
 from . import layout, location
 from .handle import Store
+from .layout import hidden, model_arrays, node_unit, unit_of
 from .lock import lock_key
 from .objects import TMP_MARK, Listed, md5
 from .transfer_side import ROOT, Side, parallel, parse_doc
-from .transfer_units import conflicts, consolidated, dumps, hidden, model_arrays, node_unit, resolve_scope, unit_of, without
+from .transfer_units import conflicts, consolidated, dumps, resolve_scope, without
 
 if TYPE_CHECKING:
     from .transfer import CopyOptions, TransferResult

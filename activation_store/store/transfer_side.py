@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, NoReturn
 
 from ..errors import ActstoreError
-from . import location
+from . import layout, location
 from .objects import Listed, md5, objects_at
 
-ROOT = "zarr.json"
+ROOT = layout.METADATA
 
 
 class Side:

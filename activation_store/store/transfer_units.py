@@ -1,49 +1,12 @@
-"""The units of a store a copy replaces (``transfer.py``): which unit an object key or a consolidated entry
-belongs to, what a copy's scope names, when two ends hold different things, and root documents without units."""
+"""What a copy (``transfer.py``) decides about units (``layout.unit_of``): what its scope names, when two ends hold
+different things, and root documents without the units it replaces."""
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import ActstoreError
 from . import layout
-from .transfer_side import ROOT
-
-
-def hidden(key: str) -> bool:
-    """Objects that are no part of a store's content: run locks and other dot-files, interrupted writes."""
-    return key.endswith(".partial") or any(part.startswith(".") for part in key.split("/"))
-
-
-def model_arrays(keys: Iterable[str]) -> set[tuple[str, str]]:
-    """(model, child) pairs that are arrays of a model group: a ``zarr.json`` with no node below it."""
-    with_meta, nested = set(), set()
-    for key in keys:
-        parts = key.split("/")
-        if len(parts) == 3 and parts[2] == ROOT:
-            with_meta.add((parts[0], parts[1]))
-        elif len(parts) >= 4 and parts[-1] == ROOT:
-            nested.add((parts[0], parts[1]))
-    return with_meta - nested
-
-
-def unit_of(key: str, arrays: set[tuple[str, str]]) -> str | None:
-    """The unit an object key belongs to: ``<model>`` (lens head), ``<model>/<dataset>`` (a run), ``""`` (other
-    top-level objects) or None (the root ``zarr.json``)."""
-    parts = key.split("/")
-    if len(parts) == 1:
-        return None if key == ROOT else ""
-    if parts[1] == ROOT or (parts[0], parts[1]) in arrays:
-        return parts[0]
-    return f"{parts[0]}/{parts[1]}"
-
-
-def node_unit(path: str, node: dict[str, Any]) -> str:
-    """The unit of a consolidated-metadata entry (a node path such as ``model/unembedding``)."""
-    parts = path.split("/")
-    if len(parts) == 1 or (len(parts) == 2 and node.get("node_type") == "array"):
-        return parts[0]
-    return f"{parts[0]}/{parts[1]}"
 
 
 def consolidated(doc: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -89,6 +52,6 @@ def dumps(doc: dict[str, Any]) -> bytes:
 def without(doc: dict[str, Any], units: set[str]) -> dict[str, Any]:
     """A root document whose consolidated metadata no longer lists ``units``."""
     meta = consolidated(doc) or {}
-    kept = {p: n for p, n in meta.items() if node_unit(p, n) not in units}
+    kept = {p: n for p, n in meta.items() if layout.node_unit(p, n) not in units}
     return {**doc, "consolidated_metadata": {**doc["consolidated_metadata"], "metadata": kept}}
 

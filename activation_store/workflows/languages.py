@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..analyze.languages import DEFAULT_LANGUAGES, language_table
-from ..analyze.languages import languages as mass_per_language
+from ..analyze.language_mass import DEFAULT_LANGUAGES, language_table
+from ..analyze.language_mass import languages as mass_per_language
 from ..store import Store
 from .analysis import Analysis, Computed, Inputs, Param, RunOptions, Target
 from .params import LENS, split_items

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import pandas as pd
 import xarray as xr
 
-from ..analyze.logit_lens import logit_lens, target_summary
+from ..analyze.lens_readout import logit_lens, target_summary
 from ..analyze.targets import RULES, from_file, from_rule
 from ..store import Store
 from .analysis import Analysis, Computed, Inputs, Param, RunOptions, Target

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from ..analyze.baseline_similarity import variant_baseline_similarity
-from ..analyze.similarity import variant_similarity
+from ..analyze.pair_similarity import variant_similarity
 from ..errors import ActstoreError
 from ..store import Store
 from .analysis import Analysis, Computed, Inputs, Param, RunOptions, Target

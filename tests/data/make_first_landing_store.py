@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path.insert(0, "/work/main/tests")
 from conftest import build_model, build_tokenizer
 import actstore
-from activation_store.analyze.similarity import variant_similarity
+from activation_store.analyze.pair_similarity import variant_similarity
 
 out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
 tok = build_tokenizer(); model = build_model("llama", len(tok))
