@@ -71,9 +71,9 @@ def actstore_write(root: Path, data: np.ndarray, chunk: int, threads: int) -> No
     from activation_store.store.chunk_writer import BlockWriter
 
     array = create(root, data.shape, (1, chunk, data.shape[2]))
-    with BlockWriter(array, on_written=lambda start, stop, piece: None, threads=threads) as writer:
+    with BlockWriter({"hidden": array}, on_written=lambda start, stop, piece: None, threads=threads) as writer:
         for start in range(0, data.shape[1], chunk):
-            writer.submit(start, data[:, start:start + chunk])
+            writer.submit(start, {"hidden": data[:, start:start + chunk]})
 
 
 def main() -> None:

@@ -97,17 +97,24 @@ def one_torch_thread():
 
 @pytest.fixture
 def parallel_jsonl(tmp_path) -> Path:
+    return write_pairs(tmp_path)
+
+
+PAIRS = [
+    {"id": "cat", "en": "The cat sits on the table.", "zh": "猫坐在桌子上。", "fr": "Le chat est assis sur la table."},
+    {"id": "pw", "en": "Change my password", "zh": "修改我的密码", "fr": "Modifier mon mot de passe"},
+    {"id": "sum", "en": "five plus three", "zh": "五加三", "fr": "cinq plus trois"},
+    {"id": "mul", "en": "twelve times two", "zh": "十二乘以二", "fr": "douze fois deux"},
+    {"id": "code", "en": "add a and b", "zh": "把a和b相加", "fr": "ajouter a et b"},
+]
+
+
+def write_pairs(folder: Path) -> Path:
+    """``folder/pairs.jsonl``: five items in English, Chinese and French (what ``parallel_jsonl`` gives)."""
     import json
 
-    rows = [
-        {"id": "cat", "en": "The cat sits on the table.", "zh": "猫坐在桌子上。", "fr": "Le chat est assis sur la table."},
-        {"id": "pw", "en": "Change my password", "zh": "修改我的密码", "fr": "Modifier mon mot de passe"},
-        {"id": "sum", "en": "five plus three", "zh": "五加三", "fr": "cinq plus trois"},
-        {"id": "mul", "en": "twelve times two", "zh": "十二乘以二", "fr": "douze fois deux"},
-        {"id": "code", "en": "add a and b", "zh": "把a和b相加", "fr": "ajouter a et b"},
-    ]
-    path = tmp_path / "pairs.jsonl"
-    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    path = folder / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in PAIRS) + "\n", encoding="utf-8")
     return path
 
 

@@ -164,22 +164,22 @@ def test_a_failed_block_is_never_committed_nor_any_after_it(tmp_path):
     class Boom(OSError):
         pass
 
-    writer = BlockWriter(hidden, on_written=lambda a, b, piece: committed.append((a, b)), threads=4)
+    writer = BlockWriter({"hidden": hidden}, on_written=lambda a, b, piece: committed.append((a, b)), threads=4)
     real = writer._write_file
 
-    def flaky(key, chunk):
+    def flaky(path, chunk):
         calls["n"] += 1
-        if key == "c/1/2/0":
+        if path.as_posix().endswith("hidden/c/1/2/0"):
             raise Boom(28, "No space left on device")
-        real(key, chunk)
+        real(path, chunk)
 
     writer._write_file = flaky
     with pytest.raises(Boom):
         with writer:
             for start in range(0, 40, 8):
-                buffer = writer.buffer()
-                buffer[...] = start
-                writer.submit(start, buffer)
+                buffers = writer.buffer()
+                buffers["hidden"][...] = start
+                writer.submit(start, buffers)
     assert committed == [(0, 8), (8, 16)]
     assert not list(Path(tmp_path / "s.zarr").rglob("*.partial"))
 

@@ -10,6 +10,7 @@ from .lens import logits
 from .lens_readout import logit_lens, readout, target_summary
 from .media_lens import colour_lens, keyword_lens
 from .moments import state_moments
+from .sites import at_site, site_names
 from .selection import examples_of, last_tokens, mean_tokens, pooled, select_layers, tokens_of
 from .pair_similarity import pair_by_item
 from .pair_similarity import variant_similarity as similarity
@@ -17,9 +18,9 @@ from .stats import grouped_mean_ci, mean_ci
 from .targets_compare import candidate_logprobs, marked_logprobs, role_confusion, target_margin, with_targets
 from .trajectories import anchored_pca, number_anchors
 
-__all__ = ["anchored_pca", "baseline_similarity", "candidate_logprobs", "colour_lens", "examples_of",
+__all__ = ["anchored_pca", "at_site", "baseline_similarity", "candidate_logprobs", "colour_lens", "examples_of",
            "grouped_mean_ci", "keyword_lens", "language_mass", "language_table", "languages", "last_tokens",
            "lens_forecast", "logit_lens", "logits", "marked_logprobs", "mean_ci", "mean_tokens", "number_anchors",
            "outcome_shares", "outcomes", "pair_by_item", "per_example", "pooled", "readout", "role_confusion",
-           "select_layers", "similarity", "state_moments", "summarize", "target_margin", "target_summary", "tokens_of",
+           "select_layers", "similarity", "site_names", "state_moments", "summarize", "target_margin", "target_summary", "tokens_of",
            "variant_baseline_similarity", "with_targets"]

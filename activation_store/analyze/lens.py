@@ -17,6 +17,7 @@ import xarray as xr
 
 from ..errors import ActstoreError
 from ..store import layout
+from .sites import require_residual
 
 LENS_MODES = ("normed", "raw")
 
@@ -46,7 +47,8 @@ def check_mode(mode: str) -> str:
 
 def lens_input(hidden: xr.DataArray, lens: xr.Dataset, mode: str = "normed") -> xr.DataArray:
     """Hidden states as the unembedding sees them: final-normed where the layer is not already
-    (``normed``), or exactly as stored (``raw``)."""
+    (``normed``), or exactly as stored (``raw``). States of a site outside the residual basis are refused."""
+    require_residual(hidden)
     if check_mode(mode) == "raw":
         return hidden
     if "final_norm_applied" not in hidden.coords:

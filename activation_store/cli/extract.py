@@ -49,6 +49,10 @@ class BatchSize(click.ParamType):
 @click.option("--device-map", default=None, type=click.Choice(["auto"]), help="Place a model larger than one device with accelerate (GPUs, then CPU, then disk).")
 @click.option("--layers", default=None, metavar="0,6,12|0:18|all", help="Hidden states to store: a list, a range START:STOP[:STEP] (stop excluded) or all (default; 0 is the embeddings).")
 @click.option("--positions", default="all", show_default=True, metavar="all|last|mean", help="Store every token's states, or one per example: the last token's, or the mean over its tokens (BOS left out).")
+@click.option("--sites", default=None, metavar="resid_post,attn_out,mlp_out,mlp_in,resid_mid,z|PATH.*.MODULE[:input]",
+              help="Sites to capture besides the residual stream (always stored, as hidden), all in one pass: names "
+                   "(docs/guide/sites.md), module paths with * over the blocks and :input or :output, or "
+                   "TransformerLens hook names (blocks.5.hook_mlp_out). --layers and --positions apply to each.")
 @click.option("--compression", default="none", show_default=True, metavar="none|zstd|blosc-zstd|blosc-lz4",
               help="Lossless compression of hidden, standard Zarr codecs: zstd (level 1, ~20-40% smaller), blosc-zstd "
                    "(smallest, slow to write), blosc-lz4 (fastest). docs/scaling.md measures them. A resumed run "

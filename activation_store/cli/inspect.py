@@ -21,15 +21,16 @@ def _size(n: int) -> str:
 @click.argument("store")
 @store_options
 def ls(store, endpoint_url, anon):
-    """List the runs in STORE: model, dataset, examples, layers, tokens, size, dtype, when, from what."""
+    """List the runs in STORE: model, dataset, examples, layers, tokens, sites, size, dtype, when, from what."""
     runs = list_runs(store, storage(store, endpoint_url, anon))
     if not runs:
         click.echo(f"{store}: no runs")
         return
-    header = ("model", "dataset", "examples", "layers", "tokens", "d_model", "size", "dtype", "state", "created", "source")
+    header = ("model", "dataset", "examples", "layers", "tokens", "d_model", "sites", "size", "dtype", "state",
+              "created", "source")
     rows = [header] + [
-        (r.model, r.dataset, str(r.examples), str(r.layers), f"{r.tokens:,}", str(r.d_model), _size(r.bytes), r.dtype,
-         "complete" if r.complete else _partial(r), r.created, r.source)
+        (r.model, r.dataset, str(r.examples), str(r.layers), f"{r.tokens:,}", str(r.d_model), ",".join(r.sites),
+         _size(r.bytes), r.dtype, "complete" if r.complete else _partial(r), r.created, r.source)
         for r in runs
     ]
     _table(rows)
@@ -71,5 +72,6 @@ def _steering_sections(store: str, options) -> None:
 def info(store, model, dataset, endpoint_url, anon):
     """Provenance and configuration of one run, as JSON."""
     run = run_info(store, model, dataset, storage(store, endpoint_url, anon))
-    click.echo(json.dumps({"model": run.model, "dataset": run.dataset, "bytes": run.bytes, **run.attrs},
+    click.echo(json.dumps({"model": run.model, "dataset": run.dataset, "bytes": run.bytes, "sites": run.sites,
+                           **run.attrs},
                           indent=2, ensure_ascii=False, default=str))

@@ -40,6 +40,7 @@ import functools
 import math
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -134,12 +135,15 @@ def _prepare(plans: list[RunPlan], run: Runner, threads: int | None,
         by_model.setdefault(p.ref, []).append(p)
     spec = plans[0].spec
     tasks = [PrepareTask(ref, spec.location,
-                         {p.path: p.tokens.ids[: min(4, len(p.tokens.ids))] for p in group if p.create}, threads)
+                         {p.path: p.tokens.ids[: min(4, len(p.tokens.ids))] for p in group if p.create}, threads,
+                         {p.path: p.keep.site_specs for p in group if p.keep.site_specs})
              for ref, group in by_model.items()]
     results: dict[str, Prepared] = {}
     for task, prepared in zip(tasks, _in_order(run, prepare, tasks, resources)):
         for p in by_model[task.ref]:
             results[p.path] = prepared
+            if p.path in prepared.sites:  # what the fill tasks hook and the new group holds
+                p.keep = replace(p.keep, sites=prepared.sites[p.path])
     return results
 
 
@@ -173,7 +177,7 @@ def _create(p: RunPlan, store: Store, prepared: Prepared) -> None:
         chunk_tokens=p.chunk_tokens, token_coords=p.tokens.token_coords(),
         example_coords=p.tokens.example_coords(), final_norm_applied=np.array(prepared.applied[p.path]),
         attrs=attrs, keep=p.keep.attrs(), stored_dtype=p.keep.stored_dtype,
-        compression=p.spec.compression))
+        compression=p.spec.compression, sites=p.keep.site_arrays()))
 
 
 def run_campaign(specs: Sequence[RunSpec], *, scheduler: str | None = None, workers: int | None = None,

@@ -5,6 +5,9 @@ The base model (no LM head: its logits are not stored) runs with
 padding is dropped before anything leaves this module."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
 from ..errors import ActstoreError
@@ -103,12 +106,43 @@ class HostCopy:
         return self._states.float()
 
 
-def nonfinite_error(layer: int, compute_dtype: str) -> ActstoreError:
-    """The one-line refusal of a batch whose states at ``layer`` hold inf or NaN."""
+def nonfinite_error(layer: int, compute_dtype: str, site: str = "hidden") -> ActstoreError:
+    """The one-line refusal of a batch whose states at ``layer`` (of ``site``) hold inf or NaN."""
     overflow = " (float16 overflows past 65504: use --compute-dtype bfloat16 or float32)" \
         if compute_dtype == "float16" else ""
-    return ActstoreError(f"the model produced inf/NaN hidden states at layer {layer} in {compute_dtype} "
+    what = "hidden states" if site == "hidden" else f"{site} states"
+    return ActstoreError(f"the model produced inf/NaN {what} at layer {layer} in {compute_dtype} "
                          f"compute{overflow}; none of them are stored")
+
+
+class PackedSites:
+    """A run's sites besides the residual stream, captured by hooks during each forward pass and packed like
+    ``hidden``: (site layers, real tokens, one token's shape), on the device ``hidden`` is gathered on."""
+
+    def __init__(self, hooks, sites):
+        self.hooks, self.sites = hooks, sites
+
+    def packed(self, ids: list[list[int]], home: torch.device) -> dict[str, torch.Tensor]:
+        if self.hooks is None:
+            return {}
+        index = real_token_index(ids).to(home, non_blocking=True)
+        out = {}
+        for site in self.sites:
+            taken = self.hooks.take(site).to(home, non_blocking=True)  # (layers, batch, width, …)
+            out[site.name] = taken.flatten(1, 2).index_select(1, index)
+        return out
+
+
+@contextlib.contextmanager
+def site_hooks(model, keep) -> Iterator[PackedSites]:
+    """Hooks on ``model`` for the sites ``keep`` stores besides ``hidden`` (none: no hooks), removed on exit."""
+    if not keep.sites:
+        yield PackedSites(None, ())
+        return
+    from .sites import SiteHooks
+
+    with SiteHooks(model, keep.sites, keep.layers) as hooks:
+        yield PackedSites(hooks, keep.sites)
 
 
 def capture(model, ids: list[list[int]], pad_id: int, device: str | torch.device | None = None,

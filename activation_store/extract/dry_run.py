@@ -3,10 +3,12 @@
 No weights are loaded and nothing is written: examples and tokens, parameters and
 weight bytes at the compute dtype, activation bytes per batch and whether weights
 plus one batch fit the chosen device, bytes of ``hidden`` per layer and in total
-at the stored dtype, and the free space where a local store would go."""
+at the stored dtype (and of each other site), and the free space where a local store would go."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..errors import ActstoreError
 from ..store.chunk_writer import IN_FLIGHT
@@ -14,6 +16,7 @@ from ..store.precision import storage_dtype
 from .devices import free_memory
 from .estimate import ModelShape, auto_batch_size, free_disk, model_shape, run_chunk_tokens, store_bytes, view_bytes
 from .models import plan_model
+from .site_names import RESIDUAL, site_first_layer, site_name, site_width
 from .spec import RunSpec
 from .tokens import tokenize
 
@@ -49,6 +52,7 @@ class DryRun:
     views_bytes: int = 0  # a full run's per-example views and every run's statistics
     compression: str = "none"  # of hidden: its bytes above are then an upper bound
     block_bytes: int = 0  # one block of hidden (every kept layer's chunk of the same tokens): a write buffer
+    site_bytes: dict[str, int | None] = field(default_factory=dict)  # each site besides hidden; None: width unknown
 
     @property
     def buffer_bytes(self) -> int:
@@ -57,7 +61,7 @@ class DryRun:
 
     @property
     def total_bytes(self) -> int:
-        return self.hidden_bytes + self.views_bytes
+        return self.hidden_bytes + self.views_bytes + sum(n or 0 for n in self.site_bytes.values())
 
     @property
     def weight_bytes(self) -> int:
@@ -91,6 +95,7 @@ class DryRun:
             f"{'float32' if self.positions == 'mean' else self.dtype} (chunks of {self.chunk_tokens:,} "
             f"{'tokens' if self.positions == 'all' else 'examples'}); {_size(self.views_bytes)} for "
             f"{'pooled views and ' if self.positions == 'all' else ''}statistics; {_size(self.total_bytes)} in total",
+            *([f"sites           {self._sites()}"] if self.site_bytes else []),
             f"write buffers   {_size(self.buffer_bytes)} of host memory{' (pinned)' if self.device.startswith('cuda') else ''}: "
             f"{WRITE_BUFFERS} blocks of {_size(self.block_bytes)}, one filling while {WRITE_BUFFERS - 1} are written, "
             f"reused to the end",
@@ -98,6 +103,11 @@ class DryRun:
             f"free at target  {disk}" + ("" if self.fits_disk else " — NOT ENOUGH"),
         ])
 
+
+    def _sites(self) -> str:
+        """Bytes of each site besides hidden (in the stored dtype, one array each)."""
+        return "; ".join(f"{name} {_size(n) if n is not None else 'size known once the model is loaded'}"
+                         for name, n in self.site_bytes.items())
 
     def _compression(self) -> str:
         if self.compression == "none":
@@ -149,6 +159,8 @@ def dry_run(spec: RunSpec) -> DryRun:
     chunk = run_chunk_tokens(shape.d_model, keep.stored_dtype, units, spec.chunk_tokens)
     layer_bytes, hidden_bytes = store_bytes(units, len(keep.layers), shape.d_model, keep.stored_dtype, chunk)
     views = view_bytes(len(widths) if keep.unit == "token" else 0, len(keep.layers), shape.d_model, spec.dtype)
+    sites = {site_name(request): _site_bytes(model.config, request, keep, units, chunk)
+             for request in keep.site_specs if site_name(request) != RESIDUAL}
     return DryRun(
         model=model.name, dataset=data.name, store=spec.store, device=device, compute_dtype=compute_dtype,
         dtype=spec.dtype, examples=len(examples), tokens=n_tokens, tokens_estimated=model.tokenizer is None,
@@ -158,4 +170,16 @@ def dry_run(spec: RunSpec) -> DryRun:
         device_free=free, chunk_tokens=chunk, layer_bytes=layer_bytes, hidden_bytes=hidden_bytes,
         disk_free=free_disk(spec.store), layers=keep.layers, positions=keep.positions, units=units, views_bytes=views,
         compression=spec.compression, block_bytes=len(keep.layers) * chunk * shape.d_model * storage_dtype(keep.stored_dtype).itemsize,
+        site_bytes=sites,
     )
+
+
+def _site_bytes(config, request: str, keep, units: int, chunk: int) -> int | None:
+    """Bytes of one site's array (its layers, whole chunks, the stored dtype); None when its width is not in
+    the config (a module path)."""
+    per_token = site_width(config, request)
+    if per_token is None:
+        return None
+    layers = sum(1 for layer in keep.layers if layer >= site_first_layer(request))
+    padded = -(-units // chunk) * chunk
+    return layers * padded * int(np.prod(per_token)) * storage_dtype(keep.stored_dtype).itemsize

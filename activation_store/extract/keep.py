@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ActstoreError
 from ..positions import KEPT as POSITIONS, parse_kept
+from ..store.sites import SiteArray
 
 LayerChoice = tuple[int, ...] | str | None  # indices, "START:STOP[:STEP]", or None (all)
 _RANGE = re.compile(r"^\s*(\d*)\s*:\s*(\d*)\s*(?::\s*(\d+)\s*)?$")
@@ -87,6 +88,24 @@ class Keep:
     positions: str = "all"
     bos: bool = True  # ``mean`` leaves out position 0 when the run prepended BOS
     dtype: str = "bfloat16"  # the run's --dtype
+    site_specs: tuple[str, ...] = ()  # sites besides the residual stream, as requested (``--sites``; config)
+    sites: tuple[Any, ...] = ()  # … resolved against the loaded model (extract/sites.py ``Site``), once prepared
+
+    def site_layers(self, site: Any) -> tuple[int, ...]:
+        """The kept layers a site has: block sites have no layer 0 (the embeddings)."""
+        return tuple(layer for layer in self.layers if layer >= site.first_layer)
+
+    def layers_of(self, name: str) -> tuple[int, ...]:
+        """The stored layers of array ``name`` (``hidden`` or a site's)."""
+        for site in self.sites:
+            if site.name == name:
+                return self.site_layers(site)
+        return self.layers
+
+    def site_arrays(self) -> tuple[SiteArray, ...]:
+        """What the store creates for each resolved site: its array name, layers, one unit's shape, provenance."""
+        return tuple(SiteArray(site.name, self.site_layers(site), tuple(site.per_token), site.provenance())
+                     for site in self.sites)
 
     @property
     def all_layers(self) -> bool:
@@ -106,7 +125,8 @@ class Keep:
         """Keys for the run's configuration (and hash): only those that differ from a full run, so full runs
         made before selective capture existed keep their hash and resume."""
         return {**({} if self.all_layers else {"layers": list(self.layers)}),
-                **({} if self.positions == "all" else {"positions": self.positions})}
+                **({} if self.positions == "all" else {"positions": self.positions}),
+                **({"sites": list(self.site_specs)} if self.site_specs else {})}
 
     def attrs(self) -> dict[str, Any]:
         """What the stored run says it holds."""
@@ -147,7 +167,9 @@ class Keep:
         ends = np.cumsum(lengths)
         if self.positions == "last":
             return states[:, torch.as_tensor(ends - 1, dtype=torch.long, device=states.device)]
-        return torch.from_numpy(self._means(states, np.asarray(lengths), ends))
+        per_unit = tuple(states.shape[2:])  # a per-head site is averaged per element
+        flat = states.flatten(2) if len(per_unit) != 1 else states
+        return torch.from_numpy(self._means(flat, np.asarray(lengths), ends)).unflatten(2, per_unit)
 
     def _means(self, states, lengths: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Means of the states as stored (rounded to the run's dtype), BOS left out, in float64 then float32."""

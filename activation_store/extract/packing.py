@@ -12,7 +12,7 @@ writer's sums, which see every stored value (store/pieces.py)."""
 from __future__ import annotations
 
 import mmap
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -61,30 +61,26 @@ class BlockPacker:
         self.writer, self.buffers = writer, buffers
         self.start, self.stop, self.position = start, stop, first
         self.block_start, self.filled = start, 0
-        self.block: np.ndarray | None = None
+        self.block: dict[str, np.ndarray] | None = None
         self.on_units = on_units
         self.computed = 0
 
-    def add(self, states: torch.Tensor) -> None:
-        """Pack one batch's kept states (layers, units, d_model), on whatever device computed them."""
-        n = states.shape[1]
+    def add(self, states: Mapping[str, torch.Tensor]) -> None:
+        """Pack one batch's kept states of every array (``hidden`` and any sites: layers, units, …), on whatever
+        device computed them; all hold the same units."""
+        n = next(iter(states.values())).shape[1]
         self.computed += n
         lo, hi = max(self.start, self.position) - self.position, min(self.stop, self.position + n) - self.position
         self.position += n
         if hi <= lo:
             return
-        stream = self._copy_stream(states)
+        stream = self._copy_stream(next(iter(states.values())))
         while lo < hi:
             if self.block is None:
                 self.block = self.writer.buffer()
             take = min(hi - lo, self.writer.chunk - self.filled, self.stop - self.block_start - self.filled)
-            target = self.buffers.tensor(self.block)
-            if stream is None:
-                target[:, self.filled:self.filled + take].copy_(states[:, lo:lo + take])
-            else:
-                with torch.cuda.stream(stream):
-                    for layer in range(states.shape[0]):  # contiguous rows: each a direct copy into pinned memory
-                        target[layer, self.filled:self.filled + take].copy_(states[layer, lo:lo + take], non_blocking=True)
+            for name, values in states.items():
+                self._copy(self.buffers.tensor(self.block[name]), values, lo, take, stream)
             self.filled += take
             lo += take
             if self.on_units is not None:
@@ -92,7 +88,18 @@ class BlockPacker:
             if self.filled == min(self.writer.chunk, self.stop - self.block_start):
                 self._submit(stream)
         if stream is not None:
-            states.record_stream(stream)  # the allocator must not reuse them before the copies end
+            for values in states.values():
+                values.record_stream(stream)  # the allocator must not reuse them before the copies end
+
+    def _copy(self, target: torch.Tensor, values: torch.Tensor, lo: int, take: int,
+              stream: torch.cuda.Stream | None) -> None:
+        """Units ``[lo, lo + take)`` of one array's batch into its block at the fill mark."""
+        if stream is None:
+            target[:, self.filled:self.filled + take].copy_(values[:, lo:lo + take])
+            return
+        with torch.cuda.stream(stream):
+            for layer in range(values.shape[0]):  # contiguous rows: each a direct copy into pinned memory
+                target[layer, self.filled:self.filled + take].copy_(values[layer, lo:lo + take], non_blocking=True)
 
     def finish(self) -> None:
         """Check that the batches covered the task (each block was handed on as it filled)."""

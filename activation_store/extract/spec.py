@@ -31,6 +31,7 @@ from .datasets import DEFAULT_DATASET, Dataset, load_dataset
 from .devices import check_compute_dtype, default_compute_dtype, device_kind, resolve_device
 from .keep import Keep, LayerChoice, check_positions, parse_layers, resolve_layers
 from .models import DEFAULT_MODEL, ModelPlan
+from .site_names import implied_layers, site_requests
 
 
 def _dict(value: Mapping[Any, Any] | None) -> dict[Any, Any] | None:
@@ -79,9 +80,13 @@ class Stored:
     # number, so a run resumed with another one keeps the codecs its ``hidden`` was created with (and its
     # provenance, written then, says which); --overwrite makes it afresh with this one.
     compression: str = DEFAULT_COMPRESSION
+    # sites captured besides the residual stream (always kept, as ``hidden``): names, module paths or
+    # TransformerLens hook names (extract/sites.py); a TL name with a block index also names its layer
+    sites: tuple[str, ...] | str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", parse_layers(self.layers))
+        object.__setattr__(self, "sites", site_requests(self.sites))
         check_positions(self.positions)
         if self.dtype not in DTYPES:
             raise ActstoreError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -176,8 +181,10 @@ class RunSpec:
 
     def keep(self, model: ModelPlan) -> Keep:
         """The layers and positions this run stores, checked against ``model`` (a layer it lacks is refused)."""
-        return Keep(resolve_layers(self.layers, model.n_layers, model.name), model.n_layers, self.positions,
-                    self.bos, self.dtype)
+        # a TransformerLens name with a block index (blocks.5.hook_mlp_out) names its layer
+        layers = self.layers if self.layers is not None else implied_layers(self.sites)
+        return Keep(resolve_layers(layers, model.n_layers, model.name), model.n_layers, self.positions,
+                    self.bos, self.dtype, tuple(self.sites or ()))
 
     def placement(self) -> tuple[str, str]:
         """``(torch device, compute dtype)`` this spec runs on here: ``auto`` and the dtype default resolved."""
@@ -199,7 +206,7 @@ class RunSpec:
             **({"templates": dict(self.templates)} if self.templates else {}),  # absent: text runs keep their hash
             "batch_size": batch, "format": layout.FORMAT_VERSION,
             # absent for all layers and tokens: full runs keep their hash
-            **(self.keep(model).config() if self.layers is not None or self.positions != "all" else {}),
+            **(self.keep(model).config() if self.layers is not None or self.positions != "all" or self.sites else {}),
         }
         _, compute_dtype = self.placement()
         if compute_dtype != "float32":

@@ -70,6 +70,7 @@ class PrepareTask:
     location: Location  # the store, opened where the task runs
     samples: dict[str, list[list[int]]]  # run path -> the first examples' token ids
     torch_threads: int | None = None
+    sites: dict[str, tuple[str, ...]] = field(default_factory=dict)  # run path -> sites requested besides hidden
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Prepared:
     compute: dict[str, Any] = field(default_factory=dict)  # attention and device map of the loaded model (provenance)
     free: int = 0  # bytes free on ``device`` once the weights are loaded: what ``--batch-size auto`` sizes from
     device: str = "cpu"  # where the model takes its inputs
+    sites: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # run path -> its sites, resolved (``Site``)
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,20 @@ def prepare(task: PrepareTask) -> Prepared:
     _threads(task.torch_threads)
     plan, net = load(task.ref)
     device = input_device(net)
+    sites = _resolved_sites(net, task.sites)
     applied = {path: final_norm_applied(net, ids, plan.pad_id, device) for path, ids in task.samples.items()}
     write_lens(task.location.open("a"), layout.encode_name(plan.name), *model_head(net, plan))
     return Prepared(applied, type(net).__name__, os.getpid(), loaded_compute(net, task.ref.device_map),
-                    free_memory(device), device)
+                    free_memory(device), device, sites)
+
+
+def _resolved_sites(net: Any, requests: dict[str, tuple[str, ...]]) -> dict[str, tuple[Any, ...]]:
+    """Each run's requested sites against the loaded model (a site it lacks stops here, before any write)."""
+    if not requests:
+        return {}
+    from .sites import resolve_sites
+
+    return {path: resolve_sites(net, wanted)[0] for path, wanted in requests.items()}
 
 
 def fill(task: FillTask, on_block: Callable[[str, int, int], None] | None = None,
@@ -164,7 +176,9 @@ def fill(task: FillTask, on_block: Callable[[str, int, int], None] | None = None
     plan, net = load(task.ref)
     device = input_device(net)
     store = store if store is not None else task.location.open("r+")
-    hidden = store.live_group(task.path)[layout.HIDDEN]
+    group = store.live_group(task.path)
+    hidden = group[layout.HIDDEN]
+    arrays = {layout.HIDDEN: hidden, **{site.name: group[site.name] for site in task.keep.sites}}
     chunk, n_units = int(hidden.chunks[1]), int(hidden.shape[1])
     start, stop = task.start_chunk * chunk, min(task.stop_chunk * chunk, n_units)
     examples = _examples(task) if task.keep.unit == "token" else None  # token runs get pooled views
@@ -178,43 +192,49 @@ def fill(task: FillTask, on_block: Callable[[str, int, int], None] | None = None
     buffers = BlockBuffers(pinned=torch.device(device).type == "cuda")
     compute = str(getattr(net, "dtype", "")).removeprefix("torch.")
     try:
-        with BlockWriter(hidden, on_written=written, allocate=buffers.allocate,
-                         summarize=lambda k, a, b: pieces.ChunkSummary(k, a, b, examples)) as writer:
+        with BlockWriter(arrays, on_written=written, allocate=buffers.allocate,
+                         summarize=lambda name, k, a, b: pieces.ChunkSummary(
+                             k, a, b, examples if name == layout.HIDDEN else None, name)) as writer:
             packer = BlockPacker(writer, buffers, start, stop, task.first_token, on_units)
             _pack_batches(task, net, plan.pad_id, device, packer, TORCH_DTYPES[hidden.dtype])
             packer.finish()
     except pieces.NonFinite as exc:
-        raise nonfinite_error(task.keep.layers[exc.index], compute) from None
+        raise nonfinite_error(task.keep.layers_of(exc.site)[exc.index], compute, exc.site) from None
     return Filled(task.path, task.start_chunk, task.stop_chunk, stop - start, packer.computed,
                   time.perf_counter() - started, socket.gethostname(), os.getpid(), _loads(task.ref),
                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, str(device))
 
 
 def _pack_batches(task: FillTask, net: Any, pad_id: int, device: Any, packer: Any, stored: Any) -> None:
-    """Forward each batch and hand its kept states, cast to the ``stored`` dtype where computed, to the packer.
-    On an accelerator each batch's finiteness flags are read one batch later, once they have arrived."""
-    from .capture import forward_states, nonfinite_error
+    """Forward each batch and hand its kept states of every site, cast to the ``stored`` dtype where computed,
+    to the packer. On an accelerator each batch's finiteness flags are read one batch later, once they have arrived."""
+    from .capture import forward_states, nonfinite_error, site_hooks
     from .packing import FiniteFlags
 
     compute = str(getattr(net, "dtype", "")).removeprefix("torch.")
+    keep = task.keep
 
-    def check(flags: FiniteFlags | None) -> None:
-        if flags is not None and (bad := flags.bad_layer()) is not None:
-            raise nonfinite_error(task.keep.layers[bad], compute)
+    def check(flags: dict[str, FiniteFlags]) -> None:
+        for name, flag in flags.items():
+            if (bad := flag.bad_layer()) is not None:
+                raise nonfinite_error(keep.layers_of(name)[bad], compute, name)
 
-    checked: FiniteFlags | None = None
+    checked: dict[str, FiniteFlags] = {}
     example = task.first_example
-    for ids in task.batches:
-        inputs = task.inputs(example, example + len(ids)) if task.inputs is not None else {}
-        example += len(ids)
-        states = task.keep.select_layers(forward_states(net, ids, pad_id, device, **inputs))
-        flags = FiniteFlags(states) if FiniteFlags.wanted(states) else None
-        kept = task.keep.select_positions(states, [len(row) for row in ids])
-        if kept.device.type != "cpu":
-            kept = kept.to(stored)  # the stored dtype on the device: half the bytes to copy
-        check(checked)  # the previous batch's, which has arrived while this one was computed
-        checked = flags
-        packer.add(kept)
+    with site_hooks(net, keep) as hooks:
+        for ids in task.batches:
+            inputs = task.inputs(example, example + len(ids)) if task.inputs is not None else {}
+            example += len(ids)
+            states = keep.select_layers(forward_states(net, ids, pad_id, device, **inputs))
+            arrays = {layout.HIDDEN: states, **hooks.packed(ids, states.device)}
+            flags = {name: FiniteFlags(v) for name, v in arrays.items()} if FiniteFlags.wanted(states) else {}
+            lengths = [len(row) for row in ids]
+            kept = {name: keep.select_positions(values, lengths) for name, values in arrays.items()}
+            # the stored dtype on the device: half the bytes to copy
+            kept = {name: v.to(stored) if v.device.type != "cpu" else v for name, v in kept.items()}
+            check(checked)  # the previous batch's, which has arrived while this one was computed
+            checked = flags
+            packer.add(kept)
     check(checked)
 
 

@@ -1,6 +1,7 @@
-"""Blocks of ``hidden`` written many chunks at once, off the GIL, and handed on in order: extraction's write path.
+"""Blocks of a run's arrays written many chunks at once, off the GIL, and handed on in order: extraction's write path.
 
-A block is one chunk of tokens across every stored layer. Its layers are
+A block is one chunk of tokens across every stored layer of every stored site (``hidden``, the residual stream,
+and any others the run captures). Its layers are
 summarised (store/pieces.py), checksummed and written by a pool of threads,
 several blocks in flight at once; a committer thread waits for each block's
 chunks in submission order and only then hands the block on (the campaign
@@ -24,15 +25,16 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import zarr
 from zarr.storage import LocalStore, MemoryStore
 
+from . import layout
 from .arrays import WRITE_ALL
 from .chunk_file import raw_with_checksum
-from .pieces import ChunkSummary
+from .pieces import SITE_SEPARATOR, ChunkSummary
 from .write import fault_point
 
 try:  # releases the GIL on large buffers (google_crc32c, zarr's, holds it: ~0.3 ms per 8 MB)
@@ -56,26 +58,27 @@ def default_threads() -> int:
 
 
 class BlockWriter:
-    """Writes blocks of ``hidden`` (layers × ≤ chunk tokens × d_model, in its storage dtype) and calls
-    ``on_written(start, stop, piece)`` on its committer thread once each block's chunks are all written, in the
-    order the blocks were submitted. ``summarize(chunk, start, stop)`` says what each chunk's piece holds."""
+    """Writes blocks of a run's arrays — ``hidden`` and any other sites (layers × ≤ chunk units × per-unit shape,
+    in their storage dtypes, chunked alike along units) — and calls ``on_written(start, stop, piece)`` on its
+    committer thread once each block's chunks of every array are written, in the order the blocks were
+    submitted. ``summarize(name, chunk, start, stop)`` says what each array's chunk leaves in the piece."""
 
-    def __init__(self, hidden: zarr.Array, *, on_written: Written, threads: int | None = None, in_flight: int = IN_FLIGHT,
-                 summarize: Callable[[int, int, int], ChunkSummary] | None = None,
+    def __init__(self, arrays: Mapping[str, zarr.Array], *, on_written: Written, threads: int | None = None,
+                 in_flight: int = IN_FLIGHT, summarize: Callable[[str, int, int, int], ChunkSummary | None] | None = None,
                  allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None):
-        if not hidden.config.write_empty_chunks:  # a reopened array checks every chunk for fill values first
-            hidden = hidden.with_config(WRITE_ALL)
-        self.hidden = hidden
-        self.chunk = int((hidden.shards or hidden.chunks)[1])
-        self.n_units = int(hidden.shape[1])
-        self.shape = (int(hidden.shape[0]), self.chunk, int(hidden.shape[2]))
-        self._bf16 = hidden.dtype == np.uint16
-        self._direct = isinstance(hidden.store, LocalStore) and hidden.shards is None and raw_with_checksum(hidden)
-        self._root = Path(hidden.store.root) / hidden.path if self._direct else None
+        self.arrays = {name: _writable(array) for name, array in arrays.items()}
+        first = next(iter(self.arrays.values()))
+        self.chunk = int((first.shards or first.chunks)[1])
+        self.n_units = int(first.shape[1])
+        if any(int((a.shards or a.chunks)[1]) != self.chunk or int(a.shape[1]) != self.n_units
+               for a in self.arrays.values()):
+            raise ValueError("a block's arrays must have the same units and the same chunks along them")
+        self.shapes = {name: (int(a.shape[0]), self.chunk, *map(int, a.shape[2:])) for name, a in self.arrays.items()}
+        self._roots = {name: Path(a.store.root) / a.path for name, a in self.arrays.items() if _direct(a)}
         self._dirs: set[Path] = set()
         self._summarize, self._on_written = summarize, on_written
         self._allocate = allocate or (lambda shape, dtype: np.empty(shape, dtype))
-        remote = not isinstance(hidden.store, (LocalStore, MemoryStore))
+        remote = not isinstance(first.store, (LocalStore, MemoryStore))
         self._pool = ThreadPoolExecutor(threads or (REMOTE_THREADS if remote else default_threads()),
                                         thread_name_prefix="actstore-chunks")
         self._free: queue.Queue = queue.Queue()
@@ -88,40 +91,45 @@ class BlockWriter:
 
     @property
     def block_bytes(self) -> int:
-        return int(np.prod(self.shape)) * self.hidden.dtype.itemsize
+        return sum(int(np.prod(self.shapes[n])) * a.dtype.itemsize for n, a in self.arrays.items())
 
-    def buffer(self) -> np.ndarray:
-        """A block buffer to fill (layers × chunk × d_model): a new one while fewer than ``in_flight + 1``
-        exist, else the next one written (waiting for it: the backpressure that bounds memory)."""
+    def buffer(self) -> dict[str, np.ndarray]:
+        """A block's buffers to fill, one per array (layers × chunk × …): new ones while fewer than
+        ``in_flight + 1`` exist, else the next ones written (waiting for them: the backpressure that bounds memory)."""
         self._raise()
         if self._made < self._most:
             self._made += 1
-            return self._allocate(self.shape, self.hidden.dtype)
+            return {name: self._allocate(self.shapes[name], a.dtype) for name, a in self.arrays.items()}
         while True:
             try:
                 return self._free.get(timeout=0.5)
             except queue.Empty:
                 self._raise()
 
-    def submit(self, start: int, buffer: np.ndarray, ready: Callable[[], None] | None = None) -> None:
-        """Write tokens ``[start, start + chunk)`` (the last block may be shorter) from ``buffer``, which goes
-        back to the free list once written. ``ready()`` is called before its bytes are read (a device copy)."""
+    def submit(self, start: int, buffers: Mapping[str, np.ndarray], ready: Callable[[], None] | None = None) -> None:
+        """Write units ``[start, start + chunk)`` (the last block may be shorter) of every array from ``buffers``,
+        which go back to the free list once written. ``ready()`` is called before their bytes are read (a device copy)."""
         self._raise()
         stop = min(start + self.chunk, self.n_units)
         if start % self.chunk or start >= self.n_units:
             raise ValueError(f"block {start}:{stop} is not aligned to chunks of {self.chunk} tokens")
         chunk = start // self.chunk
-        summary = self._summarize(chunk, start, stop) if self._summarize else None
+        summaries = {name: self._summarize(name, chunk, start, stop) if self._summarize else None
+                     for name in self.arrays}
         if stop - start < self.chunk:  # the edge chunk is stored whole, padded with the fill value as zarr does
             ready and ready()
             ready = None
-            buffer[:, stop - start:] = self.hidden.fill_value
-        if self.hidden.shards is not None:
-            futures = [self._pool.submit(self._sharded, start, stop, buffer, ready, summary)]
-        else:
-            futures = [self._pool.submit(self._layer, i, chunk, start, stop, buffer, ready, summary)
-                       for i in range(self.shape[0])]
-        self._queue.put((start, stop, futures, summary, buffer))
+            for name, array in self.arrays.items():
+                buffers[name][:, stop - start:] = array.fill_value
+        futures = []
+        for name, array in self.arrays.items():
+            summary, buffer = summaries[name], buffers[name]
+            if array.shards is not None:
+                futures.append((name, [self._pool.submit(self._sharded, array, start, stop, buffer, ready, summary)]))
+            else:
+                futures.append((name, [self._pool.submit(self._layer, name, i, chunk, start, stop, buffer, ready, summary)
+                                       for i in range(self.shapes[name][0])]))
+        self._queue.put((start, stop, futures, summaries, buffers))
 
     def close(self) -> None:
         """Wait for every block; raise the first error (no block after it was handed on)."""
@@ -146,27 +154,29 @@ class BlockWriter:
         if self._error is not None:
             raise self._error
 
-    def _layer(self, i: int, chunk: int, start: int, stop: int, buffer: np.ndarray, ready, summary):
+    def _layer(self, name: str, i: int, chunk: int, start: int, stop: int, buffer: np.ndarray, ready, summary):
         if ready is not None:
             ready()
-        part = summary.layer(i, buffer[i, :stop - start], self._bf16) if summary is not None else None
-        if self._direct:
-            self._write_file(self.hidden.metadata.encode_chunk_key((i, chunk, 0)), buffer[i])
+        array = self.arrays[name]
+        part = summary.layer(i, buffer[i, :stop - start], array.dtype == np.uint16) if summary is not None else None
+        if name in self._roots:
+            key = array.metadata.encode_chunk_key((i, chunk, *[0] * (array.ndim - 2)))
+            self._write_file(self._roots[name] / key, buffer[i])
         else:
-            self.hidden[i:i + 1, start:stop] = buffer[i:i + 1, :stop - start]
+            array[i:i + 1, start:stop] = buffer[i:i + 1, :stop - start]
         return part
 
-    def _sharded(self, start: int, stop: int, buffer: np.ndarray, ready, summary):
+    @staticmethod
+    def _sharded(array: zarr.Array, start: int, stop: int, buffer: np.ndarray, ready, summary):
         if ready is not None:
             ready()
-        parts = [summary.layer(i, buffer[i, :stop - start], self._bf16)
-                 for i in range(self.shape[0])] if summary is not None else None
-        self.hidden[:, start:stop] = buffer[:, :stop - start]
+        parts = [summary.layer(i, buffer[i, :stop - start], array.dtype == np.uint16)
+                 for i in range(buffer.shape[0])] if summary is not None else None
+        array[:, start:stop] = buffer[:, :stop - start]
         return parts
 
-    def _write_file(self, key: str, chunk: np.ndarray) -> None:
+    def _write_file(self, path: Path, chunk: np.ndarray) -> None:
         """One chunk as zarr's LocalStore writes it: into a temporary file, renamed into place when whole."""
-        path = self._root / key
         if path.parent not in self._dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._dirs.add(path.parent)
@@ -195,19 +205,44 @@ class BlockWriter:
 
     def _commit_loop(self) -> None:
         while (item := self._queue.get()) is not None:
-            start, stop, futures, summary, buffer = item
+            start, stop, futures, summaries, buffers = item
             try:
-                results = [f.result() for f in futures]
+                results = {name: [f.result() for f in fs] for name, fs in futures}
                 if self._error is None:
-                    parts = results[0] if self.hidden.shards is not None else results
-                    piece = summary.piece(parts) if summary is not None else None
+                    piece = _piece(self.arrays, results, summaries)
                     fault_point()
                     self._on_written(start, stop, piece)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 if self._error is None:
                     self._error = exc
             finally:
-                self._free.put(buffer)
+                self._free.put(buffers)
+
+
+def _writable(array: zarr.Array) -> zarr.Array:
+    """``array`` writing every chunk as given (a reopened array would first compare each with the fill value)."""
+    return array if array.config.write_empty_chunks else array.with_config(WRITE_ALL)
+
+
+def _direct(array: zarr.Array) -> bool:
+    """Whether chunks of ``array`` can be written as files directly: a local store, unsharded, raw bytes + CRC32C."""
+    return isinstance(array.store, LocalStore) and array.shards is None and raw_with_checksum(array)
+
+
+def _piece(arrays: Mapping[str, zarr.Array], results: dict[str, list], summaries: dict) -> dict[str, np.ndarray] | None:
+    """The block's piece: ``hidden``'s parts under their own names, every other site's under
+    ``<name>|<part>`` (pieces.SITE_SEPARATOR); None when nothing was summarised."""
+    piece: dict[str, np.ndarray] | None = None
+    for name, parts in results.items():
+        summary = summaries[name]
+        if summary is None:
+            continue
+        layers = parts[0] if arrays[name].shards is not None else parts
+        own = summary.piece(layers)
+        piece = piece or {}
+        piece.update(own if name == layout.HIDDEN else {f"{name}{SITE_SEPARATOR}{k}": v for k, v in own.items() if k != "span"})
+        piece.setdefault("span", own["span"])
+    return piece
 
 
 def _after(buffers: list, n: int) -> list:

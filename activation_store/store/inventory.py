@@ -10,6 +10,7 @@ from ..errors import ActstoreError
 from . import commits, layout
 from .commits import live_attrs
 from .handle import Store
+from .sites import names as site_names
 
 
 @dataclass
@@ -28,6 +29,11 @@ class RunInfo:
     source: str
     attrs: dict[str, Any]
     tokens_committed: int = 0  # with a campaign's out-of-order blocks, more than the readable prefix
+
+    @property
+    def sites(self) -> list[str]:
+        """What the run captured: the residual stream (``hidden``), then every other site."""
+        return site_names(self.attrs)
 
 
 def list_runs(store: str | Store, storage_options: dict[str, Any] | None = None) -> list[RunInfo]:

@@ -21,6 +21,7 @@ from .arrays import strings_as_objects
 from .commits import live_attrs
 from .handle import Store, quiet_zarr
 from .precision import decode_bfloat16
+from .sites import of_run, on_run_layers
 
 _COORDS = (*layout.TOKEN_COORDS, *layout.EXAMPLE_COORDS, *layout.LAYER_COORDS, *layout.MEDIA_TOKEN_COORDS,
            *layout.MEDIA_EXAMPLE_COORDS)
@@ -67,7 +68,7 @@ def _complete_only(ds: xr.Dataset) -> xr.Dataset:
 
 def _run_view(store: Store, ds: xr.Dataset, path: str) -> xr.Dataset:
     ds.attrs = live_attrs(store, dict(ds.attrs), path)
-    return _labelled(_complete_only(_decode(ds)))
+    return _labelled(_complete_only(on_run_layers(_decode(ds), of_run(ds.attrs))))
 
 
 def _is_legacy_result(path: str, runs: set[str]) -> bool:
@@ -104,7 +105,8 @@ def open(store: str | Store, storage_options: dict[str, Any] | None = None) -> x
 
 
 def open_run(store: str | Store, model: str, dataset: str, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
-    """One extraction run: ``hidden`` (layer × token × d_model) with its coordinates."""
+    """One extraction run: ``hidden`` (the residual stream, layer × token × d_model), every other site it
+    captured (``mlp_out``…, on the same ``layer``), with its coordinates."""
     store = Store.open(store, storage_options)
     path = layout.run_path(model, dataset)
     ds = _node(store, path, f"model {model!r} / dataset {dataset!r}")

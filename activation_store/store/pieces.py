@@ -24,14 +24,15 @@ from .. import pooling
 from .handle import Store
 
 PREFIX = ".pieces"  # a dot: verify and transfers pass over it, as over lock files
+SITE_SEPARATOR = "|"  # a site's parts in a piece: ``<site>|moments`` (``hidden``'s parts have bare names)
 
 
 class NonFinite(ValueError):
     """A chunk holds inf or NaN; ``index`` is the layer's position in the block (not yet written)."""
 
-    def __init__(self, index: int):
-        super().__init__(f"non-finite states in layer index {index}")
-        self.index = index
+    def __init__(self, index: int, site: str = "hidden"):
+        super().__init__(f"non-finite states of {site} in layer index {index}")
+        self.index, self.site = index, site
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,11 @@ class Examples:
 
 
 class ChunkSummary:
-    """Summarises one chunk (tokens ``[start, stop)``) layer by layer; ``examples`` None: moments only."""
+    """Summarises one chunk (tokens ``[start, stop)``) of one array (``hidden`` or a site's) layer by layer;
+    ``examples`` None: moments only."""
 
-    def __init__(self, chunk: int, start: int, stop: int, examples: Examples | None):
-        self.chunk, self.start, self.stop = chunk, start, stop
+    def __init__(self, chunk: int, start: int, stop: int, examples: Examples | None, site: str = "hidden"):
+        self.chunk, self.start, self.stop, self.site = chunk, start, stop, site
         self.examples = examples
         if examples is None:
             return
@@ -73,10 +75,12 @@ class ChunkSummary:
     def layer(self, index: int, stored: np.ndarray, bfloat16: bool) -> dict[str, np.ndarray]:
         """One layer's part of the piece from the chunk's tokens as written (bfloat16 bits or float32).
 
-        Raises ``NonFinite`` before anything is written when the chunk holds inf or NaN: the sums see every value."""
+        Raises ``NonFinite`` before anything is written when the chunk holds inf or NaN: the sums see every value.
+        A site with several axes per unit (``z``: heads × d_head) is summarised per flattened element."""
+        stored = stored.reshape(stored.shape[0], -1) if stored.ndim > 2 else stored
         moments, runs = pooling.chunk_partials(stored, self.starts if self.examples is not None else None, bfloat16)
         if not np.isfinite(moments[:-1]).all():
-            raise NonFinite(index)
+            raise NonFinite(index, self.site)
         out = {"moments": moments}
         if self.examples is None:
             return out

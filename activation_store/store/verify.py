@@ -86,7 +86,8 @@ def _committed_tokens(group: zarr.Group) -> int | None:
 def _check_array(array: zarr.Array, report: VerifyReport, tokens_done: int | None) -> None:
     report.arrays += 1
     pending = 0
-    chunk_tokens = array.chunks[1] if tokens_done is not None and array.basename == layout.HIDDEN else None
+    states = array.basename == layout.HIDDEN or "site" in array.attrs  # filled block by block, as committed
+    chunk_tokens = array.chunks[1] if tokens_done is not None and states else None
     for coords in itertools.product(*(range(n) for n in array.cdata_shape)):
         if chunk_tokens is not None and min((coords[1] + 1) * chunk_tokens, array.shape[1]) > tokens_done:
             pending += 1

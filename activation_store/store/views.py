@@ -23,6 +23,7 @@ from . import layout, pieces
 from .arrays import CHECKSUM, WRITE_ALL, write_array
 from .handle import Store, quiet_zarr
 from .precision import decode_bfloat16
+from .sites import SiteArray, of_run
 
 VIEW_CHUNK_BYTES = 16 << 20
 
@@ -66,11 +67,20 @@ def finish_run(store: Store, path: str) -> bool:
     views = unit == "token" and "token_offset" in group
     from_pieces = n_chunks > 0 and pieces.present(store, path) >= set(range(n_chunks))
     out = _ViewArrays(group, hidden, bool(attrs.get("config", {}).get("bos", False))) if views else None
-    stats = _from_pieces(store, path, int(hidden.chunks[1]), n_units, out) if from_pieces else None
-    if stats is None:  # no pieces, or one unreadable
-        stats = _from_hidden(hidden, out)
+    site_arrays = of_run(attrs)
+    found = _from_pieces(store, path, int(hidden.chunks[1]), n_units, out, site_arrays) if from_pieces else None
+    if found is None:  # no pieces, or one unreadable
+        found = _from_hidden(hidden, out), {site.name: pooling.moments(_flat(decoded(group[site.name])))
+                                            for site in site_arrays}
+    stats, per_site = found
     for name, key in zip(layout.STATS, ("mean", "second_moment", "abs_max")):
         write_array(group, name, stats[key], ("layer", "d_model") if stats[key].ndim == 2 else ("layer",))
+    for site in site_arrays:  # ``<site>_stat_mean``…, over the site's own layer axis and shape
+        dims = site.dims(unit, d_model)
+        for name, key in zip(layout.STATS, ("mean", "second_moment", "abs_max")):
+            values = per_site[site.name][key]
+            values = values.reshape(len(site.layers), *site.per_unit) if values.ndim == 2 else values
+            write_array(group, f"{site.name}_{name}", values, (dims[0], *dims[2:]) if values.ndim > 1 else dims[:1])
     written = {"last": layout.VIEWS["last"], "mean": layout.VIEWS["mean"]} if views else {}
     group.attrs[layout.VIEWS_ATTR] = {**written, "stats": list(layout.STATS), "stat_count": stats["count"],
                                       "over": f"every stored {unit}"}
@@ -123,12 +133,20 @@ def _from_hidden(hidden, out: _ViewArrays | None) -> dict:
     return pooling.moments(data)
 
 
-def _from_pieces(store: Store, path: str, chunk_tokens: int, n_units: int, out: _ViewArrays | None) -> dict | None:
-    """Views and statistics from the run's pieces, read once in chunk order; None if one is unreadable.
+def _flat(data: da.Array) -> da.Array:
+    """A site's states with one axis per unit (``z``'s heads × d_head flattened), as the moments take them."""
+    return data.reshape(data.shape[0], data.shape[1], -1) if data.ndim > 3 else data
+
+
+def _from_pieces(store: Store, path: str, chunk_tokens: int, n_units: int, out: _ViewArrays | None,
+                 sites: tuple[SiteArray, ...] = ()) -> tuple[dict, dict[str, dict]] | None:
+    """Views and statistics (``hidden``'s, and each site's) from the run's pieces, read once in chunk order;
+    None if one is unreadable.
 
     Sums of examples that span chunks are added as ``pooling.mean_states`` adds its partials (``tree_sum``).
     After chunk k every example ending in it or before is whole, so view chunks are written as they fill."""
     moments: list[np.ndarray] = []
+    site_moments: dict[str, list[np.ndarray]] = {}
     rows = _Rows(out) if out is not None else None
     carried: dict[int, list] = {}  # example -> its partials so far: (chunk, float64 sums of all layers)
     for chunk in range(-(-n_units // chunk_tokens)):  # one piece in memory at a time
@@ -136,6 +154,11 @@ def _from_pieces(store: Store, path: str, chunk_tokens: int, n_units: int, out: 
         if piece is None:
             return None
         moments.append(piece["moments"])
+        for site in sites:
+            key = f"{site.name}{pieces.SITE_SEPARATOR}moments"
+            if key not in piece:
+                return None
+            site_moments.setdefault(site.name, []).append(piece[key])
         if rows is None:
             continue
         rows.put("mean", piece["inside"], piece["means"])
@@ -153,7 +176,8 @@ def _from_pieces(store: Store, path: str, chunk_tokens: int, n_units: int, out: 
         rows.flush(int(np.searchsorted(out.offsets + out.counts, stop, side="right")))
     if rows is not None:
         rows.flush(out.n_examples)
-    return pooling.reduce_moments(np.stack(moments, axis=1), n_units)
+    return (pooling.reduce_moments(np.stack(moments, axis=1), n_units),
+            {name: pooling.reduce_moments(np.stack(parts, axis=1), n_units) for name, parts in site_moments.items()})
 
 
 class _Rows:

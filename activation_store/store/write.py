@@ -29,6 +29,7 @@ from . import layout
 from .arrays import CHECKSUM, WRITE_ALL, write_array
 from .handle import Store, quiet_zarr
 from .precision import storage_dtype
+from .sites import SITES_KEY, SiteArray
 
 PROGRESS_ATTR = "progress"
 HIDDEN_FILL = {"bfloat16": 0x7FC0, "float32": float("nan")}  # NaN: what a never-written chunk reads as
@@ -134,6 +135,7 @@ class NewRun:
     keep: dict[str, Any] | None = None
     stored_dtype: str | None = None
     compression: str | None = None
+    sites: tuple[SiteArray, ...] = ()  # sites besides the residual stream: one array each (store/sites.py)
 
 
 def create_run(store: Store, path: str, run: NewRun) -> RunWriter:
@@ -159,6 +161,12 @@ def create_run(store: Store, path: str, run: NewRun) -> RunWriter:
     write_array(group, "layer", layers, ("layer",))
     write_array(group, "final_norm_applied", np.asarray(run.final_norm_applied, dtype=bool)[layers], ("layer",))
     hidden = _create_hidden(group, run, (len(layers), n_tokens, run.d_model), unit, compressors)
+    for site in run.sites:
+        write_array(group, site.layer_dim, np.asarray(site.layers, dtype=np.int32), (site.layer_dim,))
+        _create_states(group, site.name, run, (len(site.layers), n_tokens, *site.per_unit),
+                       site.dims(unit, run.d_model), compressors, {"site": site.record()})
+    if run.sites:
+        keep = {**keep, SITES_KEY: [site.record() for site in run.sites]}
     group.attrs.update({**run.attrs, layout.CAPTURE_ATTR: keep,
                         PROGRESS_ATTR: {"tokens_done": 0, "complete": n_tokens == 0}})
     return RunWriter(group, hidden, run.chunk_tokens, n_tokens)
@@ -167,16 +175,23 @@ def create_run(store: Store, path: str, run: NewRun) -> RunWriter:
 def _create_hidden(group: zarr.Group, run: NewRun, shape: tuple[int, int, int], unit: str,
                    compressors: Any) -> zarr.Array:
     """The run's empty ``hidden`` (layer × token or example × d_model), in its stored dtype and codecs."""
+    return _create_states(group, layout.HIDDEN, run, shape, ("layer", unit, "d_model"), compressors, {})
+
+
+def _create_states(group: zarr.Group, name: str, run: NewRun, shape: tuple[int, ...], dims: tuple[str, ...],
+                   compressors: Any, attrs: dict[str, Any]) -> zarr.Array:
+    """An empty states array (``hidden`` or a site's): layers × units × one unit's shape, one chunk per layer and
+    block of units (a shard holding all layers of a block with ``run.shard``), in the stored dtype and codecs."""
     dtype = run.stored_dtype or run.dtype
-    n_layers, _, d_model = shape
     encoding = {layout.ENCODING_ATTR: layout.BF16_ENCODING} if dtype == "bfloat16" else {}
+    per_unit = tuple(shape[2:])
     with quiet_zarr():
         return group.create_array(
-            layout.HIDDEN, shape=shape, chunks=(1, run.chunk_tokens, d_model),
-            shards=(n_layers, run.chunk_tokens, d_model) if run.shard else None, dtype=storage_dtype(dtype),
-            fill_value=HIDDEN_FILL[dtype], dimension_names=("layer", unit, "d_model"),
+            name, shape=shape, chunks=(1, run.chunk_tokens, *per_unit),
+            shards=(shape[0], run.chunk_tokens, *per_unit) if run.shard else None, dtype=storage_dtype(dtype),
+            fill_value=HIDDEN_FILL[dtype], dimension_names=dims,
             compressors=compressors, config=WRITE_ALL,
-            attributes={**encoding, "dtype": dtype, "chunk_tokens": run.chunk_tokens},
+            attributes={**encoding, "dtype": dtype, "chunk_tokens": run.chunk_tokens, **attrs},
         )
 
 
