@@ -224,3 +224,56 @@ def test_a_killed_run_with_sites_resumes_identical(tiny_model_dir, parallel_json
     fresh, again = group_of(root / "all.zarr", model_dir), group_of(store, model_dir)
     for name in (layout.HIDDEN, *SITES.split(","), "mlp_out_stat_mean", "z_stat_abs_max"):
         assert np.array_equal(fresh[name][...], again[name][...]), name
+
+
+def test_analyze_commands_take_a_site(site_runs, cli, tmp_path):
+    """``--site`` on the shared options: the site's result is saved beside the residual stream's, and the
+    logit lens refuses a site outside the residual basis in one line, before writing anything."""
+    model_dir, _, root = site_runs
+    store = tmp_path / "copy.zarr"
+    import shutil
+
+    shutil.copytree(root / "all.zarr", store)
+    target = ("--store", str(store), "--model", model_dir.name, "--dataset", "pairs", "--no-plot")
+    done = cli("analyze", "similarity", *target, "--site", "mlp_out", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert "-mlp_out" in done.stdout and (tmp_path / "out" / "site-mlp_out").is_dir()
+    tree = actstore.open(str(store))
+    assert any(name.endswith("-mlp_out") for name in tree[f"results/{model_dir.name}/pairs"].children)
+    refused = cli("analyze", "logit-lens", *target, "--site", "mlp_in", "--out", str(tmp_path / "lens"))
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "not in the residual basis" not in refused.stderr and "site 'mlp_in' is not" in refused.stderr
+    assert not (tmp_path / "lens").exists()
+    unknown = cli("analyze", "similarity", *target, "--site", "mlp_up", "--out", str(tmp_path / "x"))
+    assert unknown.returncode != 0 and "it holds resid_post, attn_out, mlp_out" in unknown.stderr
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_the_loader_reads_sites_side_by_side_for_transcoders(site_runs, shuffle):
+    """``site=["mlp_in", "mlp_out"]``: each row holds the MLP's input and output of one token at one layer."""
+    import activation_store.torch  # noqa: F401  (``actstore.torch`` is the same module)
+
+    loader = actstore.torch.loader
+    model_dir, _, root = site_runs
+    store = str(root / "all.zarr")
+    group = group_of(root / "all.zarr", model_dir)
+    data = loader(store, model_dir.name, "pairs", site=["mlp_in", "mlp_out"], batch_size=7, shuffle=shuffle,
+                  dtype="bfloat16")
+    width = group["mlp_in"].shape[2]
+    assert data.dataset.site_columns == {"mlp_in": slice(0, width), "mlp_out": slice(width, 2 * width)}
+    rows, layers = 0, set()
+    for batch in data:
+        layers |= set(batch.layer.tolist())
+        parts = data.dataset.parts(batch)
+        for i in range(len(batch.layer)):
+            layer, token = int(batch.layer[i]) - 1, int(group["token_offset"][int(batch.example[i])]) + int(batch.position[i])
+            for site in ("mlp_in", "mlp_out"):
+                assert np.array_equal(parts[site][i].view(torch.int16).numpy().view(np.uint16), group[site][layer, token])
+        rows += len(batch.layer)
+    assert rows == group["mlp_in"].shape[0] * group["mlp_in"].shape[1]
+    assert layers == {1, 2, 3}  # block sites: no layer 0
+    heads = loader(store, model_dir.name, "pairs", site="z", batch_size=64, shuffle=False)
+    first = next(iter(heads))
+    assert first.hidden.shape[1] == int(np.prod(group["z"].shape[2:]))
+    with pytest.raises(ActstoreError, match="site 'mlp_up' is not in this run"):
+        loader(store, model_dir.name, "pairs", site="mlp_up")

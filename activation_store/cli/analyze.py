@@ -44,7 +44,7 @@ def _run(analysis: Analysis, values: dict[str, Any]) -> None:
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
     if placement is not None:
-        options = dataclasses.replace(options, layers=placement.layers)
+        options = dataclasses.replace(options, layers=placement.layers, site=placement.site)
     with placement.scheduler() if placement is not None else contextlib.nullcontext():
         store = open_store(located.url, located.storage_options, options)
         report = run_analysis(analysis, store, located.target, options, **values)

@@ -96,9 +96,10 @@ class Located:
 
 @dataclass(frozen=True)
 class Placement:
-    """Which layers an analysis reads and where dask computes it."""
+    """Which layers (at which site) an analysis reads and where dask computes it."""
 
     layers: list[int] | None
+    site: str | None
     scheduler_address: str | None
     workers: int | None
     memory_limit: str | None
@@ -141,6 +142,9 @@ OUTPUT = OptionGroup(_output, OUT,
 PLACEMENT = OptionGroup(
     Placement,
     click.option("--layers", default=None, callback=parse_layers, help="Comma-separated layers (default: all)."),
+    click.option("--site", default=None, metavar="resid_post|attn_out|mlp_out|…",
+                 help="The site whose states are read (default: the residual stream); results go under <out>/site-<site> "
+                      "and are saved as <name>-<site>."),
     click.option("--scheduler", "scheduler_address", default=None, metavar="ADDRESS", help="Run on the dask cluster at ADDRESS."),
     click.option("--workers", type=int, default=None, help="Run on a local dask cluster of N worker processes."),
     click.option("--memory-limit", default=None, help="Per-worker memory limit for --workers (e.g. 2GB)."))

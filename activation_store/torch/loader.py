@@ -64,10 +64,11 @@ class StoreDataset(IterableDataset):
             positions_kept = ds.attrs.get(layout.CAPTURE_ATTR, {}).get("positions")
             raise ActstoreError(f"the loader reads token states, but model {model!r} / dataset {dataset!r} stores one "
                                 f"state per example (--positions {positions_kept}); open it with actstore.open_run")
-        self.layer_labels = ds.layer.values.astype(np.int64)  # a --layers run stores some layers: labels ≠ indices
+        self.columns = self.selection.columns(ds)   # the site(s) a row holds, side by side
+        self.layer_labels = self.columns.labels  # a --layers run stores some layers: labels ≠ indices
         self.layers = self.selection.layer_indices(self.layer_labels)
         self.bfloat16 = ds.hidden.attrs.get("dtype") == "bfloat16"
-        self.d_model = ds.sizes["d_model"]
+        self.d_model = self.columns.width  # a row's width: d_model for the residual stream
         self.chunk_tokens = int(ds.hidden.attrs.get("chunk_tokens") or ds.hidden.data.chunksize[1])
         self._select(ds, model, dataset)
         self._stored = np.dtype(np.uint16 if self.bfloat16 else np.float32)   # rows as stored, in ring and batch
@@ -110,17 +111,36 @@ class StoreDataset(IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
         return self._batches(mine, rng)
 
-    def _read(self, hidden, direct, unit: int, into: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """One chunk of one layer, read into ``into`` (a whole chunk's block; straight from its file when
-        ``direct`` can): (the selected tokens' rows in ``into``, their selection indices, layer)."""
+    @property
+    def site_columns(self) -> dict[str, slice]:
+        """Each site's columns in a batch's ``hidden`` (one site: all of them)."""
+        return self.columns.slices
+
+    def parts(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """A batch's states per site, each (B, its width): views of ``batch.hidden``."""
+        return {site: batch.hidden[:, columns] for site, columns in self.site_columns.items()}
+
+    def _read(self, arrays, unit: int, into: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """One chunk of one layer of every site, read into ``into`` (a whole chunk's block; one site straight
+        from its file where it can, several each beside the other): (the selected tokens' rows in ``into``,
+        their selection indices, layer)."""
         layer = int(self.layers[unit // len(self.chunks)])
         j = unit % len(self.chunks)
         lo, hi = int(self.bounds[j]), int(self.bounds[j + 1])
         start = int(self.chunks[j]) * self.chunk_tokens
-        stop = min(start + self.chunk_tokens, hidden.shape[1])
-        if direct is None or not direct((layer, int(self.chunks[j]), 0), into):
-            hidden.get_basic_selection((layer, slice(start, stop)),
-                                       out=buffer.cpu.NDBuffer.from_numpy_array(into[:stop - start]))
+        label = int(self.layer_labels[layer])
+        for (array, direct), index, shape, columns in zip(arrays, self.columns.index, self.columns.per_unit,
+                                                          self.site_columns.values()):
+            at = index[label]
+            stop = min(start + self.chunk_tokens, array.shape[1])
+            whole = len(arrays) == 1
+            block = into if whole else np.empty((self.chunk_tokens, *shape), dtype=self._stored)
+            block = block.reshape(self.chunk_tokens, *shape)
+            if direct is None or not direct((at, int(self.chunks[j]), *[0] * len(shape)), block):
+                array.get_basic_selection((at, slice(start, stop)),
+                                          out=buffer.cpu.NDBuffer.from_numpy_array(block[:stop - start]))
+            if not whole:
+                into[:, columns] = block.reshape(self.chunk_tokens, -1)
         return self.tokens[lo:hi] - start, np.arange(lo, hi), layer
 
     def _chunks(self, units: np.ndarray, claim) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
@@ -129,13 +149,16 @@ class StoreDataset(IterableDataset):
 
         ``claim(unit)`` gives each read its destination, (key, block), when the read is submitted: that is
         after the consumer came back from the chunk before, and ``read_ahead - 1`` reads are still in flight."""
-        hidden = Store.open(self.url, self.storage_options).root[self.path][layout.HIDDEN]
-        direct = direct_reader(hidden) if hidden.chunks == (1, self.chunk_tokens, self.d_model) else None
+        group = Store.open(self.url, self.storage_options).root[self.path]
+        arrays = []
+        for name, shape in zip(self.columns.arrays, self.columns.per_unit):
+            array = group[name]
+            arrays.append((array, direct_reader(array) if array.chunks == (1, self.chunk_tokens, *shape) else None))
         with ThreadPoolExecutor(max_workers=self.read_ahead) as pool:
             pending: deque = deque()
             for unit in units:
                 key, block = claim(int(unit))
-                pending.append((key, pool.submit(self._read, hidden, direct, int(unit), block)))
+                pending.append((key, pool.submit(self._read, arrays, int(unit), block)))
                 if len(pending) >= self.read_ahead:
                     key, future = pending.popleft()
                     yield (key, *future.result())

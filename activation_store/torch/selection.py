@@ -79,6 +79,31 @@ class Selection:
     variants: Sequence[str] | str | None = None
     items: Sequence[str] | str | None = None
     positions: str | Sequence[int] | None = None
+    # the site(s) each row holds: the residual stream (None), another site, or several side by side (the MLP
+    # input and output of one token, for a transcoder), at the layers they all have
+    site: Sequence[str] | str | None = None
+
+    def columns(self, ds: Any) -> Columns:
+        """What each row is made of, from the run's records of its sites."""
+        from ..store.sites import RESIDUAL, array_name, of_run
+
+        wanted = [self.site] if isinstance(self.site, str) or self.site is None else list(self.site)
+        wanted = [RESIDUAL if w in (None, "hidden") else w for w in wanted]
+        records = {s.name: s for s in of_run(ds.attrs)}
+        missing = [w for w in wanted if w != RESIDUAL and w not in records]
+        if missing:
+            raise ActstoreError(f"site {missing[0]!r} is not in this run; it holds "
+                                f"{', '.join([RESIDUAL, *records])}")
+        if len(set(wanted)) != len(wanted) or not wanted:
+            raise ActstoreError(f"site= names each site once, got {self.site!r}")
+        layers = [ds.layer.values.astype(np.int64).tolist() if w == RESIDUAL else list(records[w].layers)
+                  for w in wanted]
+        common = np.asarray(sorted(set(layers[0]).intersection(*layers[1:])), dtype=np.int64)
+        if not len(common):
+            raise ActstoreError(f"sites {', '.join(wanted)} have no layer in common")
+        shapes = tuple((int(ds.sizes["d_model"]),) if w == RESIDUAL else tuple(records[w].per_unit) for w in wanted)
+        return Columns(tuple(wanted), tuple(array_name(w) for w in wanted), shapes, common,
+                       tuple({label: i for i, label in enumerate(ls)} for ls in layers))
 
     def layer_indices(self, labels: np.ndarray) -> np.ndarray:
         """Indices into the run's layer axis (whose labels are ``labels``) of the chosen layers, ascending."""
@@ -90,6 +115,31 @@ class Selection:
         token_example = ds.token_example.values
         counts = ds.token_count.values[token_example]
         return np.flatnonzero(wanted[token_example] & _position_mask(self.positions, ds.position.values, counts))
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A row's parts: one array per site, each one token's state flattened, side by side in ``sites`` order."""
+
+    sites: tuple[str, ...]
+    arrays: tuple[str, ...]               # the arrays holding them (``hidden`` for the residual stream)
+    per_unit: tuple[tuple[int, ...], ...]  # one token's shape in each
+    labels: np.ndarray                    # the layers every site has (the loader's layer labels)
+    index: tuple[dict[int, int], ...]      # per array: layer label → index along its layer axis
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(int(np.prod(shape)) for shape in self.per_unit)
+
+    @property
+    def width(self) -> int:
+        return sum(self.widths)
+
+    @property
+    def slices(self) -> dict[str, slice]:
+        """Each site's columns in a row (``batch.hidden[:, slices["mlp_in"]]``)."""
+        bounds = np.cumsum([0, *self.widths]).tolist()
+        return {site: slice(a, b) for site, a, b in zip(self.sites, bounds, bounds[1:])}
 
 
 @dataclass(frozen=True)

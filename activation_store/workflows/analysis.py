@@ -15,6 +15,7 @@ import pandas as pd
 import xarray as xr
 
 from ..store import Store
+from ..store.sites import RESIDUAL
 from .results import Report
 
 
@@ -28,12 +29,20 @@ class Target:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How the runner treats any analysis: where files go, which layers, whether to save and draw."""
+    """How the runner treats any analysis: where files go, which layers at which site, whether to save and draw.
+
+    A site other than the residual stream writes its files under ``<out>/site-<site>`` and saves its result as
+    ``<name>-<site>``, beside the residual stream's."""
 
     out: Path
     layers: list[int] | None = None
+    site: str | None = None     # read another site's states than the residual stream (analyze/sites.py)
     save: bool = True          # under the store's results tree
     plot: bool = True          # PNGs; the plotting backend is imported only then
+
+    @property
+    def at_site(self) -> bool:
+        return self.site not in (None, RESIDUAL, "hidden")
 
 
 @dataclass(frozen=True)
