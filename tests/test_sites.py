@@ -116,8 +116,8 @@ def test_widths_from_the_config_for_the_dry_run(tiny_model_dir):
 
 @pytest.mark.parametrize("request_, says", [
     ("mlp_outt", "unknown site 'mlp_outt'; choose from resid_post, resid_mid, attn_out"),
-    ("blocks.5.hook_nope", "unknown TransformerLens hook"),
-    ("model.layers.mlp:input", "names its block with one *"),
+    ("blocks.5.hook_nope", "unknown site .blocks.5.hook_nope.*TransformerLens hook name"),
+    ("model.layers.mlp:input", r"names the block index with one \* between dots"),
     ("model.layers.*.mlp:inside", "ends in :input or :output"),
     ("attn_out,,mlp_out", "empty name"),
 ])

@@ -27,9 +27,7 @@ def intervention_options(func: Callable) -> Callable:
 
 def run_intervention(options: dict[str, Any], spec: RunSpec) -> str:
     """Call the recorder with the CLI's values; returns its summary line ("" without --intervene)."""
-    from ..extract.interventions import InterventionSpec, record_interventions
-
-    if not options.get("intervene"):
+    if not options.get("intervene"):  # checked before the recorder's import, which pulls in torch
         given = [f"--{k.replace('_', '-')}" for k in ("coefficients", "seed", "target_tokens", "record_layers") if options.get(k)]
         if not given and options.get("steer_mode", "add") != "add":
             given = ["--steer-mode"]
@@ -40,6 +38,8 @@ def run_intervention(options: dict[str, Any], spec: RunSpec) -> str:
         if given or options.get("generate"):
             raise click.UsageError(f"{(given or ['--generate'])[0]} goes with --intervene VECTOR")
         return ""
+    from ..extract.interventions import InterventionSpec, record_interventions
+
     if options.get("coefficients") is None:
         raise click.UsageError("--intervene needs --coefficients, e.g. 0,1,2,4")
     layers = None

@@ -50,12 +50,12 @@ from ..errors import ActstoreError
 from ..store import commits
 from ..store.address import check_writable  # noqa: F401 - defined here before it moved to store/
 from ..store.handle import Store
-from ..store.lock import RunLock
 from ..store.views import finish_run
 from ..store.write import PROGRESS_ATTR, _remove_partials, consolidate_if_stale, create_run, run_attrs
 from . import model_cache
 from .media import MediaLayout
-from .planning import RunPlan, _place, plan, resumed_chunk  # noqa: F401 - plan and resumed_chunk were defined here
+from .early import answer_early, lock_all as _lock_all
+from .planning import RunPlan, _place, checked_sources, plan, resumed_chunk  # noqa: F401 - plan and resumed_chunk were defined here
 from .progress import progress_bar
 from .results import CampaignResult, ExtractResult, _tally
 from .runner import Runner, runner
@@ -67,25 +67,6 @@ __all__ = ["BATCHES_PER_TASK", "CampaignResult", "ExtractResult", "RunPlan", "ch
 # Tokens a fill task on a cluster covers, in batches: a batch straddling two tasks is computed twice, so a
 # task of 40 mean batches costs at most ~2.5% extra forward passes.
 BATCHES_PER_TASK = 40
-
-
-def _lock_all(plans: list[RunPlan], stack: contextlib.ExitStack) -> tuple[list[RunPlan], list[str]]:
-    """Take every run's lock; a run another writer holds is skipped (all held: refused, naming the first)."""
-    locked, skipped, errors = [], [], []
-    for p in plans:
-        try:
-            lock = RunLock(p.spec.location.url, p.path, p.spec.location.storage_options).acquire()
-        except ActstoreError as exc:
-            if "is being written by" not in str(exc):
-                raise
-            errors.append(exc)
-            skipped.append(str(exc).split(": ", 1)[-1].split(";")[0])
-            continue
-        stack.callback(lock.release)
-        locked.append(p)
-    if not locked and errors:
-        raise errors[0]
-    return locked, skipped
 
 
 def _read_state(plans: list[RunPlan], store: Store | None) -> None:
@@ -213,7 +194,11 @@ def _run(specs: Sequence[RunSpec], scheduler: str | None, workers: int | None, t
     with contextlib.ExitStack() as stack:
         if not clustered:  # this process is the worker: the weights it loads are let go when the campaign ends
             stack.enter_context(model_cache.scope())
-        plans = plan(specs, clustered)
+        data = checked_sources(specs, clustered)  # names, datasets, the store: no torch yet
+        answered = answer_early(specs, data, clustered, started)  # complete, refused or locked: no model read
+        if answered is not None:
+            return answered
+        plans = plan(specs, clustered, data)
         resources = _place(plans, clustered, workers)
         spec = plans[0].spec
         plans, skipped = _lock_all(plans, stack)

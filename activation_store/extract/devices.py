@@ -6,8 +6,13 @@ machine without CUDA (or an unknown name) is one line and nothing is written.
 float32 on the CPU and bfloat16 on accelerators that support it."""
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import re
+import sys
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ActstoreError
@@ -18,28 +23,40 @@ if TYPE_CHECKING:
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+NO_MPS = "--device mps: this machine has no usable Apple MPS device; try --device auto or cpu"
 
 
 def resolve_device(device: str = "auto") -> str:
-    """A concrete torch device string (``cpu``, ``cuda:0``, ``mps``) for a user's ``--device``."""
+    """A concrete torch device string (``cpu``, ``cuda:0``, ``mps``) for a user's ``--device``.
+
+    torch is imported only when the answer needs it: ``cpu``, an unknown name and, with a torch built for the CPU
+    alone, every name are answered from torch's ``version.py`` (a refusal or "already complete" in a second)."""
+    name = (device or "auto").strip().lower()
+    if name == "cpu":
+        return "cpu"
+    if name not in ("auto", "mps") and re.fullmatch(r"cuda(?::(\d+))?", name) is None:
+        raise ActstoreError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    cpu_only = cpu_only_torch()
+    if cpu_only is not None:
+        if name == "auto":
+            return "cpu"
+        if name == "mps":
+            raise ActstoreError(NO_MPS)
+        raise ActstoreError(f"--device {device}: CUDA is not available here (torch {cpu_only}); "
+                            "try --device auto or cpu")
     import torch
 
-    name = (device or "auto").strip().lower()
     if name == "auto":
         if torch.cuda.is_available():
             return f"cuda:{torch.cuda.current_device()}"
         if _mps_available():
             return "mps"
         return "cpu"
-    if name == "cpu":
-        return "cpu"
     if name == "mps":
         if not _mps_available():
-            raise ActstoreError("--device mps: this machine has no usable Apple MPS device; try --device auto or cpu")
+            raise ActstoreError(NO_MPS)
         return "mps"
     match = re.fullmatch(r"cuda(?::(\d+))?", name)
-    if match is None:
-        raise ActstoreError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if not torch.cuda.is_available():
         raise ActstoreError(f"--device {device}: CUDA is not available here (torch {torch.__version__}); "
                             "try --device auto or cpu")
@@ -73,6 +90,34 @@ def worker_device(device: str) -> str:
     return f"cuda:{index}"
 
 
+def cpu_only_torch() -> str | None:
+    """The installed torch's version when it is built for the CPU alone (no CUDA, no ROCm, not on macOS, where MPS
+    may be), read from its ``version.py`` without importing torch; None when only torch itself can tell (or it is
+    imported already: its answer, which tests may patch, is then the one to use)."""
+    if "torch" in sys.modules or sys.platform == "darwin":
+        return None
+    return _cpu_build_version()
+
+
+@lru_cache(maxsize=1)
+def _cpu_build_version() -> str | None:
+    try:
+        spec = importlib.util.find_spec("torch")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        tree = ast.parse((Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text(encoding="utf-8"))
+    except (ImportError, ValueError, OSError, SyntaxError):
+        return None
+    values = {}
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        if isinstance(target, ast.Name) and isinstance(node.value, ast.Constant):
+            values[target.id] = node.value.value
+    if values.get("cuda") is not None or values.get("hip") is not None or not isinstance(values.get("__version__"), str):
+        return None
+    return values["__version__"]
+
+
 def _mps_available() -> bool:
     import torch
 
@@ -82,6 +127,8 @@ def _mps_available() -> bool:
 
 def default_compute_dtype(device: str) -> str:
     """float32 on the CPU; bfloat16 on CUDA/MPS where the device supports it, else float32."""
+    if device == "cpu":  # no torch needed: a config is checked before torch is imported
+        return "float32"
     import torch
 
     if device.startswith("cuda"):

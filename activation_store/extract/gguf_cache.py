@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..cache import cache_root
-from ..checksums import sha256_file
+from ..checksums import sha256_file_once
 from ..errors import ActstoreError
 
 MARKER = "actstore-source.json"
@@ -47,11 +47,16 @@ def cache_lock(name: str) -> Iterator[None]:
         yield
 
 
+def gguf_checksum(gguf: Path) -> str:
+    """The SHA-256 of a GGUF file, checked to be one: its model checksum (hashed once per process)."""
+    _check_gguf(Path(gguf))
+    return sha256_file_once(Path(gguf))
+
+
 def converted(gguf: Path, name: str) -> tuple[Path, str]:
     """A safetensors directory for ``gguf`` (converting on first use) and the GGUF's SHA-256."""
     gguf = Path(gguf)
-    _check_gguf(gguf)
-    checksum = sha256_file(gguf)
+    checksum = gguf_checksum(gguf)
     target = cache_root() / "models" / f"{name}-{checksum[:16]}"
     if (target / MARKER).exists():
         return target, checksum

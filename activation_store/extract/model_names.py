@@ -6,9 +6,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from ..checksums import sha256_file
+from ..checksums import sha256_file_once
 from ..errors import ActstoreError
-from .gguf_cache import converted
+from .gguf_cache import converted, gguf_checksum
 from .packaged import PACKAGED
 
 
@@ -39,7 +39,7 @@ def _checkpoint_checksum(directory: Path) -> str:
     digest = hashlib.sha256()
     for f in files:
         if total < 4 << 30:
-            digest.update(sha256_file(f).encode())
+            digest.update(sha256_file_once(f).encode())
         else:
             with open(f, "rb") as handle:
                 size = int.from_bytes(handle.read(8), "little")
@@ -88,22 +88,40 @@ def store_name(model: str) -> str:
     return model
 
 
-def resolve(model: str, weights: bool = True) -> tuple[str, Path, str | None]:
-    """``(store name, local path, gguf checksum or None)`` for a model name or path.
+def locate(model: str, weights: bool = True) -> tuple[str, Path, bool]:
+    """``(store name, checkpoint directory or GGUF file, whether it is a GGUF)``: every check of the name (unknown,
+    package not installed, not available offline), with no conversion and no transformers, so a bad name is
+    refused in a second.
 
     ``weights=False`` fetches only an alias's config and tokenizer (for estimates)."""
     name = store_name(model)
     if model in PACKAGED:
-        directory, checksum = converted(PACKAGED[model].gguf(), name)
-        return name, directory, checksum
+        return name, PACKAGED[model].gguf(), True
     if model in ALIASES:
-        return name, _hub_snapshot(ALIASES[model], model, WEIGHT_PATTERNS if weights else CONFIG_PATTERNS), None
+        return name, _hub_snapshot(ALIASES[model], model, WEIGHT_PATTERNS if weights else CONFIG_PATTERNS), False
     path = Path(model).expanduser()
     if path.suffix == ".gguf":
+        return name, path, True
+    if path.is_dir():
+        return name, path, False
+    if "/" in model and not path.exists() and not model.startswith((".", "/", "~")):
+        return name, _hub_snapshot(model, model, WEIGHT_PATTERNS if weights else CONFIG_PATTERNS), False
+    raise ActstoreError(f"unknown model {model!r}; known names: {', '.join(known_models())}, or a model directory or .gguf file")
+
+
+def resolve(model: str, weights: bool = True) -> tuple[str, Path, str | None]:
+    """``(store name, local path, gguf checksum or None)`` for a model name or path (a GGUF converted on first use).
+
+    ``weights=False`` fetches only an alias's config and tokenizer (for estimates)."""
+    name, path, gguf = locate(model, weights)
+    if gguf:
         directory, checksum = converted(path, name)
         return name, directory, checksum
-    if path.is_dir():
-        return name, path, None
-    if "/" in model and not path.exists() and not model.startswith((".", "/", "~")):
-        return name, _hub_snapshot(model, model, WEIGHT_PATTERNS if weights else CONFIG_PATTERNS), None
-    raise ActstoreError(f"unknown model {model!r}; known names: {', '.join(known_models())}, or a model directory or .gguf file")
+    return name, path, None
+
+
+def model_checksum(model: str) -> tuple[str, str]:
+    """``(store name, checksum)`` as ``plan_model`` records them (the GGUF's SHA-256, else the weights'), without
+    converting a GGUF or importing transformers: what checking a stored run's configuration needs of the model."""
+    name, path, gguf = locate(model)
+    return name, (gguf_checksum(path) if gguf else _checkpoint_checksum(path))

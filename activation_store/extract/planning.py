@@ -14,6 +14,7 @@ from .datasets.media import media_variants
 from .estimate import auto_batch_size, model_shape, run_chunk_tokens
 from .keep import Keep
 from .media import media_layout
+from .model_names import locate
 from .models import ModelPlan, plan_model
 from .progress import quiet_loading
 from .spec import RunSpec
@@ -79,8 +80,7 @@ class RunPlan:
 
     def configure(self, batch_size: int, choice: str | None = None) -> None:
         self.batch_size, self.batch_choice = batch_size, choice
-        self.config = {**self.spec.config(self.data, self.model, batch_size), "dtype": self.spec.dtype,
-                       "chunk_tokens": self.chunk_tokens}
+        self.config = run_config(self.spec, self.data, self.model, batch_size, self.chunk_tokens)
 
     def size_batches(self, prepared: Prepared) -> None:
         """``--batch-size auto`` of a new run: the largest batch that fits the memory the loaded weights left free."""
@@ -94,6 +94,31 @@ class RunPlan:
         return commits.missing(self.committed, self.n_chunks) == []
 
 
+def run_config(spec: RunSpec, data: Any, model: Any, batch_size: int, chunk_tokens: int) -> dict[str, Any]:
+    """A run's whole configuration (what its hash is of): the spec's, the stored dtype and the chunk length.
+
+    ``model`` needs only ``name``, ``checksum`` and (for a layer or position choice) ``n_layers``, so the early
+    answers (extract/early.py) make the same dict without loading the model."""
+    return {**spec.config(data, model, batch_size), "dtype": spec.dtype, "chunk_tokens": chunk_tokens}
+
+
+def checked_sources(specs: Sequence[RunSpec], clustered: bool = False) -> list[Any]:
+    """Every spec's dataset, after the checks that need no torch and no model file read: one store, datasets
+    that load, no media on a cluster, a writable store, every model name known (``locate``: no conversion)."""
+    if not specs:
+        raise ActstoreError("nothing to extract: no model × dataset given")
+    if any(s.location != specs[0].location for s in specs):
+        raise ActstoreError("a campaign writes one store; got several")
+    data = [spec.load_data() for spec in specs]
+    if clustered and (any(s.templates for s in specs) or any(media_variants(d) for d in data)):
+        raise ActstoreError("image and audio variants (and --template) run in this process, where the media are "
+                            "encoded: drop --workers/--scheduler, or choose text variants with --variants")
+    specs[0].location.check_writable()
+    for model in dict.fromkeys(spec.model for spec in specs):  # a misspelt name: one line, before transformers
+        locate(model)
+    return data
+
+
 def _plan_models(specs: Sequence[RunSpec]) -> dict[tuple[str, bool], ModelPlan]:
     models: dict[tuple[str, bool], ModelPlan] = {}
     for spec in specs:
@@ -104,20 +129,14 @@ def _plan_models(specs: Sequence[RunSpec]) -> dict[tuple[str, bool], ModelPlan]:
     return models
 
 
-def plan(specs: Sequence[RunSpec], clustered: bool = False) -> list[RunPlan]:
+def plan(specs: Sequence[RunSpec], clustered: bool = False, data: Sequence[Any] | None = None) -> list[RunPlan]:
     """Check every spec and tokenize every run, touching no store: any bad name anywhere refuses the lot.
 
-    Image and audio variants are laid out by the model's processor here; a model that makes its media ids
-    itself (Chameleon's VQ codes) is loaded for it, into this process's model cache. On a cluster they are refused."""
-    if not specs:
-        raise ActstoreError("nothing to extract: no model × dataset given")
-    if any(s.location != specs[0].location for s in specs):
-        raise ActstoreError("a campaign writes one store; got several")
-    data = [spec.load_data() for spec in specs]
-    if clustered and (any(s.templates for s in specs) or any(media_variants(d) for d in data)):
-        raise ActstoreError("image and audio variants (and --template) run in this process, where the media are "
-                            "encoded: drop --workers/--scheduler, or choose text variants with --variants")
-    specs[0].location.check_writable()
+    ``data``: the specs' datasets, from ``checked_sources`` (which is run here when not given). Image and audio
+    variants are laid out by the model's processor here; a model that makes its media ids itself (Chameleon's
+    VQ codes) is loaded for it, into this process's model cache. On a cluster they are refused."""
+    if data is None:
+        data = checked_sources(specs, clustered)
     models = _plan_models(specs)
     plans, seen = [], set()
     for spec, dataset in zip(specs, data):

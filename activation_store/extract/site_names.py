@@ -1,11 +1,11 @@
 """The grammar of ``--sites``, without a model: named sites, module paths, TransformerLens hook names.
 
-The CLI checks a request here before anything heavy is imported; ``sites.py``
-resolves it against the loaded model. The layer convention is the run's: layer
-0 is the embeddings and layer l the residual stream after block l-1, so a
-block's sites are stored at layer ``block + 1`` and
-``resid_post[l] = resid_post[l-1] + attn_out[l] + mlp_out[l]``. The table of
-names, per architecture family, is docs/guide/sites.md."""
+The CLI checks a request here before anything heavy is imported (nothing here
+imports torch); ``sites.py`` resolves it against the loaded model. The layer
+convention is the run's: layer 0 is the embeddings and layer l the residual
+stream after block l-1, so a block's sites are stored at layer ``block + 1``
+and ``resid_post[l] = resid_post[l-1] + attn_out[l] + mlp_out[l]``. The table
+of names, per architecture family, is docs/guide/sites.md."""
 from __future__ import annotations
 
 import re
@@ -26,11 +26,14 @@ RESIDUAL_BASIS = ("resid_post", "resid_mid", "attn_out", "mlp_out")
 # TransformerLens hook (after ``blocks.<b>.``) -> (site, layer offset from the block index)
 TL_HOOKS: dict[str, tuple[str, int]] = {
     "hook_resid_pre": ("resid_post", 0), "hook_resid_post": ("resid_post", 1), "hook_resid_mid": ("resid_mid", 1),
-    "hook_attn_out": ("attn_out", 1), "hook_mlp_out": ("mlp_out", 1), "ln2.hook_normalized": ("mlp_in", 1),
-    "attn.hook_z": ("z", 1),
+    "hook_mlp_in": ("resid_mid", 1), "hook_attn_out": ("attn_out", 1), "hook_mlp_out": ("mlp_out", 1),
+    "ln2.hook_normalized": ("mlp_in", 1), "attn.hook_z": ("z", 1),
 }
 _TL = re.compile(r"^blocks\.(\d+|\*)\.(" + "|".join(re.escape(k) for k in TL_HOOKS) + r")$")
+_COMPONENT = re.compile(r"^[A-Za-z0-9_]+$")
 IOS = ("input", "output")
+BLOCK = "block"  # the name of a module-path site on the block itself: ``model.layers.*:input`` -> ``block:input``
+EXAMPLES = "a module path with * for the block index (model.layers.*.mlp.down_proj:input)"
 
 
 def tl_site(request: str) -> tuple[str, int | None] | None:
@@ -52,44 +55,56 @@ def module_request(request: str) -> tuple[str, str] | None:
 
 
 def site_name(request: str) -> str:
-    """The site (and array) name a request stores: a named site, or ``<path after the block index>:<io>``."""
+    """The site (and array) name a request stores: a named site, or ``<path after the block index>:<io>``
+    (``block:<io>`` for the block itself)."""
     if request in NAMED:
         return request
     tl = tl_site(request)
     if tl is not None:
         return tl[0]
     path, io = module_request(request)
-    return f"{path.split('*.', 1)[1]}:{io}"
+    after = path.split("*", 1)[1].lstrip(".")
+    return f"{after or BLOCK}:{io}"
+
+
+def _unknown(request: str) -> ActstoreError:
+    hooks = ", ".join(f"blocks.<N|*>.{hook}" for hook in TL_HOOKS)
+    return ActstoreError(f"unknown site {request!r}; choose from {', '.join(NAMED)}, {EXAMPLES}, or a "
+                         f"TransformerLens hook name ({hooks})")
 
 
 def _check(request: str) -> str:
+    """The canonical form of one request (module paths get their ``:output``), or a one-line refusal."""
     if request in NAMED or tl_site(request) is not None:
         return request
-    if request.startswith("blocks."):
-        raise ActstoreError(f"unknown TransformerLens hook {request!r}; actstore maps blocks.<N|*>."
-                            f"{{{','.join(TL_HOOKS)}}}")
-    if "." not in request and ":" not in request:
-        raise ActstoreError(f"unknown site {request!r}; choose from {', '.join(NAMED)}, a module path such as "
-                            f"model.layers.*.mlp.down_proj:input, or a TransformerLens hook name such as "
-                            f"blocks.5.hook_mlp_out")
+    if request.startswith("blocks.") or ("." not in request and ":" not in request):
+        raise _unknown(request)
     path, io = module_request(request)
     if io not in IOS:
         raise ActstoreError(f"site {request!r}: a module path ends in :input or :output, not :{io}")
-    if path.count("*") != 1 or "*." not in path:
-        raise ActstoreError(f"site {request!r}: a module path names its block with one *, "
-                            f"e.g. model.layers.*.mlp.down_proj")
+    parts = path.split(".")
+    if parts.count("*") != 1 or parts[0] == "*" or not all(p == "*" or _COMPONENT.match(p) for p in parts):
+        raise ActstoreError(f"site {request!r}: a module path names the block index with one * between dots "
+                            f"(e.g. model.layers.*.mlp.down_proj), as in model.named_modules()")
     return f"{path}:{io}"
 
 
+def parse_sites(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """Every request of ``--sites`` (comma-separated, or a list), checked and in canonical form, duplicates
+    dropped, in order: syntax only, no model (the CLI calls it before loading anything)."""
+    parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec)]
+    if not parts or not all(parts):
+        raise ActstoreError(f"--sites has an empty name: {spec!r}; choose from {', '.join(NAMED)}, {EXAMPLES}, "
+                            f"or a TransformerLens hook name")
+    return tuple(dict.fromkeys(_check(p) for p in parts))
+
+
 def site_requests(spec: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    """The requests of ``--sites`` (comma-separated, or a list), checked and in canonical form, the residual
-    stream left out (it is always stored); None when nothing else is asked for."""
+    """The requests of ``--sites`` besides ``resid_post`` (always stored, as ``hidden``); None when nothing
+    else is asked for. TransformerLens names of the residual stream are kept: they name layers."""
     if spec is None:
         return None
-    parts = [p.strip() for p in (spec.split(",") if isinstance(spec, str) else spec)]
-    if not all(parts):
-        raise ActstoreError(f"--sites has an empty name: {spec!r}")
-    requests = tuple(dict.fromkeys(_check(p) for p in parts if p != RESIDUAL))
+    requests = tuple(r for r in parse_sites(spec) if r != RESIDUAL)
     return requests or None
 
 
@@ -111,7 +126,8 @@ def site_first_layer(request: str) -> int:
 
 
 def site_width(config: Any, request: str) -> tuple[int, ...] | None:
-    """One token's shape from the model's config, for ``--dry-run``; None for a module path (known once loaded)."""
+    """One token's shape from the model's config, for ``--dry-run``; None for a module path (known once loaded).
+    ``resolve_sites`` measures the same shape on the loaded model."""
     name = site_name(request)
     if name not in NAMED:
         return None

@@ -14,13 +14,18 @@ delete.
 
 Limits: a backend that ignores exclusive create makes the lock best-effort (it
 is read back after writing, which catches most but not all simultaneous
-starts), and taking over a stale remote lock is not atomic."""
+starts), and taking over a stale remote lock is not atomic.
+
+The same lock, at ``.results.lock`` in the store root, serialises the saving of analysis results
+(``results_lock``): a save holds it for seconds, so a second one waits for it (bounded) rather than being
+refused at once."""
 from __future__ import annotations
 
 import datetime
 import json
 import os
 import socket
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +37,15 @@ from .layout import decode_name
 from .objects import Objects, objects_at
 from .remote_errors import raise_remote, remote_error
 from .urls import is_remote, local_path
+
+
+RESULTS_LOCK = ".results.lock"  # the store's results tree: one saver at a time (workflows/results.py)
+WAIT_ENV = "ACTSTORE_LOCK_WAIT"  # seconds a results save waits for another to finish (default RESULTS_WAIT)
+RESULTS_WAIT = 120.0
+
+
+class LockBusy(ActstoreError):
+    """The lock is held by a process that may still run."""
 
 
 def lock_key(run_path: str) -> str:
@@ -75,24 +89,30 @@ def _alive(holder: dict[str, Any]) -> bool:
     return state != "Z" and (recorded is None or started == recorded)  # a zombie has exited; a new start is a reused pid
 
 
-def _busy(url: str, run_path: str, holder: dict[str, Any], where: str) -> ActstoreError:
+def _busy(url: str, what: str, holder: dict[str, Any], where: str) -> LockBusy:
     who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
-    run = "/".join(decode_name(part) for part in run_path.split("/"))
-    return ActstoreError(f"{url}: run {run} is being written by {who}; wait for it to finish, "
-                         f"or delete {where} if that process is gone")
+    return LockBusy(f"{url}: {what} by {who}; wait for it to finish, or delete {where} if that process is gone")
+
+
+def _run_what(run_path: str) -> str:
+    return f"run {'/'.join(decode_name(part) for part in run_path.split('/'))} is being written"
 
 
 class RunLock:
-    """Held while one process writes one run; ``release`` removes only its own lock."""
+    """Held while one process writes one run (or saves results: ``key``/``what`` given); ``release`` removes only
+    its own lock."""
 
-    def __init__(self, url: str, run_path: str, storage_options: dict[str, Any] | None = None):
+    def __init__(self, url: str, run_path: str, storage_options: dict[str, Any] | None = None, *,
+                 key: str | None = None, what: str | None = None):
         self.url, self.run_path, self.options = url, run_path, storage_options or {}
+        self.key = key or lock_key(run_path)
+        self.what = what or _run_what(run_path)
         self.holder = _holder()
         self._made: list[Path] = []  # directories created for the lock, removed again if left empty
 
     # -- local disks -------------------------------------------------------------------------------
     def _local_file(self) -> Path:
-        return Path(local_path(self.url)) / lock_key(self.run_path)
+        return Path(local_path(self.url)) / self.key
 
     def _local_read(self, path: Path) -> dict[str, Any]:
         try:
@@ -152,9 +172,9 @@ class RunLock:
             except FileNotFoundError:
                 continue
             if _alive(holder) or not holder:
-                raise _busy(self.url, self.run_path, holder, str(path))
+                raise _busy(self.url, self.what, holder, str(path))
             self._local_take_over(path, holder)
-        raise _busy(self.url, self.run_path, {}, str(path))
+        raise _busy(self.url, self.what, {}, str(path))
 
     def _local_release(self) -> None:
         path = self._local_file()
@@ -171,7 +191,7 @@ class RunLock:
 
     # -- remote URLs ------------------------------------------------------------------------------
     def _remote(self) -> tuple[Objects, str]:
-        return objects_at(self.url, self.options), lock_key(self.run_path)
+        return objects_at(self.url, self.options), self.key
 
     def _remote_read(self, objects: Objects, key: str) -> dict[str, Any] | None:
         data = objects.read(key)
@@ -197,15 +217,15 @@ class RunLock:
             if self._remote_create(objects, key, json.dumps(self.holder).encode()):
                 holder = self._remote_read(objects, key) or {}
                 if holder.get("token") != self.holder["token"]:  # lost a race the backend could not refuse
-                    raise _busy(self.url, self.run_path, holder, where)
+                    raise _busy(self.url, self.what, holder, where)
                 return
             holder = self._remote_read(objects, key)
             if holder is None:
                 continue
             if _alive(holder) or not holder:
-                raise _busy(self.url, self.run_path, holder, where)
+                raise _busy(self.url, self.what, holder, where)
             objects.remove([key])  # a dead holder on this host; not atomic against a simultaneous taker
-        raise _busy(self.url, self.run_path, self._remote_read(objects, key) or {}, where)
+        raise _busy(self.url, self.what, self._remote_read(objects, key) or {}, where)
 
     def _remote_release(self) -> None:
         objects, key = self._remote()
@@ -215,16 +235,33 @@ class RunLock:
         except Exception as exc:  # noqa: BLE001 - one line, like acquiring
             raise_remote(exc, self.url)
 
-    def acquire(self) -> RunLock:
-        """Take the lock or raise a one-line ``ActstoreError`` naming its holder."""
+    def _acquire_once(self) -> None:
         if not is_remote(self.url):
             self._local_acquire()
-            return self
+            return
         try:
             self._remote_acquire()
+        except LockBusy:
+            raise
         except Exception as exc:  # bad credentials, missing bucket, unreachable endpoint: one line
             raise_remote(exc, self.url)
-        return self
+
+    def acquire(self, wait: float = 0.0) -> RunLock:
+        """Take the lock, waiting up to ``wait`` seconds for a live holder, or raise a one-line ``ActstoreError``
+        naming the holder."""
+        deadline = time.monotonic() + wait
+        pause = 0.05
+        while True:
+            try:
+                self._acquire_once()
+                return self
+            except LockBusy as exc:
+                if time.monotonic() + pause > deadline:
+                    if wait > 0:
+                        raise LockBusy(f"{exc} (waited {wait:g} s)") from None
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     def release(self) -> None:
         (self._remote_release if is_remote(self.url) else self._local_release)()
@@ -238,6 +275,26 @@ def run_lock(store: str | Store, run_path: str, storage_options: dict[str, Any] 
     if isinstance(store, Store):
         store, storage_options = store.url, store.storage_options
     lock = RunLock(store, run_path, storage_options).acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def results_wait() -> float:
+    """How long a results save waits for another: ``ACTSTORE_LOCK_WAIT`` seconds, else ``RESULTS_WAIT``."""
+    try:
+        return max(0.0, float(os.environ.get(WAIT_ENV, RESULTS_WAIT)))
+    except ValueError:
+        raise ActstoreError(f"{WAIT_ENV} must be a number of seconds, got {os.environ[WAIT_ENV]!r}") from None
+
+
+@contextmanager
+def results_lock(store: Store, wait: float | None = None) -> Iterator[RunLock]:
+    """Hold the store's results lock (one saver of analysis results at a time), waiting up to ``wait`` seconds
+    (default ``results_wait()``) for another saver to finish."""
+    lock = RunLock(store.url, "", store.storage_options, key=RESULTS_LOCK, what="results are being saved")
+    lock.acquire(results_wait() if wait is None else wait)
     try:
         yield lock
     finally:

@@ -15,6 +15,10 @@ import xarray as xr
 
 from ..store import Store, layout
 from ..store.handle import quiet_zarr
+from ..store.lock import results_lock
+from ..store.remote_errors import raise_remote
+from ..store.replace import Staged, abandon, fault, publish, recover, stage
+from .result_save import check_staged, ensure_parents, save_failure, write_staged
 
 
 @dataclass
@@ -41,17 +45,43 @@ def _storable(result: xr.Dataset) -> xr.Dataset:
 
 def save_to_store(result: xr.Dataset, store: str | Store, model: str, dataset: str, name: str,
                   storage_options: dict[str, Any] | None = None) -> str:
-    """Write ``result`` as group ``results/<model>/<dataset>/<name>`` (replacing an older one); returns the path.
-    A URL is opened here; a ``Store`` handed in is used as it is, and must be writable (opened once, at the edge)."""
+    """Write ``result`` as group ``results/<model>/<dataset>/<name>``, replacing an older one in one step; returns
+    the path. A URL is opened here; a ``Store`` handed in is used as it is, and must be writable.
+
+    The result is computed in full first; then, under the store's results lock, it is written under a temporary
+    name, read back and compared, and only then put in place (``store/replace.py``) and consolidated. A kill, a
+    full disk or a failed check at any point leaves the old result or the new one, whole; never neither."""
     if isinstance(store, Store):
         store.require_writable()
     else:
         store = Store.open(store, storage_options, mode="r+")
     path = layout.results_path(model, dataset, name)
-    with quiet_zarr():
-        _storable(result).to_zarr(store.zarr_store, group=path, mode="w", consolidated=False, zarr_format=3)
-    store.consolidate()
+    storable = _storable(result).load()   # computed before the store is touched
+    staged = None
+    try:
+        with results_lock(store):
+            recover(store)
+            ensure_parents(store, path)
+            staged = stage(store, path)
+            _write_and_publish(storable, staged, name)
+    except OSError as exc:
+        raise save_failure(store, name, exc, staged) from None
+    except Exception as exc:  # noqa: BLE001 - a storage client's own failures become one line
+        raise_remote(exc, store.url)
     return path
+
+
+def _write_and_publish(storable: xr.Dataset, staged: Staged, name: str) -> None:
+    try:
+        write_staged(storable, staged)
+        fault("staged")
+        check_staged(storable, staged, name)
+        staged.mark("checked")
+        fault("checked")
+        publish(staged)
+    except BaseException:
+        abandon(staged)
+        raise
 
 
 def load_from_store(store: str | Store, model: str, dataset: str, name: str,
