@@ -12,8 +12,11 @@ checked by the caller, and only then put in place, under the caller's lock:
   next save (``recover``) and named by ``actstore verify`` meanwhile; a reader reading during the copy (seconds)
   can meet some new objects beside old ones.
 
-Then the consolidated metadata is refreshed (one atomic write of the root ``zarr.json``); if that fails, a local
-exchange is undone, so the description readers open and the group on disk stay in step. The old group is
+Where an old group is replaced, the root ``zarr.json`` is first written without its consolidated metadata, so
+that until it is refreshed readers read each node's own metadata, which moves with its chunks (never the old
+description over the new chunks). Then the consolidated metadata is refreshed (one atomic write of the root
+``zarr.json``); if that fails, a local exchange is undone and the root document put back, so the description
+readers open and the group on disk stay in step. The old group is
 deleted last. Each staged save has a journal ``<token>.json`` (target, state) beside it; whatever a killed save
 leaves in the staging area is undone or finished by the next ``recover``."""
 from __future__ import annotations
@@ -44,7 +47,7 @@ STATES = ("staging", "checked", "swapping", "publishing")
 
 
 def fault(step: str) -> None:
-    """SIGKILL this process at ``step`` when ``FAULT_ENV`` names it (tests/test_results_faults.py)."""
+    """SIGKILL this process at ``step`` when ``FAULT_ENV`` names it (tests/test_result_faults.py)."""
     if os.environ.get(FAULT_ENV) == step:
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
@@ -116,6 +119,38 @@ def _consolidate(store: Store) -> None:
                             f"`actstore verify {store.url}` names the damaged metadata") from None
 
 
+def _unconsolidate(store: Store, target: str) -> bytes | None:
+    """Before an old group at ``target`` is replaced: the root ``zarr.json`` without its consolidated metadata (one
+    atomic write), so that until the consolidation after the replacement readers read each node's own metadata,
+    which moves with its chunks, and see the old group or the new one whole; never the old description over the
+    new chunks (a kill in between left ``actstore.open`` failing on "cannot reshape"). Returns the root document as
+    it was (None: nothing was changed)."""
+    objects = objects_at(store.url, store.storage_options)
+    if objects.read(f"{target}/{layout.METADATA}") is None:
+        return None  # no old group: readers of the consolidated metadata see none until the new one is described
+    before = objects.read(layout.METADATA)
+    try:
+        doc = json.loads(before) if before is not None else None
+    except ValueError:
+        return None  # consolidating names it (verify)
+    if not isinstance(doc, dict) or doc.get("consolidated_metadata") is None:
+        return None
+    doc.pop("consolidated_metadata")
+    objects.write(layout.METADATA, json.dumps(doc, indent=2).encode())
+    return before
+
+
+def _put_back_root(store: Store, before: bytes | None) -> None:
+    """After a replacement was undone: the root ``zarr.json`` as it was (best effort: without it readers read the
+    live metadata, which is the old group's again)."""
+    if before is None:
+        return
+    try:
+        objects_at(store.url, store.storage_options).write(layout.METADATA, before)
+    except OSError:
+        pass
+
+
 def _remove_token(store: Store, token: str) -> None:
     if not is_remote(store.url):
         base = Path(local_path(store.url)) / STAGING
@@ -177,12 +212,18 @@ def _unswap_local(staged: Staged, old: Path | None) -> None:
 
 
 def _publish_local(staged: Staged) -> None:
-    old = _swap_local(staged)
-    fault("swapped")
+    before = _unconsolidate(staged.store, staged.target)
     try:
+        old = _swap_local(staged)
+    except BaseException:
+        _put_back_root(staged.store, before)
+        raise
+    try:
+        fault("swapped")
         _consolidate(staged.store)
     except BaseException:
         _unswap_local(staged, old)
+        _put_back_root(staged.store, before)
         raise
     fault("consolidated")
     if old is not None:
@@ -223,7 +264,12 @@ def _copy_into_place(store: Store, token: str, target: str) -> None:
 
 
 def _publish_remote(staged: Staged) -> None:
-    staged.mark("publishing")
+    before = _unconsolidate(staged.store, staged.target)
+    try:
+        staged.mark("publishing")
+    except BaseException:
+        _put_back_root(staged.store, before)
+        raise
     _copy_into_place(staged.store, staged.token, staged.target)
     fault("copied")
     _consolidate(staged.store)
