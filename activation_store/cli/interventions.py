@@ -7,7 +7,11 @@ import click
 
 from ..extract.spec import RunSpec
 
-INTERVENTION_KEYS = ("intervene", "coefficients", "steer_positions", "steer_mode", "steer_onward", "generate", "seed", "target_tokens", "top_k", "record_layers")
+INTERVENTION_KEYS = ("intervene", "coefficients", "steer_positions", "steer_mode", "steer_onward", "generate", "seed", "target_tokens", "top_k", "record_layers", "steer_site")
+# options that mean nothing without --intervene, and their values when not given
+_STEERING_DEFAULTS = {"coefficients": None, "seed": None, "target_tokens": None, "record_layers": None,
+                      "steer_mode": "add", "steer_onward": False, "steer_positions": "last", "steer_site": "resid_post",
+                      "generate": 0}
 
 
 def intervention_options(func: Callable) -> Callable:
@@ -17,6 +21,8 @@ def intervention_options(func: Callable) -> Callable:
     func = click.option("--seed", default=None, help="With --generate: sample with these seeds (0..9 or 0,3,7) instead of greedy decoding.")(func)
     func = click.option("--generate", type=int, default=0, show_default=True, help="With --intervene: tokens of continuation per condition.")(func)
     func = click.option("--steer-onward", is_flag=True, help="With --intervene: steer the vector's layer and every later layer's output (the paper's Chameleon replace).")(func)
+    func = click.option("--steer-site", "steer_site", default="resid_post", show_default=True, metavar="resid_post|attn_out|mlp_out",
+                        help="With --intervene: add the vector to the block's output, or to what its attention or MLP adds to the residual stream.")(func)
     func = click.option("--steer-mode", default="add", show_default=True, metavar="add|replace", help="With --intervene: add coefficient × vector to the state, or replace the state with it.")(func)
     func = click.option("--steer-positions", "steer_positions", default="last", show_default=True, help="With --intervene: prompt positions that get the vector: all, last, START:END, "
                         "a modality (image, audio, text) or an image half (image:top|bottom|left|right).")(func)
@@ -28,15 +34,9 @@ def intervention_options(func: Callable) -> Callable:
 def run_intervention(options: dict[str, Any], spec: RunSpec) -> str:
     """Call the recorder with the CLI's values; returns its summary line ("" without --intervene)."""
     if not options.get("intervene"):  # checked before the recorder's import, which pulls in torch
-        given = [f"--{k.replace('_', '-')}" for k in ("coefficients", "seed", "target_tokens", "record_layers") if options.get(k)]
-        if not given and options.get("steer_mode", "add") != "add":
-            given = ["--steer-mode"]
-        if not given and options.get("steer_onward"):
-            given = ["--steer-onward"]
-        if not given and options.get("steer_positions", "last") != "last":
-            given = ["--steer-positions"]
-        if given or options.get("generate"):
-            raise click.UsageError(f"{(given or ['--generate'])[0]} goes with --intervene VECTOR")
+        given = [k for k, default in _STEERING_DEFAULTS.items() if options.get(k, default) not in (default, "")]
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} goes with --intervene VECTOR")
         return ""
     from ..extract.interventions import InterventionSpec, record_interventions
 
@@ -50,5 +50,6 @@ def run_intervention(options: dict[str, Any], spec: RunSpec) -> str:
             raise click.BadParameter("expected comma-separated integers", param_hint="--record-layers") from None
     steering = InterventionSpec(vector=options["intervene"], coefficients=options["coefficients"],
                                 positions=options["steer_positions"], mode=options["steer_mode"], onward=bool(options.get("steer_onward")), generate=options["generate"], seeds=options["seed"],
-                                target_tokens=options["target_tokens"], top_k=options["top_k"], record_layers=layers)
+                                target_tokens=options["target_tokens"], top_k=options["top_k"], record_layers=layers,
+                                site=options["steer_site"])
     return record_interventions(spec, steering).summary()

@@ -106,6 +106,11 @@ def _targets(model: torch.nn.Module, request: str) -> tuple[str, str, dict[int, 
     return pattern, io, matched
 
 
+def site_modules(model: torch.nn.Module, request: str) -> dict[int, torch.nn.Module]:
+    """Each block's module of a site (block index → module): where a hook on that site goes."""
+    return _targets(model, request)[2]
+
+
 def resolve_sites(model: torch.nn.Module, requests: Sequence[str]) -> tuple[tuple[Site, ...], tuple[int, ...] | None]:
     """The requested sites (the residual stream left out: it is always stored) with their shapes measured by
     one two-token forward, and the layers TransformerLens names with a block index name (None: all)."""

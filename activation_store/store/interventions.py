@@ -31,6 +31,11 @@ COORDS = ("coefficient", "item", "variant", "text", "token_offset", "token_count
           *layout.MEDIA_TOKEN_COORDS, *layout.MEDIA_EXAMPLE_COORDS)
 
 
+def recorded_name(vector: str, site: str | None = None) -> str:
+    """A recorded intervention's name: the vector's, with ``@<site>`` when it was steered at a sublayer's output."""
+    return vector if site in (None, "resid_post") else f"{vector}@{site}"
+
+
 def intervention_path(model: str, dataset: str, vector: str) -> str:
     return f"{layout.encode_name(model)}/{INTERVENTIONS}/{layout.encode_name(dataset)}/{layout.encode_name(vector)}"
 
@@ -118,9 +123,11 @@ def list_recorded(store: Store) -> list[tuple[str, str, str, dict[str, Any]]]:
 
 
 def open_recorded(store: str | Store, model: str, dataset: str, vector: str,
-                  storage_options: dict[str, Any] | None = None) -> xr.Dataset:
-    """One recorded intervention run as a Dataset over (condition, example, …), lazily."""
+                  storage_options: dict[str, Any] | None = None, site: str | None = None) -> xr.Dataset:
+    """One recorded intervention run as a Dataset over (condition, example, …), lazily; ``site`` names one steered
+    at a sublayer's output (``vector="v", site="mlp_out"`` is ``vector="v@mlp_out"``)."""
     store = Store.open(store, storage_options)
+    vector = recorded_name(vector, site)
     path = intervention_path(model, dataset, vector)
     if recorded_attrs(store, path) is None:
         raise ActstoreError(f"no recorded intervention of vector {vector!r} on {model!r} / {dataset!r} in {store.url}; "

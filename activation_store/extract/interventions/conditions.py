@@ -20,7 +20,7 @@ from ..progress import progress_bar
 from ..spec import RunSpec
 from ..tokens import TokenLayout
 from .generate import Continuation, _forward, _prompt_cache, continue_prompts
-from .hooks import Steering, decoder_layers, steered_layers
+from .hooks import Steering, steered_layers, steered_modules
 from .parse import InterventionSpec
 from .positions import steer_mask
 
@@ -101,9 +101,8 @@ def run_conditions(rec: Recording, resume: dict[int, dict[str, np.ndarray]],
     and handed to ``save`` at once."""
     coefficients, n_ex = rec.steering.coefficients, len(rec.tokens.ids)
     blocks, support_id = [], None
-    blocks_of_net = decoder_layers(rec.net)
-    hooked = [blocks_of_net[layer - 1]
-              for layer in steered_layers(rec.steer.layer, rec.model.n_decoder_layers, rec.steering.onward)]
+    hooked = steered_modules(rec.net, rec.steering.site,
+                             steered_layers(rec.steer.layer, rec.model.n_decoder_layers, rec.steering.onward))
     with Steering(hooked, torch.from_numpy(rec.steer.vector).float(), rec.steering.mode) as hook, \
             progress_bar(len(coefficients) * n_ex, unit="ex", desc="intervene", enabled=rec.spec.progress) as bar:
         for c, coefficient in enumerate(coefficients):

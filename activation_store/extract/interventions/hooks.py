@@ -1,12 +1,15 @@
 """Putting a vector into the residual stream: forward hooks on the language model's decoder layers.
 
 The vector for hidden-state layer l goes on the output of decoder layer l − 1 (``hidden_states[0]``
-is the embeddings), and with ``onward`` on every later decoder layer's output too."""
+is the embeddings), and with ``onward`` on every later decoder layer's output too. At a sublayer
+site (``attn_out``, ``mlp_out``) it goes on that sublayer's output in the same block, before it is
+added to the residual stream (after Gemma's post-sublayer norms: the module extract/sites.py names)."""
 from __future__ import annotations
 
 import torch
 
 from ...errors import ActstoreError
+from ..sites import site_modules
 
 
 def steer_state(hidden: torch.Tensor, mask: torch.Tensor, value: torch.Tensor, mode: str) -> torch.Tensor:
@@ -31,6 +34,15 @@ def decoder_layers(net) -> torch.nn.ModuleList:
         if isinstance(module, torch.nn.ModuleList) and len(module) == n:
             return module
     raise ActstoreError(f"cannot find the decoder layers of {type(net).__name__}")
+
+
+def steered_modules(net, site: str, layers: list[int]) -> list[torch.nn.Module]:
+    """The modules whose outputs get the vector, one per steered hidden-state layer (block ``layer − 1``)."""
+    if site == "resid_post":
+        stack = decoder_layers(net)
+        return [stack[layer - 1] for layer in layers]
+    found = site_modules(net, site)
+    return [found[layer - 1] for layer in layers]
 
 
 def steered_layers(layer: int, n_decoder: int, onward: bool) -> list[int]:

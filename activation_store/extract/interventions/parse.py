@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 from ...errors import ActstoreError
 from ...positions import parse_steered
+from ...store.interventions import recorded_name
 
 GREEDY = -1  # the one "seed" of a greedy continuation
 MODES = ("add", "replace")
+STEER_SITES = ("resid_post", "attn_out", "mlp_out")  # the outputs a vector can be added to (extract/site_names.py)
 
 
 def parse_coefficients(values: list[str] | list[float] | str) -> list[float]:
@@ -74,6 +76,7 @@ class InterventionSpec:
     target_tokens: str | None = None
     top_k: int = 20
     record_layers: tuple[int, ...] | list[int] | None = None
+    site: str = "resid_post"  # where the vector goes: a block's output, or what its attention or MLP adds
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -90,8 +93,15 @@ class InterventionSpec:
             raise ActstoreError(f"--generate must be 0 or more tokens, got {self.generate}")
         if self.seeds is not None and not self.generate:
             raise ActstoreError("--seed samples continuations; give --generate N too")
+        if self.site not in STEER_SITES:
+            raise ActstoreError(f"--steer-site must be one of {', '.join(STEER_SITES)}, got {self.site!r}")
         if self.top_k < 1:
             raise ActstoreError(f"--top-k must be at least 1, got {self.top_k}")
+
+    @property
+    def recorded_name(self) -> str:
+        """The recorded group's name: the vector's, with ``@<site>`` when it is steered at a sublayer's output."""
+        return recorded_name(self.vector, self.site)
 
     @property
     def where(self) -> str | slice:

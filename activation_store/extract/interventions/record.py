@@ -56,12 +56,12 @@ def record_interventions(spec: RunSpec, steering: InterventionSpec) -> Intervent
     config = _config(rec)
     existing = recorded_attrs(rec.target, rec.path)
     if existing is not None and not rec.spec.overwrite:
-        what = f"intervention {steering.vector!r} on {rec.model.name}/{rec.data.name}"
+        what = f"intervention {steering.recorded_name!r} on {rec.model.name}/{rec.data.name}"
         stored_config_matches(existing, config, what, rec.spec.store)
         status = "already complete"
     else:
         status = _write(rec, config)
-    return InterventionResult(rec.spec.store, rec.model.name, rec.data.name, steering.vector, status,
+    return InterventionResult(rec.spec.store, rec.model.name, rec.data.name, steering.recorded_name, status,
                               len(steering.coefficients), len(rec.tokens.examples), time.perf_counter() - started)
 
 
@@ -87,7 +87,7 @@ def _prepare(spec: RunSpec, steering: InterventionSpec) -> Recording:
         model = plan_model(spec.model, trust_remote_code=spec.trust_remote_code)
     target = Store.open(store, options, mode="r+")
     steer = read_vector(target, model.name, steering.vector)
-    path = intervention_path(model.name, data.name, steering.vector)
+    path = intervention_path(model.name, data.name, steering.recorded_name)
     layers = _checked_layers(steering, steer, model)
     wanted = all_strings(target_sets)
     with quiet_loading(not spec.progress):
@@ -106,9 +106,10 @@ def _checked_layers(steering: InterventionSpec, steer: SteeringVector, model: Mo
     if steer.vector.shape != (d_model,):
         raise ActstoreError(f"vector {steering.vector!r} has {steer.vector.shape[0]} dimensions but the model's hidden "
                             f"size is {d_model}")
-    if not 1 <= steer.layer <= n_decoder - 1:
+    last = n_decoder - 1 if steering.site == "resid_post" else n_decoder  # a sublayer adds before the final norm
+    if not 1 <= steer.layer <= last:
         raise ActstoreError(f"vector {steering.vector!r} is for layer {steer.layer}, out of range for this model "
-                            f"(1..{n_decoder - 1})")
+                            f"(1..{last}{'' if steering.site == 'resid_post' else ' at ' + steering.site})")
     layers = list(steering.record_layers or [steer.layer])
     bad = [layer for layer in layers if not 0 <= layer <= n_decoder]
     if bad:
@@ -125,6 +126,7 @@ def _config(rec: Recording) -> dict[str, Any]:
         "coefficients": list(steering.coefficients), "positions": steering.positions,
         **({"mode": steering.mode} if steering.mode != "add" else {}),  # absent: add runs keep their hash
         **({"onward": True} if steering.onward else {}),
+        **({"site": steering.site} if steering.site != "resid_post" else {}),
         "generate": steering.generate,
         "seeds": list(steering.seeds) if steering.seeds is not None else None, "targets": rec.wanted,
         "top_k": steering.top_k, "record_layers": rec.layers,
@@ -151,6 +153,7 @@ def _write(rec: Recording, config: dict[str, Any]) -> str:
             "config": config, "config_hash": blocks_hash, "vector": steering.vector, "layer": rec.steer.layer,
             "steered_layers": steered_layers(rec.steer.layer, model.n_decoder_layers, steering.onward),
             "hook": rec.steer.attrs.get("hook", ""), "positions": steering.positions, "mode": steering.mode,
+            "site": steering.site,
             "provenance": rec.spec.provenance(rec.data, model, type(rec.net).__name__, created=False),  # reruns: same bytes
         }
         write_lens(target, layout.encode_name(model.name), *rec.head)
